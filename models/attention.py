@@ -1,0 +1,112 @@
+"""Causal self-attention cores, one per backend, chosen per run.
+
+`naive` spells attention out (scores, softmax, final matmul; each its own NVTX range, as in
+CS336 assignment 2's annotated attention and nanoGPT's non-flash path). The others call
+`F.scaled_dot_product_attention` pinned to one backend with `torch.nn.attention.sdpa_kernel`,
+so a run measures the backend it names or fails, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from models.sizes import ATTN_BACKENDS
+from profkit.collect.nvtx import annotate
+
+SDPA_BACKENDS: dict[str, SDPBackend] = {
+    "math": SDPBackend.MATH,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+assert ATTN_BACKENDS == ("naive", *SDPA_BACKENDS)
+CUDA_ONLY = ("flash", "efficient", "cudnn")
+
+
+class AttentionBackendError(ValueError):
+    """The chosen attention backend cannot run this dtype, device or shape."""
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, backend: str, mask: Tensor) -> Tensor:
+    """Causal attention over (B, nh, T, hs) tensors; `mask` is a (≥T, ≥T) lower-triangular bool."""
+    if backend != "naive":
+        with annotate("sdpa"), sdpa_kernel(SDPA_BACKENDS[backend]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    T = q.size(-2)
+    with annotate("attn_scores"):
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
+        att = att.masked_fill(~mask[:T, :T], float("-inf"))
+    with annotate("attn_softmax"):
+        att = F.softmax(att, dim=-1)
+    with annotate("attn_final_matmul"):
+        return att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
+
+
+def check_backend(backend: str, device: torch.device, dtype: torch.dtype, *, seq_len: int, head_dim: int,
+                  probe: bool = True) -> None:
+    """Raise AttentionBackendError, naming the reason, if `backend` cannot run this case.
+
+    Runs one tiny forward of the pinned backend at the run's head size and length, in the
+    run's compute dtype, before any real work starts, and reports PyTorch's own reason
+    (its warnings say why each backend declined). `probe=False` checks only the device.
+    """
+    if backend not in ATTN_BACKENDS:
+        raise AttentionBackendError(f"unknown attention backend {backend!r}; choose from {', '.join(ATTN_BACKENDS)}")
+    if backend in CUDA_ONLY and device.type != "cuda":
+        # PyTorch's CPU build accepts FLASH_ATTENTION with a C++ port of the algorithm; it is
+        # not the FlashAttention kernels this backend exists to profile, so refuse it.
+        raise AttentionBackendError(
+            f"attention backend {backend!r} is a CUDA kernel and the device is {device.type}; use --attn naive or math")
+    if backend == "naive" or not probe:
+        return
+    q = torch.randn(1, 1, seq_len, head_dim, device=device, dtype=dtype)
+    reason = _declined_because(backend, q)
+    if reason is None:  # PyTorch's own check passed: run it once to be sure
+        try:
+            with warnings.catch_warnings(), sdpa_kernel(SDPA_BACKENDS[backend]):
+                warnings.simplefilter("ignore")
+                F.scaled_dot_product_attention(q, q, q, is_causal=True)
+        except RuntimeError as e:
+            reason = _clean(str(e))
+    if reason is not None:
+        raise AttentionBackendError(
+            f"attention backend {backend!r} cannot run {str(dtype).removeprefix('torch.')} "
+            f"with head size {head_dim} and length {seq_len} on {device}: {reason}")
+
+
+def _clean(message: str) -> str:
+    """First line of a PyTorch message, without its '(Triggered internally at ...)' tail."""
+    return re.sub(r"\s*\(Triggered internally at [^)]*\)\.?", "", message.strip()).splitlines()[0].strip()
+
+
+def _declined_because(backend: str, q: Tensor) -> str | None:
+    """PyTorch's reason for declining `backend` on tensors like q, or None if it accepts them.
+
+    Asks torch.backends.cuda.can_use_<backend>(params, debug=True), which warns once per
+    failed condition; the first warning that is not about the other backends being disabled
+    is the reason.
+    """
+    import torch.backends.cuda as tbc
+
+    check = {"flash": getattr(tbc, "can_use_flash_attention", None),
+             "efficient": getattr(tbc, "can_use_efficient_attention", None),
+             "cudnn": getattr(tbc, "can_use_cudnn_attention", None)}[backend]
+    if check is None:
+        return None
+    try:
+        params = tbc.SDPAParams(q, q, q, None, 0.0, True, False)
+    except TypeError:  # SDPAParams took other arguments before 2.5
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if check(params, True):
+            return None
+    reasons = [_clean(str(w.message)) for w in caught]
+    return next((r for r in reasons if r and "disabled" not in r), "PyTorch declined it without a reason")

@@ -1,0 +1,203 @@
+"""NVTX ranges for models: one helper for inner steps, hooks for modules, forward and backward.
+
+Why the `nvtx` package and not `torch.cuda.nvtx`: it works on CPU-only machines too (the CPU
+tests and CI capture real exports with nsys), and its ranges carry registered strings.
+It is pinned to 0.2.10 because nsys 2023.4.4 did not record ranges from 0.2.17 at all
+(see ../shared/nsys/README.md); tests/test_profile_e2e.py checks ranges reach a real export.
+
+Two kinds of range: `phase` marks what the runner does (warmup, step_3, forward, backward,
+optimizer, loss) and `annotate` marks steps inside a model. They are switched apart because a
+torch.compile'd model must not contain NVTX calls (each would be a graph break, and the
+compiler fuses the steps anyway), while the phases around it still matter.
+
+Cost: a range is one dict lookup and two C calls, and the NVTX C library makes push/pop
+no-ops when no tool is attached; the backward hooks cost more (autograd nodes and Python
+calls, see reports/nvtx_overhead.md). So `profkit run --nvtx auto`, the default, turns
+ranges on only when a tool is attached (`tool_attached`) and pays nothing otherwise.
+Switched off, `annotate` hands back one shared `contextlib.nullcontext`, which
+torch.compile traces without a graph break.
+
+Backward: PyTorch runs backward on its autograd thread (on CUDA), so ranges pushed during
+forward never cover backward kernels. Backward ranges are pushed when a module's output
+gradient arrives and popped when its input gradient is done, by code that autograd runs on
+the thread that launches that module's backward kernels, so each range lives on the right
+thread's NVTX stack. Two ways, both attached from outside the model:
+- built-in models: forward hooks wrap the module's input and output in `_BackwardMark`, an
+  identity autograd Function whose backward pops or pushes (one node per side, cheap);
+- user models: full backward (pre-)hooks, which PyTorch keeps right for any module
+  signature (several inputs, tuple outputs, outputs left unused), at a higher cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import nvtx
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+_ENABLED = True  # every range
+_INNER = True  # ranges inside models (`annotate`, module hooks)
+_NULL = contextlib.nullcontext()
+_CACHE: dict[str, nvtx.annotate] = {}
+
+
+def tool_attached() -> bool:
+    """True under nsys, Nsight Compute or any NVTX tool: they set NVTX_INJECTION64_PATH
+    (seen with nsys 2023.4.4, whose launcher sets it together with LD_PRELOAD)."""
+    return bool(os.environ.get("NVTX_INJECTION64_PATH"))
+
+
+def resolve(setting: str) -> bool:
+    """Whether `--nvtx auto|on|off` means ranges in this process."""
+    return setting == "on" or (setting == "auto" and tool_attached())
+
+
+def set_enabled(enabled: bool, *, inner: bool = True) -> None:
+    """Turn ranges on or off: all of them, or (inner=False) only those inside models."""
+    global _ENABLED, _INNER
+    _ENABLED, _INNER = enabled, enabled and inner
+
+
+def _range(name: str) -> nvtx.annotate:
+    # nvtx.annotate registers its string once; reusing the object keeps push/pop cheap.
+    r = _CACHE.get(name)
+    if r is None:
+        r = _CACHE[name] = nvtx.annotate(name)
+    return r
+
+
+def annotate(name: str) -> contextlib.AbstractContextManager[Any]:
+    """`with annotate("attn_softmax"):` marks one step of a model's forward."""
+    return _range(name) if _INNER else _NULL
+
+
+def phase(name: str) -> contextlib.AbstractContextManager[Any]:
+    """`with phase("step_3"):` marks what the runner does around the model."""
+    return _range(name) if _ENABLED else _NULL
+
+
+def push(name: str) -> None:
+    if _INNER:
+        _range(name).__enter__()
+
+
+def pop(name: str) -> None:
+    if _INNER:
+        _range(name).__exit__()
+
+
+def _hook_pair(module: nn.Module, name: str, *, forward: bool, backward: bool) -> list[RemovableHandle]:
+    handles = []
+    if forward:
+        handles.append(module.register_forward_pre_hook(lambda m, a: push(name)))
+        handles.append(module.register_forward_hook(lambda m, a, o: pop(name), always_call=True))
+    if backward:
+        handles.append(module.register_full_backward_pre_hook(lambda m, g: push(name)))
+        handles.append(module.register_full_backward_hook(lambda m, gi, go: pop(name)))
+    return handles
+
+
+class _BackwardMark(torch.autograd.Function):
+    """Identity in forward; pushes (`push=True`) or pops range `name` when its gradient passes."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, name: str, push_: bool) -> Tensor:
+        ctx.name, ctx.push = name, push_
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (push if ctx.push else pop)(ctx.name)
+        return grad, None, None
+
+
+def _mark_pair(module: nn.Module, name: str) -> list[RemovableHandle]:
+    """Backward range for a module that takes one tensor and returns one tensor."""
+
+    def mark_input(m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        x = args[0]
+        if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad):
+            return None
+        return (_BackwardMark.apply(x, name, False), *args[1:])  # its gradient closes the range
+
+    def mark_output(m: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+        if not (torch.is_grad_enabled() and isinstance(out, Tensor) and out.requires_grad):
+            return None
+        return _BackwardMark.apply(out, name, True)  # its gradient, first to arrive, opens it
+
+    return [module.register_forward_pre_hook(mark_input), module.register_forward_hook(mark_output)]
+
+
+def builtin_ranges(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """The modules of the built-in models that get a backward range, with its name.
+
+    Names match the forward ranges (`layer_3`, `attention`, `mlp`, `lm_head`), so backward
+    reads `step_0/backward/layer_3/attention` once nested under the `backward` range.
+    """
+    for i, block in enumerate(model.layers):  # type: ignore[arg-type]
+        yield f"layer_{i}", block
+        yield "attention", block.attn
+        yield "mlp", block.mlp
+    yield "lm_head", model.lm_head  # type: ignore[misc]
+
+
+def add_backward_ranges(model: nn.Module, *, hooks: bool = False) -> list[RemovableHandle]:
+    """Give each layer (and its attention and MLP) of a built-in model a backward range.
+
+    `hooks=True` uses full backward hooks instead of marks (kept to measure the difference,
+    see scripts/bench_nvtx_overhead.py).
+    """
+    handles: list[RemovableHandle] = []
+    for name, module in builtin_ranges(model):
+        if hooks:
+            handles += _hook_pair(module, name, forward=False, backward=True)
+        else:
+            handles += _mark_pair(module, name)
+    return handles
+
+
+def module_ranges(model: nn.Module, depth: int) -> Iterator[tuple[str, nn.Module]]:
+    """Modules of a user's model down to `depth` levels, named after their attribute.
+
+    Children of a ModuleList/ModuleDict (which have no forward of their own) take their
+    container's name: `encoder.layers.3.self_attn` at depth 3 is named `layers.3`, then
+    `self_attn`, so the NVTX path reads `encoder/layers.3/self_attn`.
+
+    >>> [n for n, _ in module_ranges(nn.Sequential(nn.Linear(1, 1), nn.ReLU()), 1)]
+    ['0', '1']
+    """
+    containers = (nn.ModuleList, nn.ModuleDict)
+
+    def walk(module: nn.Module, level: int, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+        for child_name, child in module.named_children():
+            name = f"{prefix}{child_name}"
+            if isinstance(child, containers):
+                yield from walk(child, level, f"{name}.")
+                continue
+            yield name, child
+            if level < depth:
+                yield from walk(child, level + 1, "")
+
+    if depth >= 1:
+        yield from walk(model, 1, "")
+
+
+def add_module_ranges(model: nn.Module, depth: int, *, backward: bool = True) -> list[RemovableHandle]:
+    """Attach forward (and backward) ranges to a user's model from outside, `depth` levels deep.
+
+    A module none of whose inputs needs a gradient (an embedding fed token ids) gets an empty
+    backward range: PyTorch fires both hooks when its output gradient arrives, and warns.
+    That warning is silenced here; its backward kernels fall under the enclosing range.
+    """
+    warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with "
+                            "respect to module outputs", category=UserWarning)
+    handles: list[RemovableHandle] = []
+    for name, module in module_ranges(model, depth):
+        handles += _hook_pair(module, name, forward=True, backward=backward)
+    return handles

@@ -1,0 +1,272 @@
+"""`profkit run`: build one workload, warm it up, time the measured steps, write run.json.
+
+The measured steps sit between `torch.cuda.profiler.start()` and `stop()`, each inside an
+NVTX range `step_i`, so `nsys profile --capture-range=cudaProfilerApi` records exactly them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import models
+from models.attention import SDPA_BACKENDS, AttentionBackendError, check_backend
+from profkit.collect import nvtx
+from profkit.collect.env import environment
+from profkit.config import RunConfig
+from profkit.errors import RunError
+
+RUN_FILE = "run.json"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BatchFn = Callable[[torch.device], tuple[Any, Tensor]]
+
+
+@dataclass(slots=True)
+class Workload:
+    model: nn.Module
+    make_batch: BatchFn
+    n_params: int
+    builtin: bool
+
+
+def resolve_device(cfg: RunConfig) -> torch.device:
+    if cfg.device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RunError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(cfg.device)
+
+
+def out_dir(cfg: RunConfig) -> Path:
+    """The run's folder; refuses one that holds a run.json already, unless --force."""
+    out = cfg.out or Path("runs") / f"{cfg.label}-{datetime.now():%Y%m%d-%H%M%S}"
+    if (out / RUN_FILE).exists() and not cfg.force:
+        raise RunError(f"{out / RUN_FILE} exists; choose another --out or pass --force to overwrite it")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder")
+    return out
+
+
+def load_user_model(spec: str, batch_size: int, context_length: int) -> tuple[nn.Module, BatchFn]:
+    """`package.module:factory` -> factory(batch_size=, context_length=) -> (model, make_batch)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise RunError(f"cannot import {module_name!r} for --model {spec}: {e}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise RunError(f"{module_name!r} has no callable {attr!r} for --model {spec}")
+    result = factory(batch_size=batch_size, context_length=context_length)
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)
+            and callable(result[1])):
+        raise RunError(f"--model {spec}: the factory must return (nn.Module, make_batch); see README")
+    return result
+
+
+def build_workload(cfg: RunConfig, device: torch.device) -> Workload:
+    B, T = cfg.resolved_batch_size, cfg.resolved_context_length
+    torch.manual_seed(cfg.seed)
+    if models.is_user_model(cfg.model):
+        model, make_batch = load_user_model(cfg.model, B, T)
+        model = model.to(device)
+        builtin = False
+    else:
+        model = models.build(cfg.model, attn=cfg.attn, device=device)
+        vocab = models.SIZES[cfg.model].vocab_size
+        gen = torch.Generator(device).manual_seed(cfg.seed)
+        tokens = torch.randint(vocab, (B, T + 1), device=device, generator=gen)
+
+        def make_batch(_: torch.device) -> tuple[Tensor, Tensor]:
+            return tokens[:, :-1], tokens[:, 1:]
+
+        builtin = True
+    return Workload(model, make_batch, models.count_params(model), builtin)
+
+
+def check_attention(cfg: RunConfig, device: torch.device) -> None:
+    try:
+        if models.is_user_model(cfg.model):
+            check_backend(cfg.attn, device, DTYPES[cfg.dtype], seq_len=8, head_dim=64, probe=False)
+        else:
+            size = models.SIZES[cfg.model]
+            check_backend(cfg.attn, device, DTYPES[cfg.dtype], seq_len=cfg.resolved_context_length,
+                          head_dim=size.d_model // size.n_heads)
+    except AttentionBackendError as e:
+        raise RunError(str(e)) from None
+
+
+def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: torch.device) -> Callable[[], None]:
+    """One step of `cfg.mode`, with its phases as NVTX ranges; `model` may be w.model compiled."""
+    dtype = DTYPES[cfg.dtype]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    train = cfg.mode != "fwd"
+    w.model.train(train)
+    opt = torch.optim.AdamW(w.model.parameters(), lr=1e-4) if cfg.mode == "step" else None
+    scaler = torch.amp.GradScaler(device.type) if (train and cfg.dtype == "fp16") else None
+    # For a user's model, a pinned backend covers every SDPA call it makes.
+    pin = (not w.builtin and cfg.attn != "naive")
+    inputs, targets = w.make_batch(device)
+
+    def forward() -> Tensor:
+        with nvtx.phase("forward"), autocast:
+            out = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+            with nvtx.phase("loss"):
+                if out.dim() == 0:
+                    return out
+                return F.cross_entropy(out.flatten(0, -2).float(), targets.flatten())
+
+    def step() -> None:
+        with torch.nn.attention.sdpa_kernel(SDPA_BACKENDS[cfg.attn]) if pin else contextlib.nullcontext():
+            if not train:
+                with torch.no_grad():
+                    forward()
+                return
+            w.model.zero_grad(set_to_none=True)  # frees grads: no kernels, no accumulation
+            loss = forward()
+            with nvtx.phase("backward"):
+                (scaler.scale(loss) if scaler else loss).backward()
+            if opt is not None:
+                with nvtx.phase("optimizer"):
+                    if scaler:
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        opt.step()
+                    opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def summarize(times_ms: list[float], tokens_per_step: int) -> dict[str, float]:
+    mean = statistics.fmean(times_ms)
+    return {
+        "mean_ms": mean,
+        "std_ms": statistics.stdev(times_ms) if len(times_ms) > 1 else 0.0,
+        "median_ms": statistics.median(times_ms),
+        "min_ms": min(times_ms),
+        "max_ms": max(times_ms),
+        "tokens_per_s": tokens_per_step / (mean / 1e3) if mean > 0 else math.inf,
+    }
+
+
+class _Timer:
+    """Per-step times: CUDA events on the GPU (no sync between steps), a host clock on CPU."""
+
+    def __init__(self, device: torch.device, n: int) -> None:
+        self.cuda = device.type == "cuda"
+        self.events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                       for _ in range(n)] if self.cuda else []
+        self.host: list[float] = []
+
+    @contextlib.contextmanager
+    def step(self, i: int) -> Iterator[None]:
+        if self.cuda:
+            self.events[i][0].record()
+            yield
+            self.events[i][1].record()
+        else:
+            t0 = time.perf_counter()
+            yield
+            self.host.append((time.perf_counter() - t0) * 1e3)
+
+    def times_ms(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) for a, b in self.events]
+        return self.host
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _compile_seconds() -> float | None:
+    try:
+        from torch._dynamo.utils import get_compilation_metrics
+    except ImportError:  # private API; absent in some releases
+        return None
+    return sum(getattr(m, "entire_frame_compile_time_s", None) or 0.0 for m in get_compilation_metrics())
+
+
+def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Run the workload and write `run.json`; returns what was written."""
+    out = out_dir(cfg)
+    device = resolve_device(cfg)
+    check_attention(cfg, device)
+    w = build_workload(cfg, device)
+    # Inside a compiled model NVTX calls would be graph breaks: keep only the runner's phases.
+    ranges = nvtx.resolve(cfg.nvtx)
+    nvtx.set_enabled(ranges, inner=not cfg.compile)
+    if ranges and not cfg.compile:
+        if w.builtin:
+            nvtx.add_backward_ranges(w.model)
+        else:
+            nvtx.add_module_ranges(w.model, cfg.nvtx_depth)
+    model = torch.compile(w.model) if cfg.compile else w.model
+    step = make_step(cfg, w, model, device)
+    tokens = cfg.resolved_batch_size * cfg.resolved_context_length
+    report = progress or (lambda what, i, n: None)
+
+    first_ms = None
+    with nvtx.phase("warmup"):
+        for i in range(cfg.warmup):
+            report("warmup", i, cfg.warmup)
+            t0 = time.perf_counter()
+            step()
+            if i == 0:
+                _sync(device)
+                first_ms = (time.perf_counter() - t0) * 1e3
+    _sync(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    resident = torch.cuda.memory_allocated(device) if cuda else None
+
+    timer = _Timer(device, cfg.steps)
+    if cuda:
+        torch.cuda.profiler.start()
+    for i in range(cfg.steps):
+        report("measure", i, cfg.steps)
+        with nvtx.phase(f"step_{i}"), timer.step(i):
+            step()
+    times = timer.times_ms()  # synchronizes: every measured kernel is inside the capture
+    if cuda:
+        torch.cuda.profiler.stop()
+
+    record: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "resolved": {
+            "device": str(device), "batch_size": cfg.resolved_batch_size,
+            "context_length": cfg.resolved_context_length, "tokens_per_step": tokens,
+            "params": w.n_params, "timer": "cuda_events" if cuda else "host_clock",
+            "nvtx": ranges, "nvtx_in_model": ranges and not cfg.compile,
+        },
+        "environment": environment(device),
+        "steps_ms": times,
+        "summary": summarize(times, tokens),
+        "first_step_ms": first_ms,
+        "compile_s": _compile_seconds() if cfg.compile else None,
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
+        "resident_memory_bytes": resident,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(out / RUN_FILE)
+    record["out"] = str(out)
+    return record

@@ -1,0 +1,64 @@
+"""Terminal output with rich: a progress bar while a workload runs, then its table."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from profkit.config import RunConfig
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress(cfg: RunConfig) -> Iterator[Callable[[str, int, int], None]]:
+    """Yields report(phase, i, n); shows warm-up and measured steps as they run."""
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def report(phase: str, i: int, n: int) -> None:
+        if not tasks:
+            bar.start()  # lazily: an error before the first step prints alone
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(f"{cfg.label} {phase}", total=n)
+        bar.update(tasks[phase], completed=i)
+
+    try:
+        yield report
+    finally:
+        if tasks:
+            bar.stop()
+
+
+def mib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.1f}"
+
+
+def print_run(record: dict[str, Any]) -> None:
+    cfg, res, s, env = record["config"], record["resolved"], record["summary"], record["environment"]
+    title = (f"{cfg['model']} · {cfg['mode']} · {cfg['dtype']} · attn {cfg['attn']}"
+             + (" · compiled" if cfg["compile"] else "")
+             + f" · batch {res['batch_size']} × {res['context_length']} · {res['params']:,} params")
+    out = Console()
+    out.print(title)
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    n = len(record["steps_ms"])
+    table.add_row("ms/step (mean ± std)", f"{s['mean_ms']:.2f} ± {s['std_ms']:.2f}")
+    table.add_row("ms/step median [min, max]", f"{s['median_ms']:.2f} [{s['min_ms']:.2f}, {s['max_ms']:.2f}]")
+    table.add_row("tokens/s", f"{s['tokens_per_s']:,.0f}")
+    table.add_row("peak allocated MiB", mib(record["peak_memory_bytes"]))
+    if record["first_step_ms"] is not None:
+        table.add_row("first warm-up step ms", f"{record['first_step_ms']:.1f}")
+    if record["compile_s"] is not None:
+        table.add_row("compile s (dynamo)", f"{record['compile_s']:.1f}")
+    device = env["gpu"] or f"cpu ({env['cpu_threads']} threads)"
+    table.caption = f"{n} measured steps, {res['timer']} · {device} · torch {env['torch']} · {record['out']}/run.json"
+    out.print(table)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+class Recorder:
+    """Stands in for nvtx.annotate: logs (event, name, thread id) for every push and pop."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int]] = []
+
+    def make(self, name: str) -> object:
+        log = self.events
+
+        class Range:
+            def __enter__(self) -> Range:
+                log.append(("push", name, threading.get_ident()))
+                return self
+
+            def __exit__(self, *exc: object) -> bool:
+                log.append(("pop", name, threading.get_ident()))
+                return False
+
+        return Range()
+
+    def paths(self) -> list[tuple[int, str]]:
+        """(thread, path) for every range, in push order; asserts pops match pushes."""
+        stacks: dict[int, list[str]] = {}
+        out = []
+        for kind, name, tid in self.events:
+            stack = stacks.setdefault(tid, [])
+            if kind == "push":
+                stack.append(name)
+                out.append((tid, "/".join(stack)))
+            else:
+                assert stack and stack[-1] == name, f"pop {name!r} does not match open {stack}"
+                stack.pop()
+        assert all(not s for s in stacks.values()), f"ranges left open: {stacks}"
+        return out
+
+
+@pytest.fixture
+def nvtx_recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    from profkit.collect import nvtx
+
+    rec = Recorder()
+    nvtx.set_enabled(True)  # a `profkit run` earlier in the session may have switched ranges off
+    monkeypatch.setattr(nvtx, "_CACHE", {})
+    monkeypatch.setattr(nvtx.nvtx, "annotate", rec.make)
+    yield rec
+    nvtx.set_enabled(True)
+
+
+def read_run(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
