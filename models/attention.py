@@ -67,18 +67,18 @@ def check_backend(backend: str, device: torch.device, dtype: torch.dtype, *, seq
     if backend == "naive" or not probe:
         return
     q = torch.randn(1, 1, seq_len, head_dim, device=device, dtype=dtype)
-    reason = _declined_because(backend, q)
-    if reason is None:  # PyTorch's own check passed: run it once to be sure
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            with warnings.catch_warnings(), sdpa_kernel(SDPA_BACKENDS[backend]):
-                warnings.simplefilter("ignore")
+            with sdpa_kernel(SDPA_BACKENDS[backend]):
                 F.scaled_dot_product_attention(q, q, q, is_causal=True)
+            return
         except RuntimeError as e:
-            reason = _clean(str(e))
-    if reason is not None:
-        raise AttentionBackendError(
-            f"attention backend {backend!r} cannot run {str(dtype).removeprefix('torch.')} "
-            f"with head size {head_dim} and length {seq_len} on {device}: {reason}")
+            error = _clean(str(e))
+    reason = declined_because(backend, [str(w.message) for w in caught]) or error
+    raise AttentionBackendError(
+        f"attention backend {backend!r} cannot run {str(dtype).removeprefix('torch.')} "
+        f"with head size {head_dim} and length {seq_len} on {device}: {reason}")
 
 
 def _clean(message: str) -> str:
@@ -86,27 +86,28 @@ def _clean(message: str) -> str:
     return re.sub(r"\s*\(Triggered internally at [^)]*\)\.?", "", message.strip()).splitlines()[0].strip()
 
 
-def _declined_because(backend: str, q: Tensor) -> str | None:
-    """PyTorch's reason for declining `backend` on tensors like q, or None if it accepts them.
+_SECTION = re.compile(r"^(.*) kernel not used because:$", re.IGNORECASE)
+_SECTION_NAMES = {"flash": "flash attention", "efficient": "memory efficient", "cudnn": "cudnn attention"}
 
-    Asks torch.backends.cuda.can_use_<backend>(params, debug=True), which warns once per
-    failed condition; the first warning that is not about the other backends being disabled
-    is the reason.
+
+def declined_because(backend: str, messages: list[str]) -> str | None:
+    """PyTorch's reason for declining `backend`, from the warnings of a failed SDPA call.
+
+    When no enabled backend can run, PyTorch warns a header per fused backend
+    ("Flash attention kernel not used because:") followed by one warning per failed check
+    (including "... has been runtime disabled" for those sdpa_kernel switched off).
+    Returns the first check under `backend`'s header that is not about being disabled.
+
+    >>> declined_because("flash", ["Memory efficient kernel not used because:",
+    ...     "Memory Efficient attention has been runtime disabled.",
+    ...     "Flash attention kernel not used because:", "Expected query, key and value to all be of dtype: {Half}."])
+    'Expected query, key and value to all be of dtype: {Half}.'
     """
-    import torch.backends.cuda as tbc
-
-    check = {"flash": getattr(tbc, "can_use_flash_attention", None),
-             "efficient": getattr(tbc, "can_use_efficient_attention", None),
-             "cudnn": getattr(tbc, "can_use_cudnn_attention", None)}[backend]
-    if check is None:
-        return None
-    try:
-        params = tbc.SDPAParams(q, q, q, None, 0.0, True, False)
-    except TypeError:  # SDPAParams took other arguments before 2.5
-        return None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if check(params, True):
-            return None
-    reasons = [_clean(str(w.message)) for w in caught]
-    return next((r for r in reasons if r and "disabled" not in r), "PyTorch declined it without a reason")
+    section = None
+    for message in map(_clean, messages):
+        header = _SECTION.match(message)
+        if header:
+            section = header.group(1).lower()
+        elif section == _SECTION_NAMES.get(backend) and "disabled" not in message:
+            return message
+    return None

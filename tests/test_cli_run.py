@@ -40,9 +40,9 @@ def test_tiny_runs_each_mode_and_writes_run_json(tmp_path: Path, mode: str) -> N
     assert "ms/step (mean ± std)" in result.stdout and "tokens/s" in result.stdout
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-def test_mixed_precision_step_on_cpu(tmp_path: Path, dtype: str) -> None:
-    result = invoke("run", "--model", "tiny", "--mode", "step", "--dtype", dtype, "--device", "cpu",
+@pytest.mark.parametrize("dtype,attn", [("bf16", "naive"), ("fp16", "naive"), ("fp32", "math")])
+def test_mixed_precision_and_math_step_on_cpu(tmp_path: Path, dtype: str, attn: str) -> None:
+    result = invoke("run", "--model", "tiny", "--mode", "step", "--dtype", dtype, "--attn", attn, "--device", "cpu",
                     "--warmup", "1", "--steps", "2", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert read_run(tmp_path)["config"]["dtype"] == dtype

@@ -119,3 +119,30 @@ def test_backend_reason_is_cleaned() -> None:
            "/pytorch/aten/src/ATen/native/transformers/sdp_utils_cpp.h:113.)\nsecond line")
     assert _clean(raw) == ("Expected query, key and value to all be of dtype: {Half, BFloat16}. Got Query dtype: "
                            "float, Key dtype: float, and Value dtype: float instead.")
+
+
+def test_declined_because_reads_the_backend_section() -> None:
+    from models.attention import declined_because
+
+    trailer = " (Triggered internally at /pytorch/aten/src/ATen/native/transformers/cuda/sdp_utils.cpp:986.)"
+    messages = [
+        "Memory efficient kernel not used because:" + trailer,
+        "Memory Efficient attention has been runtime disabled." + trailer,
+        "Flash attention kernel not used because:" + trailer,
+        "Expected query, key and value to all be of dtype: {Half, BFloat16}. Got Query dtype: float." + trailer,
+        "CuDNN attention kernel not used because:" + trailer,
+        "cuDNN attention has been runtime disabled." + trailer,
+        "Expected query, key and value to all be of dtype: {Half, BFloat16}. Got Query dtype: float." + trailer,
+    ]
+    assert declined_because("flash", messages) == (
+        "Expected query, key and value to all be of dtype: {Half, BFloat16}. Got Query dtype: float.")
+    assert declined_because("efficient", messages) is None  # only 'disabled' under its header
+    assert declined_because("cudnn", messages[:4]) is None
+
+
+@pytest.mark.parametrize("backend", ["naive", "math"])
+def test_backends_that_run_on_cpu_pass_the_check(backend: str) -> None:
+    from models.attention import check_backend
+
+    check_backend(backend, torch.device("cpu"), torch.float32, seq_len=16, head_dim=8)
+    check_backend(backend, torch.device("cpu"), torch.bfloat16, seq_len=16, head_dim=8)

@@ -51,10 +51,10 @@ def test_sdpa_backends_get_one_range(nvtx_recorder: Recorder) -> None:
     assert not any("attn_softmax" in p for p in paths)
 
 
-@pytest.mark.parametrize("hooks", [False, True])
-def test_backward_ranges_nest_per_layer_in_reverse_order(nvtx_recorder: Recorder, hooks: bool) -> None:
+@pytest.mark.parametrize("full_hooks", [False, True])
+def test_backward_ranges_nest_per_layer_in_reverse_order(nvtx_recorder: Recorder, full_hooks: bool) -> None:
     model = models.build("tiny")
-    handles = nvtx.add_backward_ranges(model, hooks=hooks)
+    handles = nvtx.add_backward_ranges(model, full_hooks=full_hooks)
     _train_step(model, torch.randint(512, (1, 8)))
     paths = [p for _, p in nvtx_recorder.paths()]
     backward = [p for p in paths if p.startswith("backward")]
@@ -68,7 +68,7 @@ def test_backward_ranges_nest_per_layer_in_reverse_order(nvtx_recorder: Recorder
         h.remove()
 
 
-def test_backward_marks_change_nothing_numerically() -> None:
+def test_backward_ranges_change_nothing_numerically() -> None:
     torch.manual_seed(0)
     model = models.build("tiny")
     idx = torch.randint(512, (2, 8))
@@ -81,7 +81,7 @@ def test_backward_marks_change_nothing_numerically() -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_no_backward_marks_without_grad(nvtx_recorder: Recorder) -> None:
+def test_no_backward_hooks_without_grad(nvtx_recorder: Recorder) -> None:
     model = models.build("tiny")
     nvtx.add_backward_ranges(model)
     with torch.no_grad():

@@ -22,10 +22,12 @@ forward never cover backward kernels. Backward ranges are pushed when a module's
 gradient arrives and popped when its input gradient is done, by code that autograd runs on
 the thread that launches that module's backward kernels, so each range lives on the right
 thread's NVTX stack. Two ways, both attached from outside the model:
-- built-in models: forward hooks wrap the module's input and output in `_BackwardMark`, an
-  identity autograd Function whose backward pops or pushes (one node per side, cheap);
+- built-in models: gradient hooks on the module's output (push) and on a view of its input
+  (pop), registered by forward hooks (`_grad_hook_pair`), the cheapest way measured;
 - user models: full backward (pre-)hooks, which PyTorch keeps right for any module
   signature (several inputs, tuple outputs, outputs left unused), at a higher cost.
+An identity autograd Function around input and output was measured too, and cost more than
+gradient hooks (reports/nvtx_overhead.md).
 """
 
 from __future__ import annotations
@@ -103,35 +105,29 @@ def _hook_pair(module: nn.Module, name: str, *, forward: bool, backward: bool) -
     return handles
 
 
-class _BackwardMark(torch.autograd.Function):
-    """Identity in forward; pushes (`push=True`) or pops range `name` when its gradient passes."""
+def _grad_hook_pair(module: nn.Module, name: str) -> list[RemovableHandle]:
+    """Backward range from tensor gradient hooks: no Python autograd Function in the graph.
 
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, name: str, push_: bool) -> Tensor:
-        ctx.name, ctx.push = name, push_
-        return x.view_as(x)
+    The output's hook (run as its gradient is complete, before the module's backward) pushes;
+    the input is first passed through a view, a node of its own, whose hook (run once the
+    module's backward has produced the input's whole gradient) pops. The view matters: a
+    block's input is the previous block's output, and a tensor's hooks run in the order they
+    were registered, which would push the previous block's range before popping this one's.
+    """
 
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        (push if ctx.push else pop)(ctx.name)
-        return grad, None, None
-
-
-def _mark_pair(module: nn.Module, name: str) -> list[RemovableHandle]:
-    """Backward range for a module that takes one tensor and returns one tensor."""
-
-    def mark_input(m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    def on_input(m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         x = args[0]
         if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad):
             return None
-        return (_BackwardMark.apply(x, name, False), *args[1:])  # its gradient closes the range
+        x = x.view_as(x)
+        x.register_hook(lambda g: pop(name))
+        return (x, *args[1:])
 
-    def mark_output(m: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
-        if not (torch.is_grad_enabled() and isinstance(out, Tensor) and out.requires_grad):
-            return None
-        return _BackwardMark.apply(out, name, True)  # its gradient, first to arrive, opens it
+    def on_output(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        if torch.is_grad_enabled() and isinstance(out, Tensor) and out.requires_grad:
+            out.register_hook(lambda g: push(name))
 
-    return [module.register_forward_pre_hook(mark_input), module.register_forward_hook(mark_output)]
+    return [module.register_forward_pre_hook(on_input), module.register_forward_hook(on_output)]
 
 
 def builtin_ranges(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -147,18 +143,18 @@ def builtin_ranges(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     yield "lm_head", model.lm_head  # type: ignore[misc]
 
 
-def add_backward_ranges(model: nn.Module, *, hooks: bool = False) -> list[RemovableHandle]:
+def add_backward_ranges(model: nn.Module, *, full_hooks: bool = False) -> list[RemovableHandle]:
     """Give each layer (and its attention and MLP) of a built-in model a backward range.
 
-    `hooks=True` uses full backward hooks instead of marks (kept to measure the difference,
-    see scripts/bench_nvtx_overhead.py).
+    `full_hooks=True` uses full backward hooks instead of gradient hooks (kept to measure
+    the difference: scripts/bench_nvtx_overhead.py).
     """
     handles: list[RemovableHandle] = []
     for name, module in builtin_ranges(model):
-        if hooks:
+        if full_hooks:
             handles += _hook_pair(module, name, forward=False, backward=True)
         else:
-            handles += _mark_pair(module, name)
+            handles += _grad_hook_pair(module, name)
     return handles
 
 
