@@ -100,6 +100,25 @@ class RunConfig:
         d["out"] = None if self.out is None else str(self.out)
         return d
 
+    def to_args(self) -> list[str]:
+        """`profkit run` options that rebuild this config (defaults left out; not out/force/extra).
+
+        >>> RunConfig(model="tiny", mode="step", compile=True, steps=3).to_args()
+        ['--model', 'tiny', '--mode', 'step', '--compile', '--steps', '3']
+        """
+        args: list[str] = []
+        default = RunConfig()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("out", "force", "extra") or value == getattr(default, f.name):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(flag if value else f"--no-{flag[2:]}")
+            else:
+                args += [flag, str(value)]
+        return args
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}

@@ -36,6 +36,23 @@ def progress(cfg: RunConfig) -> Iterator[Callable[[str, int, int], None]]:
             bar.stop()
 
 
+@contextlib.contextmanager
+def status() -> Iterator[Callable[[str], None]]:
+    """Yields say(text): a spinner with the current stage while a long step (nsys) works."""
+    with console.status("starting") as s:
+        yield lambda text: s.update(text + "...")
+
+
+def print_doctor(rows: list[tuple[str, str, str]]) -> None:
+    """rows: (what, value, fix) where fix is '' when all is well."""
+    table = Table(title="profkit doctor", title_justify="left")
+    for column in ("check", "found", "to fix"):
+        table.add_column(column, overflow="fold")
+    for what, value, fix in rows:
+        table.add_row(what, value, f"[red]{fix}[/red]" if fix else "[green]ok[/green]")
+    Console().print(table)
+
+
 def mib(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.1f}"
 

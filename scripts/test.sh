@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# README's second command, and what CI runs: set up with the dev tools, lint, type-check, test.
+# README's second command, and what CI runs: set up with the dev tools and nsys, lint,
+# type-check, test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PROFKIT_DEV=1 bash scripts/setup.sh
+# nsys for the end-to-end capture test: Debian's 2023.4.4 into .tools/nsys (downloads are
+# cached under ~/.cache/profkit), else the archive in ../shared when there is one. Without
+# either, that test is skipped (PROFKIT_REQUIRE_NSYS=1, as CI sets, makes it fail instead).
+if [ ! -x .tools/nsys/target-linux-x64/nsys ]; then
+  bash scripts/install_nsys.sh \
+    || { [ -f ../shared/nsys/nsys-2023.4.4-linux-x64.tar.xz ] \
+         && bash scripts/install_nsys.sh --from-archive ../shared/nsys/nsys-2023.4.4-linux-x64.tar.xz; } \
+    || echo "test.sh: no nsys; the end-to-end capture test will be skipped" >&2
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,357 @@
+"""Where the GPU time went: pure functions over ProfileData's DataFrames (no torch, no I/O).
+
+NVTX projection, done right. A range's GPU time is the summed duration of the kernels
+launched while it was open. `nsys stats -r nvtx_kern_sum` counts only launches on the thread
+that pushed the range, so PyTorch's backward, launched from its autograd thread, lands in no
+range. Here every kernel gets an owner:
+
+1. the innermost range open at its launch on the launching thread;
+2. else the innermost range open at that moment on another thread of the same process: a
+   range that spans a blocking call (the main thread's `backward`) covers what other threads
+   launch while it is open.
+
+Ranges nest the same way: a range with no parent on its own thread (the per-layer backward
+ranges on the autograd thread) is grafted under the innermost range of another thread of the
+process that contains it, so its path reads `step_3/backward/layer_11/attention`.
+
+    main thread    |--step_3----------------------------------------------|
+                   |--forward--|  |--backward------------------|
+    autograd thread                 |--layer_11--| |--layer_10--|
+    kernels            k1  k2        k3   k4   k5    k6    k7
+    owners: k1,k2 -> forward; k3..k5 -> layer_11 (path step_3/backward/layer_11); k6,k7 -> layer_10
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+if int(pd.__version__.split(".")[0]) < 3:  # copy-on-write is always on from pandas 3
+    pd.options.mode.copy_on_write = True
+
+OPEN_END = np.iinfo(np.int64).max  # a range still open when the capture stopped
+
+
+def _require(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise TypeError(f"{what} lacks columns {missing}")
+
+
+def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
+    """Give each NVTX range its parent, depth and path, across threads.
+
+    Args:
+        nvtx: ranges with start_ns, end_ns (NaN/NA when still open), global_tid, global_pid, name.
+
+    Returns:
+        A copy, sorted by (global_tid, start_ns), with range_id (0..n-1), end_ns filled
+        (open ranges end at OPEN_END), parent (range_id or -1), grafted (parent is on another
+        thread), depth (0 for roots) and path.
+
+    Raises:
+        TypeError: a required column is missing.
+
+    | name     | tid | start | end | -> | parent   | path              |
+    | step_0   | 1   | 0     | 100 |    | -1       | step_0            |
+    | backward | 1   | 40    | 90  |    | step_0   | step_0/backward   |
+    | layer_1  | 2   | 45    | 60  |    | backward | step_0/backward/layer_1 (grafted) |
+    """
+    _require(nvtx, ["start_ns", "end_ns", "global_tid", "global_pid", "name"], "nvtx")
+    r = nvtx.assign(end_ns=nvtx["end_ns"].fillna(OPEN_END).astype("int64"))
+    r = r.sort_values(["global_tid", "start_ns", "end_ns"], ascending=[True, True, False], kind="stable")
+    r = r.reset_index(drop=True)
+    n = len(r)
+    starts, ends = r["start_ns"].to_numpy(), r["end_ns"].to_numpy()
+    tids, pids = r["global_tid"].to_numpy(), r["global_pid"].to_numpy()
+    parent = np.full(n, -1, dtype=np.int64)
+    # Same-thread nesting: a stack per thread (rows are sorted by thread, then start).
+    stack: list[int] = []
+    for i in range(n):
+        if i and tids[i] != tids[i - 1]:
+            stack = []
+        while stack and ends[stack[-1]] <= starts[i]:
+            stack.pop()
+        if stack:
+            parent[i] = stack[-1]
+        stack.append(i)
+    grafted = np.zeros(n, dtype=bool)
+    timelines = thread_timelines(r)
+    for root in np.flatnonzero(parent < 0):
+        host = _innermost_elsewhere(timelines, starts, ends, int(pids[root]), int(tids[root]), int(starts[root]),
+                                    int(ends[root]))
+        if host >= 0:
+            parent[root], grafted[root] = host, True
+    depth = np.zeros(n, dtype=np.int64)
+    paths: list[str | None] = [None] * n
+    names = r["name"].tolist()
+
+    def resolve(i: int) -> str:
+        chain = []
+        j = i
+        while j >= 0 and paths[j] is None:
+            chain.append(j)
+            j = int(parent[j])
+        prefix, d = (paths[j], depth[j] + 1) if j >= 0 else ("", 0)
+        for k in reversed(chain):
+            prefix = f"{prefix}/{names[k]}" if prefix else names[k]
+            paths[k], depth[k] = prefix, d
+            d += 1
+        return paths[i]  # type: ignore[return-value]
+
+    for i in range(n):
+        if paths[i] is None:
+            resolve(i)
+    return r.assign(range_id=np.arange(n), parent=parent, grafted=grafted, depth=depth, path=paths)
+
+
+Timeline = tuple[np.ndarray, np.ndarray]  # (boundary times, innermost range_id from that time on, -1 none)
+
+
+def thread_timelines(ranges: pd.DataFrame) -> dict[int, dict[int, Timeline]]:
+    """Per process, per thread: the innermost open range as a step function of time.
+
+    Ranges must nest on their thread (push/pop ranges do); rows are range ids.
+    """
+    out: dict[int, dict[int, Timeline]] = {}
+    starts, ends = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
+    for (pid, tid), idx in ranges.groupby(["global_pid", "global_tid"], sort=False).indices.items():
+        order = idx[np.lexsort((-ends[idx], starts[idx]))]
+        times: list[int] = []
+        owner: list[int] = []
+        stack: list[int] = []
+        for i in order:
+            s = int(starts[i])
+            while stack and ends[stack[-1]] <= s:
+                closed = stack.pop()
+                times.append(int(ends[closed]))
+                owner.append(stack[-1] if stack else -1)
+            stack.append(int(i))
+            times.append(s)
+            owner.append(int(i))
+        while stack:
+            closed = stack.pop()
+            times.append(int(ends[closed]))
+            owner.append(stack[-1] if stack else -1)
+        t = np.asarray(times, dtype=np.int64)
+        o = np.asarray(owner, dtype=np.int64)
+        # Several boundaries at one time: the last one written holds from then on.
+        keep = np.append(t[1:] != t[:-1], True)
+        out.setdefault(int(pid), {})[int(tid)] = (t[keep], o[keep])
+    return out
+
+
+def innermost_at(timeline: Timeline, t: np.ndarray) -> np.ndarray:
+    """Range id open innermost at each time in `t` (-1 where none)."""
+    times, owner = timeline
+    idx = np.searchsorted(times, t, side="right") - 1
+    return np.where(idx >= 0, owner[np.clip(idx, 0, None)], -1)
+
+
+def _innermost_elsewhere(timelines: dict[int, dict[int, Timeline]], starts: np.ndarray, ends: np.ndarray,
+                         pid: int, tid: int, start: int, end: int) -> int:
+    """Innermost range on another thread of `pid` that contains [start, end]; -1 if none."""
+    best = -1
+    for other, timeline in timelines.get(pid, {}).items():
+        if other == tid:
+            continue
+        cand = int(innermost_at(timeline, np.array([start]))[0])
+        # Walk out to the first enclosing range that also outlives [start, end].
+        while cand >= 0 and ends[cand] < end:
+            cand = _parent_on_thread(timeline, starts, ends, cand)
+        if cand >= 0 and (best < 0 or starts[cand] > starts[best]):
+            best = cand
+    return best
+
+
+def _parent_on_thread(timeline: Timeline, starts: np.ndarray, ends: np.ndarray, i: int) -> int:
+    """The range enclosing range i on its thread (innermost open just before i started)."""
+    j = int(innermost_at(timeline, np.array([starts[i] - 1]))[0])
+    while j >= 0 and not (starts[j] <= starts[i] and ends[j] >= ends[i]) and j != i:
+        j = _parent_on_thread(timeline, starts, ends, j)
+    return j if j != i else -1
+
+
+def attribute(kernels: pd.DataFrame, tree: pd.DataFrame) -> np.ndarray:
+    """The owner range_id of each kernel (-1: launched outside every range, or launch unknown).
+
+    Same thread first; then, for launches no range of their thread covers, the innermost range
+    open at that moment on another thread of the same process (latest start wins).
+    """
+    _require(kernels, ["launch_ns", "launch_tid"], "kernels")
+    owner = np.full(len(kernels), -1, dtype=np.int64)
+    if tree.empty or kernels.empty:
+        return owner
+    timelines = thread_timelines(tree)
+    starts = tree["start_ns"].to_numpy()
+    launch_ns = kernels["launch_ns"].to_numpy()
+    launch_tid = kernels["launch_tid"].to_numpy()
+    launch_pid = launch_tid & ~0xFFFFFF
+    for pid, threads in timelines.items():
+        in_pid = np.flatnonzero((launch_pid == pid) & (launch_tid >= 0))
+        if in_pid.size == 0:
+            continue
+        for tid, timeline in threads.items():
+            mine = in_pid[launch_tid[in_pid] == tid]
+            owner[mine] = innermost_at(timeline, launch_ns[mine])
+        rest = in_pid[owner[in_pid] < 0]
+        if rest.size == 0:
+            continue
+        best = np.full(rest.size, -1, dtype=np.int64)
+        for tid, timeline in threads.items():
+            cand = innermost_at(timeline, launch_ns[rest])
+            cand[launch_tid[rest] == tid] = -1
+            better = (cand >= 0) & ((best < 0) | (starts[np.clip(cand, 0, None)] > starts[np.clip(best, 0, None)]))
+            best = np.where(better, cand, best)
+        owner[rest] = best
+    return owner
+
+
+def project(kernels: pd.DataFrame, tree: pd.DataFrame, owner: np.ndarray) -> pd.DataFrame:
+    """Per range: its own and its subtree's kernel time, kernel count and GPU span.
+
+    Returns tree with gpu_self_ns, gpu_total_ns (the range and everything nested in it, across
+    threads), kernels (count, same scope), gpu_start_ns / gpu_end_ns (first kernel start, last
+    kernel end; -1 when none) and gpu_span_ns (end - start, 0 when none).
+    """
+    n = len(tree)
+    dur = kernels["dur_ns"].to_numpy()
+    ks, ke = kernels["start_ns"].to_numpy(), kernels["end_ns"].to_numpy()
+    hit = owner >= 0
+    total = np.bincount(owner[hit], weights=dur[hit], minlength=n).astype(np.int64)
+    self_ns = total.copy()
+    count = np.bincount(owner[hit], minlength=n).astype(np.int64)
+    first = np.full(n, OPEN_END, dtype=np.int64)
+    last = np.full(n, -1, dtype=np.int64)
+    np.minimum.at(first, owner[hit], ks[hit])
+    np.maximum.at(last, owner[hit], ke[hit])
+    parent, depth = tree["parent"].to_numpy(), tree["depth"].to_numpy()
+    for d in range(int(depth.max()) if n else 0, 0, -1):
+        rows = np.flatnonzero(depth == d)
+        p = parent[rows]
+        np.add.at(total, p, total[rows])
+        np.add.at(count, p, count[rows])
+        np.minimum.at(first, p, first[rows])
+        np.maximum.at(last, p, last[rows])
+    has = last >= 0
+    return tree.assign(gpu_self_ns=self_ns, gpu_total_ns=total, kernels=count,
+                       gpu_start_ns=np.where(has, first, -1), gpu_end_ns=last,
+                       gpu_span_ns=np.where(has, last - first, 0))
+
+
+def kernel_frame(kernels: pd.DataFrame, names: pd.Series, categories: pd.Series) -> pd.DataFrame:
+    """Kernels with their demangled `name`, `short_name` and `category` (categories: per name id)."""
+    _require(kernels, ["name_id", "short_id", "dur_ns"], "kernels")
+    return kernels.assign(name=kernels["name_id"].map(names).fillna("<unknown>"),
+                          short_name=kernels["short_id"].map(names).fillna("<unknown>"),
+                          category=kernels["name_id"].map(categories).fillna("other"))
+
+
+def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None = None) -> pd.DataFrame:
+    """Time per kernel name (or category), largest first, as `nsys stats -r cuda_gpu_kern_sum`.
+
+    Args:
+        kernels: kernel_frame() rows.
+        by: `name` (demangled), `short_name` or `category`.
+        top_k: keep the k largest and fold the rest into one row named `others`.
+
+    Returns:
+        One row per group: name, category, instances, total_ns, avg_ns, median_ns, min_ns, max_ns,
+        stddev_ns (sample, 0 for a single instance), time_pct (of all kernel time).
+
+    | name  | dur_ns |  ->  | name  | instances | total_ns | time_pct |
+    | gemm1 | 30     |      | gemm1 | 2         | 60       | 75.0     |
+    | gemm1 | 30     |      | relu  | 1         | 20       | 25.0     |
+    | relu  | 20     |
+    """
+    _require(kernels, [by, "dur_ns", "category"], "kernels")
+    g = kernels.groupby(by, sort=False)["dur_ns"]
+    out = pd.DataFrame({
+        "instances": g.size(), "total_ns": g.sum(), "avg_ns": g.mean(), "median_ns": g.median(),
+        "min_ns": g.min(), "max_ns": g.max(), "stddev_ns": g.std(ddof=1).fillna(0.0),
+    })
+    out.index.name = "name"
+    out = out.reset_index()
+    if by == "category":
+        out["category"] = out["name"]
+    else:
+        out["category"] = out["name"].map(kernels.drop_duplicates(by).set_index(by)["category"])
+    total = out["total_ns"].sum()
+    out["time_pct"] = 100.0 * out["total_ns"] / total if total else 0.0
+    out = out.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    if top_k is not None and len(out) > top_k:
+        rest = out.iloc[top_k:]
+        fold = {"name": "others", "category": "", "instances": rest["instances"].sum(),
+                "total_ns": rest["total_ns"].sum(), "min_ns": rest["min_ns"].min(), "max_ns": rest["max_ns"].max(),
+                "time_pct": rest["time_pct"].sum()}
+        fold["avg_ns"] = fold["total_ns"] / fold["instances"]
+        fold["median_ns"] = float("nan")
+        fold["stddev_ns"] = float("nan")
+        out = pd.concat([out.iloc[:top_k], pd.DataFrame([fold])], ignore_index=True)
+    return out[["name", "category", "instances", "total_ns", "avg_ns", "median_ns", "min_ns", "max_ns", "stddev_ns",
+                "time_pct"]]
+
+
+def nvtx_summary(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarray, *,
+                 by: str = "path") -> pd.DataFrame:
+    """One row per range path (or per range name, all its paths added).
+
+    Args:
+        projected: project() output.
+        kernels: kernel_frame() rows, aligned with `owner`.
+        owner: attribute() output.
+        by: `path` or `name`.
+
+    Returns:
+        path|name, instances, cpu_total_ns (range durations added; ranges left open excluded),
+        gpu_total_ns (kernels launched inside, nested ranges and other threads included),
+        gpu_span_ns (first kernel start to last kernel end, per instance, added), kernels,
+        top_kernel (the kernel name with most time inside), in range start order.
+    """
+    _require(projected, ["path", "name", "gpu_total_ns", "gpu_span_ns", "kernels", "start_ns", "end_ns"], "ranges")
+    key = projected[by]
+    closed = projected["end_ns"] < OPEN_END
+    cpu = (projected["end_ns"] - projected["start_ns"]).where(closed, 0)
+    g = projected.assign(_cpu=cpu, _key=key).groupby("_key", sort=False)
+    out = pd.DataFrame({
+        "instances": g.size(), "cpu_total_ns": g["_cpu"].sum(), "gpu_total_ns": g["gpu_total_ns"].sum(),
+        "gpu_span_ns": g["gpu_span_ns"].sum(), "kernels": g["kernels"].sum(), "first_ns": g["start_ns"].min(),
+    })
+    out["top_kernel"] = _top_kernel(projected, kernels, owner, by).reindex(out.index)
+    out = out.sort_values("first_ns", kind="stable").drop(columns="first_ns")
+    out.index.name = by
+    return out.reset_index()
+
+
+def _top_kernel(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarray, by: str) -> pd.Series:
+    """Per group key, the kernel name with the most time launched inside that group's ranges."""
+    hit = owner >= 0
+    if not hit.any():
+        return pd.Series(dtype="object")
+    paths = projected["path"].to_numpy()
+    per = pd.DataFrame({"path": paths[owner[hit]], "name": kernels["name"].to_numpy()[hit],
+                        "dur": kernels["dur_ns"].to_numpy()[hit]}).groupby(["path", "name"], sort=False)["dur"].sum()
+    rows: list[tuple[str, str, int]] = []
+    for (path, name), dur in per.items():
+        parts = path.split("/")
+        # Every enclosing group gets this time once (a name repeated in a path counts once).
+        keys = {"/".join(parts[: i + 1]) for i in range(len(parts))} if by == "path" else set(parts)
+        rows.extend((k, name, dur) for k in keys)
+    t = pd.DataFrame(rows, columns=["key", "name", "dur"]).groupby(["key", "name"], sort=False)["dur"].sum()
+    t = t.reset_index().sort_values(["dur", "name"], ascending=[False, True], kind="stable")
+    return t.drop_duplicates("key").set_index("key")["name"]
+
+
+def category_shares(kernels: pd.DataFrame, memcpy: pd.DataFrame | None = None,
+                    memset: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Time per category, memcpy and memset (from their own tables) included: category, total_ns, pct."""
+    parts = [kernels.groupby("category")["dur_ns"].sum()]
+    for name, frame in (("memcpy", memcpy), ("memset", memset)):
+        if frame is not None and not frame.empty:
+            parts.append(pd.Series({name: frame["dur_ns"].sum()}))
+    s = pd.concat(parts).groupby(level=0).sum().sort_values(ascending=False)
+    total = s.sum()
+    return pd.DataFrame({"category": s.index, "total_ns": s.to_numpy(),
+                         "pct": 100.0 * s.to_numpy() / total if total else 0.0})

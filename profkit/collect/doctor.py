@@ -1,0 +1,60 @@
+"""`profkit doctor`: what this machine has for profiling, and the command to fix what it lacks."""
+
+from __future__ import annotations
+
+import glob
+import platform
+from importlib import metadata
+
+import profkit
+from profkit.collect.env import gpu_driver
+from profkit.collect.nsys import NsysNotFound, cuda_limits, find_nsys
+
+NVTX_PIN = "0.2.10"  # see profkit/collect/nvtx.py: 0.2.17's ranges never reached an nsys 2023.4.4 export
+Row = tuple[str, str, str]
+
+
+def _package(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def diagnose(nsys_path: str | None = None) -> list[Row]:
+    """(check, what was found, how to fix it or '' when fine), one screen's worth."""
+    rows: list[Row] = [("profkit", profkit.__version__, ""), ("python", platform.python_version(), "")]
+    cuda = None
+    try:
+        import torch
+    except ImportError:
+        rows.append(("torch", "missing", "bash scripts/setup.sh  (or pip install torch)"))
+    else:
+        cuda = torch.version.cuda
+        rows.append(("torch", torch.__version__, ""))
+        rows.append(("CUDA (torch build)", cuda or "none (CPU build)", ""))
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            rows.append(("GPU", f"{props.name} ({props.total_memory / 2**30:.0f} GiB), driver {gpu_driver()}", ""))
+        else:
+            rows.append(("GPU", "none visible to torch: profkit runs on CPU", ""))
+    try:
+        nsys = find_nsys(nsys_path)
+    except NsysNotFound as e:
+        rows.append(("nsys", str(e).split(";")[0], "bash scripts/install_nsys.sh"))
+    else:
+        rows.append(("nsys", f"{nsys.version_str} at {nsys.path} (from {nsys.source})", ""))
+        limits = cuda_limits(nsys.version, cuda)
+        ncu = sorted(glob.glob("/opt/nvidia/nsight-compute/*/host/target-linux-x64/nsys"))
+        fix = (f"bash scripts/install_nsys.sh --from-nsight-compute {ncu[-1].split('/host/')[0]}" if ncu
+               else "install Nsight Systems 2025.1 or newer (CUDA toolkit)")
+        rows.append((f"nsys vs CUDA {cuda}" if cuda else "nsys vs CUDA", "; ".join(limits) or "no known limits",
+                     fix if limits else ""))
+    nvtx = _package("nvtx")
+    rows.append(("nvtx package", nvtx or "missing",
+                 "" if nvtx == NVTX_PIN else f"pip install nvtx=={NVTX_PIN}  (ranges of other versions may not be "
+                                             "recorded)"))
+    for name in ("pandas", "sqlite-utils"):
+        version = _package(name)
+        rows.append((name, version or "missing", "" if version else "bash scripts/setup.sh"))
+    return rows

@@ -1,0 +1,236 @@
+"""Read an nsys SQLite export into a ProfileData: a dataclass of DataFrames, nanoseconds as
+integers, columns named with their units. No torch, and the file is opened read-only.
+
+Schemas of nsys 2022.x to 2025.x differ in small ways, all handled here:
+- tables are created lazily: a missing table is an empty frame with the right columns;
+- kernel names are StringIds ids in `demangledName`, `shortName` and `mangledName`, any of
+  which may be missing (older exports have `name`);
+- NVTX text is inline (`text`, from torch.cuda.nvtx) or a registered string (`textId`, from
+  the nvtx package); event types are looked up by name in ENUM_NSYS_EVENT_TYPE;
+- `correlationId` is unique only within a process: runtime calls join kernels on it AND on
+  the process (`globalPid = globalTid & 0xFFFFFFFFFF000000`);
+- an NVTX range still open when the capture stopped has a NULL `end`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from profkit.errors import ProfkitError
+
+if int(pd.__version__.split(".")[0]) < 3:  # copy-on-write is always on from pandas 3
+    pd.options.mode.copy_on_write = True
+
+# globalTid -> globalPid: nsys serialises pid and tid in one integer; the mask
+# 0xFFFFFFFFFF000000 is written as the signed 64-bit integer it is, so SQLite and numpy take it.
+PID_MASK = ~0xFFFFFF
+KERNEL_TABLE = "CUPTI_ACTIVITY_KIND_KERNEL"
+RUNTIME_TABLE = "CUPTI_ACTIVITY_KIND_RUNTIME"
+NVTX_TABLE = "NVTX_EVENTS"
+# Fallback when an export has no ENUM_NSYS_EVENT_TYPE (seen in nsys 2022.x): the ids it used.
+NVTX_TYPES_FALLBACK = {34: "NvtxMark", 59: "NvtxPushPopRange", 60: "NvtxStartEndRange"}
+RANGE_TYPES = ("NvtxPushPopRange", "NvtxStartEndRange")
+# An export whose CUDA activity ends this long before its NVTX ranges do was cut short by an
+# analysis that stopped early (seen with nsys 2023.4.4 on CUDA 13: 2 kernels kept).
+INCOMPLETE_GAP_NS = 1_000_000_000
+
+
+class ProfileError(ProfkitError):
+    """The file is not a usable nsys export; the message says why and what to do."""
+
+
+@dataclass(slots=True)
+class ProfileData:
+    kernels: pd.DataFrame
+    """One row per kernel: start_ns, end_ns, dur_ns, device_id, stream_id, correlation_id,
+    global_pid, name_id (demangled), short_id, launch_ns and launch_tid (the runtime call that
+    launched it; -1 when none was recorded)."""
+    names: pd.Series
+    """StringIds: id -> text."""
+    nvtx: pd.DataFrame
+    """NVTX ranges: start_ns, end_ns, global_tid, global_pid, name, kind (push_pop, start_end)."""
+    memcpy: pd.DataFrame
+    memset: pd.DataFrame
+    gpus: pd.DataFrame
+    path: Path
+    tables: set[str] = field(default_factory=set)
+
+    @property
+    def has_kernel_table(self) -> bool:
+        return KERNEL_TABLE in self.tables
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise ProfileError(f"{path} does not exist")
+    if path.is_dir():
+        raise ProfileError(f"{path} is a folder; give a profile.sqlite (or a capture folder to `profkit report`)")
+    if path.stat().st_size == 0:
+        raise ProfileError(f"{path} is empty; export the capture again with nsys export --type sqlite")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as e:
+        raise ProfileError(f"{path} is not a readable SQLite file ({e}); export the capture again with "
+                           "nsys export --type sqlite") from None
+    if "StringIds" not in tables or not tables & {KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE, "TARGET_INFO_GPU"}:
+        db.close()
+        raise ProfileError(f"{path} is SQLite but not an nsys export (no StringIds and no CUPTI or NVTX tables)")
+    return db
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _frame(db: sqlite3.Connection, sql: str, columns: list[str]) -> pd.DataFrame:
+    """Run `sql` and build an int64 frame fast (fetchall into numpy, not row by row in pandas)."""
+    rows = db.execute(sql).fetchall()
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
+    array = np.array(rows, dtype=np.int64)
+    return pd.DataFrame(array, columns=columns)
+
+
+def load_kernels(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
+    cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", "name_id", "short_id",
+            "launch_ns", "launch_tid"]
+    if KERNEL_TABLE not in tables:
+        return _frame(db, "SELECT 1 WHERE 0", cols).assign(dur_ns=pd.Series(dtype="int64"))
+    have = _columns(db, KERNEL_TABLE)
+    name = next((c for c in ("demangledName", "name", "shortName", "mangledName") if c in have), None)
+    if name is None:
+        raise ProfileError("the kernels table has no name column (demangledName, shortName, mangledName)")
+    short = "shortName" if "shortName" in have else name
+    pid = "k.globalPid" if "globalPid" in have else "0"
+    join = ""
+    launch = "-1, -1"
+    if RUNTIME_TABLE in tables:
+        # A correlation id is unique within a process only: join on both.
+        join = (f" LEFT JOIN {RUNTIME_TABLE} r ON r.correlationId = k.correlationId"
+                + (f" AND (r.globalTid & {PID_MASK}) = k.globalPid" if "globalPid" in have else ""))
+        launch = "coalesce(r.start, -1), coalesce(r.globalTid, -1)"
+    sql = (f"SELECT k.start, k.end, k.deviceId, k.streamId, k.correlationId, {pid}, k.{name}, k.{short}, {launch} "
+           f"FROM {KERNEL_TABLE} k{join}")
+    frame = _frame(db, sql, cols)
+    return frame.assign(dur_ns=frame["end_ns"] - frame["start_ns"])
+
+
+def load_names(db: sqlite3.Connection) -> pd.Series:
+    rows = db.execute("SELECT id, value FROM StringIds").fetchall()
+    return pd.Series({i: v for i, v in rows}, dtype="object")
+
+
+def nvtx_type_names(db: sqlite3.Connection, tables: set[str]) -> dict[int, str]:
+    if "ENUM_NSYS_EVENT_TYPE" in tables:
+        return {i: n for i, n in db.execute("SELECT id, name FROM ENUM_NSYS_EVENT_TYPE")}
+    return dict(NVTX_TYPES_FALLBACK)
+
+
+def load_nvtx(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
+    cols = ["start_ns", "end_ns", "global_tid", "global_pid", "name", "kind"]
+    empty = pd.DataFrame({"start_ns": pd.Series(dtype="int64"), "end_ns": pd.Series(dtype="int64"),
+                          "global_tid": pd.Series(dtype="int64"), "global_pid": pd.Series(dtype="int64"),
+                          "name": pd.Series(dtype="object"), "kind": pd.Series(dtype="object")})
+    if NVTX_TABLE not in tables:
+        return empty
+    types = {i: n for i, n in nvtx_type_names(db, tables).items() if n in RANGE_TYPES}
+    if not types:
+        return empty
+    have = _columns(db, NVTX_TABLE)
+    text = "n.text" if "text" in have else "NULL"
+    text_id = "s.value" if "textId" in have else "NULL"
+    join = " LEFT JOIN StringIds s ON s.id = n.textId" if "textId" in have else ""
+    sql = (f"SELECT n.start, n.end, n.globalTid, n.eventType, coalesce({text}, {text_id}) FROM {NVTX_TABLE} n{join} "
+           f"WHERE n.eventType IN ({', '.join(map(str, types))})")
+    rows = db.execute(sql).fetchall()
+    if not rows:
+        return empty
+    frame = pd.DataFrame(rows, columns=["start_ns", "end_ns", "global_tid", "type", "name"])
+    frame["end_ns"] = frame["end_ns"].astype("Int64")
+    frame["global_tid"] = frame["global_tid"].fillna(0).astype("int64")
+    frame["global_pid"] = frame["global_tid"] & PID_MASK
+    frame["kind"] = frame["type"].map(lambda t: "push_pop" if types[t] == "NvtxPushPopRange" else "start_end")
+    frame["name"] = frame["name"].fillna("")
+    return frame[cols]
+
+
+def _load_activity(db: sqlite3.Connection, tables: set[str], table: str, extra: list[str]) -> pd.DataFrame:
+    base = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid"]
+    names = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid"]
+    if table not in tables:
+        return _frame(db, "SELECT 1 WHERE 0", names + extra).assign(dur_ns=pd.Series(dtype="int64"))
+    have = _columns(db, table)
+    select = [c if c in have else "0" for c in base + extra]
+    frame = _frame(db, f"SELECT {', '.join(select)} FROM {table}", names + extra)
+    return frame.assign(dur_ns=frame["end_ns"] - frame["start_ns"])
+
+
+def load_gpus(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
+    if "TARGET_INFO_GPU" not in tables:
+        return pd.DataFrame({"id": pd.Series(dtype="int64"), "name": pd.Series(dtype="object")})
+    have = _columns(db, "TARGET_INFO_GPU")
+    wanted = [c for c in ("id", "name", "smCount", "clockRate", "memoryBandwidth", "totalMemory", "computeMajor",
+                          "computeMinor") if c in have]
+    return pd.read_sql_query(f"SELECT {', '.join(wanted)} FROM TARGET_INFO_GPU", db)
+
+
+def check_complete(data: ProfileData) -> None:
+    """Refuse an export whose analysis stopped early: its CUDA activity ends long before its NVTX.
+
+    Raises:
+        ProfileError: CUDA kernels end more than a second before the last NVTX range.
+    """
+    if data.kernels.empty or data.nvtx.empty:
+        return
+    nvtx_end = data.nvtx["end_ns"].dropna()
+    if nvtx_end.empty:
+        return
+    gap = int(nvtx_end.max()) - int(data.kernels["end_ns"].max())
+    if gap > INCOMPLETE_GAP_NS:
+        raise ProfileError(
+            f"{data.path} looks incomplete: its {len(data.kernels):,} kernels end {gap / 1e9:.1f} s before its NVTX "
+            "ranges do, as when nsys's analysis stops at a CUDA call it does not know; capture again with a newer "
+            "nsys or only the measured steps, or pass --allow-incomplete to report what is there")
+
+
+def load(path: Path | str, *, allow_incomplete: bool = False) -> ProfileData:
+    """Read an nsys SQLite export (read-only).
+
+    Args:
+        path: the `.sqlite` written by `nsys export --type sqlite`.
+        allow_incomplete: report an export whose analysis stopped early instead of refusing it.
+
+    Returns:
+        ProfileData with every table profkit reads; missing tables are empty frames.
+
+    Raises:
+        ProfileError: not a file, empty, not SQLite, corrupt, not an nsys export, or incomplete.
+    """
+    path = Path(path)
+    db = _connect(path)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        data = ProfileData(
+            kernels=load_kernels(db, tables),
+            names=load_names(db),
+            nvtx=load_nvtx(db, tables),
+            memcpy=_load_activity(db, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", ["bytes", "copyKind"]),
+            memset=_load_activity(db, tables, "CUPTI_ACTIVITY_KIND_MEMSET", ["bytes"]),
+            gpus=load_gpus(db, tables),
+            path=path,
+            tables=tables,
+        )
+    except sqlite3.DatabaseError as e:
+        raise ProfileError(f"{path} is damaged ({e}); export the capture again with nsys export --type sqlite") \
+            from None
+    finally:
+        db.close()
+    if not allow_incomplete:
+        check_complete(data)
+    return data

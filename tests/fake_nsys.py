@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""A stand-in for nsys in launcher tests; FAKE_NSYS_MODE picks how it fails.
+
+modes: ok_no_ranges (report and an export without profkit's ranges), analysis_failed (no
+report), warns_but_works (warns of an unknown call, then exports fine but for the ranges),
+program_fails, no_kernels (export without a kernels table).
+"""
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+args = sys.argv[1:]
+mode = os.environ.get("FAKE_NSYS_MODE", "ok_no_ranges")
+if args == ["--version"]:
+    print("NVIDIA Nsight Systems version 2099.1.1.1-fake")
+    sys.exit(0)
+if args[0] == "profile":
+    output = next(a.split("=", 1)[1] for a in args if a.startswith("--output="))
+    run_out = Path(args[args.index("--out") + 1])
+    if mode == "program_fails":
+        print("Traceback (most recent call last):\nRuntimeError: boom")
+        sys.exit(1)
+    (run_out / "run.json").write_text("{}")
+    if mode in ("analysis_failed", "warns_but_works"):
+        print("Unknown runtime API function index: 468")
+    if mode == "analysis_failed":
+        print("Analysis failed")
+        sys.exit(0)
+    Path(output + ".nsys-rep").write_text("fake")
+    sys.exit(0)
+if args[0] == "export":
+    output = next(a.split("=", 1)[1] for a in args if a.startswith("--output="))
+    db = sqlite3.connect(output)
+    db.execute("CREATE TABLE ENUM_NSYS_EVENT_TYPE (id INTEGER, name TEXT)")
+    db.execute("INSERT INTO ENUM_NSYS_EVENT_TYPE VALUES (59, 'NvtxPushPopRange')")
+    db.execute("CREATE TABLE StringIds (id INTEGER, value TEXT)")
+    db.execute("CREATE TABLE NVTX_EVENTS (start INTEGER, end INTEGER, eventType INTEGER, text TEXT, "
+               "textId INTEGER, globalTid INTEGER)")
+    db.execute("INSERT INTO NVTX_EVENTS VALUES (1, 2, 59, 'something_else', NULL, 1)")
+    if mode != "no_kernels":
+        db.execute("CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INTEGER, end INTEGER)")
+    db.commit()
+    sys.exit(0)
+sys.exit(3)
