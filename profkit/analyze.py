@@ -84,27 +84,107 @@ def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
                                     int(ends[root]))
         if host >= 0:
             parent[root], grafted[root] = host, True
-    depth = np.zeros(n, dtype=np.int64)
-    paths: list[str | None] = [None] * n
     names = r["name"].tolist()
+    depth = _depths(parent)
+    rehome = _backward_op_homes(r, parent, names) if "seq" in r.columns else {}
+    paths: list[str | None] = [None] * n
 
-    def resolve(i: int) -> str:
+    def path_of(i: int) -> str:
         chain = []
         j = i
-        while j >= 0 and paths[j] is None:
+        while j >= 0 and paths[j] is None and j not in rehome:
             chain.append(j)
             j = int(parent[j])
-        prefix, d = (paths[j], depth[j] + 1) if j >= 0 else ("", 0)
+        if j >= 0 and paths[j] is None:  # a backward op re-homed under its forward op's module
+            paths[j] = f"{_as_backward(path_of(rehome[j]))}/{names[j]}"
+        prefix = paths[j] if j >= 0 else ""
         for k in reversed(chain):
             prefix = f"{prefix}/{names[k]}" if prefix else names[k]
-            paths[k], depth[k] = prefix, d
-            d += 1
+            paths[k] = prefix
         return paths[i]  # type: ignore[return-value]
 
     for i in range(n):
         if paths[i] is None:
-            resolve(i)
+            path_of(i)
     return r.assign(range_id=np.arange(n), parent=parent, grafted=grafted, depth=depth, path=paths)
+
+
+def _as_backward(path: str) -> str:
+    """step_0/forward/layer_3/mlp -> step_0/backward/layer_3/mlp (or .../backward appended)."""
+    parts = path.split("/")
+    if "forward" in parts:
+        parts[parts.index("forward")] = "backward"
+    else:
+        parts.append("backward")
+    return "/".join(parts)
+
+
+def _depths(parent: np.ndarray) -> np.ndarray:
+    depth = np.full(len(parent), -1, dtype=np.int64)
+    for i in range(len(parent)):
+        chain = []
+        j = i
+        while j >= 0 and depth[j] < 0:
+            chain.append(j)
+            j = int(parent[j])
+        d = depth[j] + 1 if j >= 0 else 0
+        for k in reversed(chain):
+            depth[k] = d
+            d += 1
+    return depth
+
+
+WRAPPER = "autograd::engine::evaluate_function: "
+
+
+def _is_op(name: str, seq: object) -> bool:
+    """A range of PyTorch's per-op annotation (emit_nvtx / nsys --pytorch=autograd-nvtx)."""
+    return seq is not pd.NA or name.startswith(("aten::", "autograd::"))
+
+
+def _backward_op_homes(r: pd.DataFrame, parent: np.ndarray, names: list[str]) -> dict[int, int]:
+    """Backward op ranges to re-home: range -> the range that holds its forward op.
+
+    With `--pytorch=autograd-nvtx`, each autograd node's range (`MmBackward0, seq = 4211`) shares
+    its sequence number with the forward op that created it (`aten::mm, seq = 4211`). When no
+    range of the autograd thread places a backward op (no profkit backward ranges: a user's
+    model), it goes under the module range that held the forward op, with `forward` read as
+    `backward`: step_0/forward/layer_3/mlp/aten::mm -> step_0/backward/layer_3/mlp/MmBackward0.
+    """
+    seq = r["seq"].tolist()
+    tids, pids, starts = r["global_tid"].to_numpy(), r["global_pid"].to_numpy(), r["start_ns"].to_numpy()
+    is_op = [_is_op(nm, sq) for nm, sq in zip(names, seq, strict=True)]
+    creators: dict[tuple[int, int], int] = {}
+    for i, (nm, sq) in enumerate(zip(names, seq, strict=True)):
+        if sq is pd.NA or "Backward" in nm:
+            continue
+        key = (int(pids[i]), int(sq))
+        if key not in creators or starts[i] < starts[creators[key]]:
+            creators[key] = i  # the outermost op of that sequence number
+    # evaluate_function wrappers carry no sequence number: take their node's (the child op range).
+    seq = list(seq)
+    for i in range(len(names)):
+        p = int(parent[i])
+        if seq[i] is not pd.NA and p >= 0 and names[p].startswith(WRAPPER) and seq[p] is pd.NA:
+            seq[p] = seq[i]
+    homes: dict[int, int] = {}
+    for i, (nm, sq) in enumerate(zip(names, seq, strict=True)):
+        if sq is pd.NA or "Backward" not in nm:
+            continue
+        j = int(parent[i])
+        while j >= 0 and tids[j] == tids[i] and is_op[j]:
+            j = int(parent[j])
+        if j >= 0 and tids[j] == tids[i]:
+            continue  # a range of its own thread (profkit's per-layer backward) places it already
+        creator = creators.get((int(pids[i]), int(sq)))
+        if creator is None:
+            continue
+        home = int(parent[creator])
+        while home >= 0 and is_op[home]:
+            home = int(parent[home])
+        if home >= 0:
+            homes[i] = home
+    return homes
 
 
 Timeline = tuple[np.ndarray, np.ndarray]  # (boundary times, innermost range_id from that time on, -1 none)
@@ -241,12 +321,25 @@ def project(kernels: pd.DataFrame, tree: pd.DataFrame, owner: np.ndarray) -> pd.
                        gpu_span_ns=np.where(has, last - first, 0))
 
 
+def lookup_categorical(ids: pd.Series | np.ndarray, table: pd.Series, missing: str) -> pd.Categorical:
+    """`table[ids]` as a Categorical: each distinct text stored once, not once per row.
+
+    A million kernels share a few dozen names of up to kilobytes each; strings per row would
+    cost gigabytes (pandas 3 copies each into its string column).
+    """
+    uniq, codes = np.unique(np.asarray(ids), return_inverse=True)
+    texts = table.reindex(uniq).fillna(missing).astype(object).to_numpy()
+    cats, remap = np.unique(texts.astype(str), return_inverse=True)  # two ids may share a text
+    return pd.Categorical.from_codes(remap[codes].astype(np.int32), categories=pd.Index(cats, dtype=object))
+
+
 def kernel_frame(kernels: pd.DataFrame, names: pd.Series, categories: pd.Series) -> pd.DataFrame:
-    """Kernels with their demangled `name`, `short_name` and `category` (categories: per name id)."""
+    """Kernels with their demangled `name`, `short_name` and `category` (categories: per name id),
+    as Categoricals."""
     _require(kernels, ["name_id", "short_id", "dur_ns"], "kernels")
-    return kernels.assign(name=kernels["name_id"].map(names).fillna("<unknown>"),
-                          short_name=kernels["short_id"].map(names).fillna("<unknown>"),
-                          category=kernels["name_id"].map(categories).fillna("other"))
+    return kernels.assign(name=lookup_categorical(kernels["name_id"], names, "<unknown>"),
+                          short_name=lookup_categorical(kernels["short_id"], names, "<unknown>"),
+                          category=lookup_categorical(kernels["name_id"], categories, "other"))
 
 
 def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None = None) -> pd.DataFrame:
@@ -267,17 +360,20 @@ def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None =
     | relu  | 20     |
     """
     _require(kernels, [by, "dur_ns", "category"], "kernels")
-    g = kernels.groupby(by, sort=False)["dur_ns"]
+    g = kernels.groupby(by, sort=False, observed=True)["dur_ns"]
     out = pd.DataFrame({
         "instances": g.size(), "total_ns": g.sum(), "avg_ns": g.mean(), "median_ns": g.median(),
         "min_ns": g.min(), "max_ns": g.max(), "stddev_ns": g.std(ddof=1).fillna(0.0),
     })
+    out.index = out.index.astype(object)
     out.index.name = "name"
     out = out.reset_index()
     if by == "category":
         out["category"] = out["name"]
     else:
-        out["category"] = out["name"].map(kernels.drop_duplicates(by).set_index(by)["category"])
+        first = kernels.drop_duplicates(by)
+        out["category"] = out["name"].map(dict(zip(first[by].astype(object), first["category"].astype(object),
+                                                   strict=True)))
     total = out["total_ns"].sum()
     out["time_pct"] = 100.0 * out["total_ns"] / total if total else 0.0
     out = out.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
@@ -319,10 +415,34 @@ def nvtx_summary(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarr
         "instances": g.size(), "cpu_total_ns": g["_cpu"].sum(), "gpu_total_ns": g["gpu_total_ns"].sum(),
         "gpu_span_ns": g["gpu_span_ns"].sum(), "kernels": g["kernels"].sum(), "first_ns": g["start_ns"].min(),
     })
+    if by == "path":
+        out = pd.concat([out, _prefix_rows(projected, kernels, owner, set(out.index))])
     out["top_kernel"] = _top_kernel(projected, kernels, owner, by).reindex(out.index)
     out = out.sort_values("first_ns", kind="stable").drop(columns="first_ns")
     out.index.name = by
     return out.reset_index()
+
+
+def _prefix_rows(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarray, known: set[str]) -> pd.DataFrame:
+    """Rows for path prefixes that no range has but kernels sit under (re-homed backward ops:
+    step_0/backward/layer_3 when only step_0/backward/layer_3/mlp/MmBackward0 exists), with
+    instances 0 and kernel-derived GPU figures."""
+    paths = projected["path"].to_numpy()
+    missing = {"/".join(p.split("/")[:i]) for p in set(paths) for i in range(1, p.count("/") + 1)} - known
+    cols = ["instances", "cpu_total_ns", "gpu_total_ns", "gpu_span_ns", "kernels", "first_ns"]
+    if not missing:
+        return pd.DataFrame(columns=cols)
+    hit = owner >= 0
+    own = pd.Series(paths[owner[hit]])
+    dur, ks, ke = (kernels[c].to_numpy()[hit] for c in ("dur_ns", "start_ns", "end_ns"))
+    rows = {}
+    for prefix in missing:
+        under = (own == prefix) | own.str.startswith(prefix + "/")
+        m = under.to_numpy()
+        first = projected.loc[projected["path"].str.startswith(prefix + "/"), "start_ns"].min()
+        rows[prefix] = [0, 0, int(dur[m].sum()), int(ke[m].max() - ks[m].min()) if m.any() else 0, int(m.sum()),
+                        first]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
 
 
 def _top_kernel(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarray, by: str) -> pd.Series:
@@ -330,9 +450,13 @@ def _top_kernel(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarra
     hit = owner >= 0
     if not hit.any():
         return pd.Series(dtype="object")
-    paths = projected["path"].to_numpy()
-    per = pd.DataFrame({"path": paths[owner[hit]], "name": kernels["name"].to_numpy()[hit],
+    path_codes, uniq_paths = pd.factorize(projected["path"])
+    name = kernels["name"].astype("category")  # kernel_frame's already is: no copy
+    name_codes, name_cats = np.asarray(name.cat.codes), name.cat.categories
+    per = pd.DataFrame({"path": path_codes[owner[hit]], "name": name_codes[hit],
                         "dur": kernels["dur_ns"].to_numpy()[hit]}).groupby(["path", "name"], sort=False)["dur"].sum()
+    per.index = per.index.set_levels([pd.Index(uniq_paths, dtype=object)[per.index.levels[0]],
+                                      pd.Index(name_cats, dtype=object)[per.index.levels[1]]])
     rows: list[tuple[str, str, int]] = []
     for (path, name), dur in per.items():
         parts = path.split("/")
@@ -347,7 +471,7 @@ def _top_kernel(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarra
 def category_shares(kernels: pd.DataFrame, memcpy: pd.DataFrame | None = None,
                     memset: pd.DataFrame | None = None) -> pd.DataFrame:
     """Time per category, memcpy and memset (from their own tables) included: category, total_ns, pct."""
-    parts = [kernels.groupby("category")["dur_ns"].sum()]
+    parts = [kernels.groupby("category", observed=True)["dur_ns"].sum()]
     for name, frame in (("memcpy", memcpy), ("memset", memset)):
         if frame is not None and not frame.empty:
             parts.append(pd.Series({name: frame["dur_ns"].sum()}))

@@ -53,7 +53,8 @@ class ProfileData:
     names: pd.Series
     """StringIds: id -> text."""
     nvtx: pd.DataFrame
-    """NVTX ranges: start_ns, end_ns, global_tid, global_pid, name, kind (push_pop, start_end)."""
+    """NVTX ranges: start_ns, end_ns, global_tid, global_pid, name, kind (push_pop, start_end),
+    seq (the autograd sequence number of PyTorch's per-op ranges, else NA)."""
     memcpy: pd.DataFrame
     memset: pd.DataFrame
     gpus: pd.DataFrame
@@ -88,35 +89,44 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
 
 
+CHUNK_ROWS = 100_000
+
+
 def _frame(db: sqlite3.Connection, sql: str, columns: list[str]) -> pd.DataFrame:
-    """Run `sql` and build an int64 frame fast (fetchall into numpy, not row by row in pandas)."""
-    rows = db.execute(sql).fetchall()
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
-    array = np.array(rows, dtype=np.int64)
+    """Run `sql` (integer columns, no NULLs) into an int64 frame.
+
+    Rows come from sqlite3 as tuples; converting them a chunk at a time keeps at most one
+    chunk of Python objects alive, so peak memory stays near the arrays' own size (1 M
+    kernels: reports/bench.md). pandas.read_sql would build every row as objects first.
+    """
+    cur = db.execute(sql)
+    chunks = []
+    while rows := cur.fetchmany(CHUNK_ROWS):
+        chunks.append(np.array(rows, dtype=np.int64))
+    array = np.concatenate(chunks) if chunks else np.empty((0, len(columns)), dtype=np.int64)
     return pd.DataFrame(array, columns=columns)
 
 
-def load_kernels(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
+def load_kernels(db: sqlite3.Connection, tables: set[str], *, launches: bool = True) -> pd.DataFrame:
+    """Kernels, each joined (when `launches`) to the runtime call that launched it."""
     cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", "name_id", "short_id",
             "launch_ns", "launch_tid"]
     if KERNEL_TABLE not in tables:
-        return _frame(db, "SELECT 1 WHERE 0", cols).assign(dur_ns=pd.Series(dtype="int64"))
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in [*cols, "dur_ns"]})
     have = _columns(db, KERNEL_TABLE)
     name = next((c for c in ("demangledName", "name", "shortName", "mangledName") if c in have), None)
     if name is None:
         raise ProfileError("the kernels table has no name column (demangledName, shortName, mangledName)")
     short = "shortName" if "shortName" in have else name
-    pid = "k.globalPid" if "globalPid" in have else "0"
-    join = ""
-    launch = "-1, -1"
-    if RUNTIME_TABLE in tables:
+    pid = "coalesce(k.globalPid, 0)" if "globalPid" in have else "0"
+    join, launch = "", "-1, -1"
+    if launches and RUNTIME_TABLE in tables:
         # A correlation id is unique within a process only: join on both.
         join = (f" LEFT JOIN {RUNTIME_TABLE} r ON r.correlationId = k.correlationId"
                 + (f" AND (r.globalTid & {PID_MASK}) = k.globalPid" if "globalPid" in have else ""))
         launch = "coalesce(r.start, -1), coalesce(r.globalTid, -1)"
-    sql = (f"SELECT k.start, k.end, k.deviceId, k.streamId, k.correlationId, {pid}, k.{name}, k.{short}, {launch} "
-           f"FROM {KERNEL_TABLE} k{join}")
+    sql = (f"SELECT k.start, k.end, k.deviceId, k.streamId, coalesce(k.correlationId, -1), {pid}, k.{name}, "
+           f"k.{short}, {launch} FROM {KERNEL_TABLE} k{join}")
     frame = _frame(db, sql, cols)
     return frame.assign(dur_ns=frame["end_ns"] - frame["start_ns"])
 
@@ -136,7 +146,8 @@ def load_nvtx(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
     cols = ["start_ns", "end_ns", "global_tid", "global_pid", "name", "kind"]
     empty = pd.DataFrame({"start_ns": pd.Series(dtype="int64"), "end_ns": pd.Series(dtype="int64"),
                           "global_tid": pd.Series(dtype="int64"), "global_pid": pd.Series(dtype="int64"),
-                          "name": pd.Series(dtype="object"), "kind": pd.Series(dtype="object")})
+                          "name": pd.Series(dtype="object"), "kind": pd.Series(dtype="object"),
+                          "seq": pd.Series(dtype="Int64")})
     if NVTX_TABLE not in tables:
         return empty
     types = {i: n for i, n in nvtx_type_names(db, tables).items() if n in RANGE_TYPES}
@@ -156,17 +167,35 @@ def load_nvtx(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
     frame["global_tid"] = frame["global_tid"].fillna(0).astype("int64")
     frame["global_pid"] = frame["global_tid"] & PID_MASK
     frame["kind"] = frame["type"].map(lambda t: "push_pop" if types[t] == "NvtxPushPopRange" else "start_end")
-    frame["name"] = frame["name"].fillna("")
-    return frame[cols]
+    frame["name"], frame["seq"] = split_op_names(frame["name"].fillna("").astype(object))
+    return frame[[*cols, "seq"]]
+
+
+# PyTorch's per-op ranges (nsys --pytorch=autograd-nvtx, torch.autograd.profiler.emit_nvtx):
+# `aten::mm, seq = 4211, op_id = 40123[, sizes = ...]` in forward, `MmBackward0, seq = 4211,
+# op_id = 42763` for the autograd node that op created, run in backward.
+_OP_RANGE = r"^(?P<op>[^,]+?), (?:seq = (?P<seq>\d+), )?op_id = \d+"
+
+
+def split_op_names(names: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Per-op range names without their per-call ids (so paths repeat), and their sequence number.
+
+    >>> n, s = split_op_names(pd.Series(["aten::mm, seq = 7, op_id = 9", "aten::view, op_id = 10", "layer_0"]))
+    >>> n.tolist(), s.tolist()
+    (['aten::mm', 'aten::view', 'layer_0'], [7, <NA>, <NA>])
+    """
+    parts = names.str.extract(_OP_RANGE)
+    clean = parts["op"].where(parts["op"].notna(), names)
+    return clean.astype(object), pd.to_numeric(parts["seq"]).astype("Int64")
 
 
 def _load_activity(db: sqlite3.Connection, tables: set[str], table: str, extra: list[str]) -> pd.DataFrame:
     base = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid"]
     names = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid"]
     if table not in tables:
-        return _frame(db, "SELECT 1 WHERE 0", names + extra).assign(dur_ns=pd.Series(dtype="int64"))
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in [*names, *extra, "dur_ns"]})
     have = _columns(db, table)
-    select = [c if c in have else "0" for c in base + extra]
+    select = [f"coalesce({c}, -1)" if c in have else "0" for c in base + extra]
     frame = _frame(db, f"SELECT {', '.join(select)} FROM {table}", names + extra)
     return frame.assign(dur_ns=frame["end_ns"] - frame["start_ns"])
 
@@ -199,12 +228,13 @@ def check_complete(data: ProfileData) -> None:
             "nsys or only the measured steps, or pass --allow-incomplete to report what is there")
 
 
-def load(path: Path | str, *, allow_incomplete: bool = False) -> ProfileData:
+def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = True) -> ProfileData:
     """Read an nsys SQLite export (read-only).
 
     Args:
         path: the `.sqlite` written by `nsys export --type sqlite`.
         allow_incomplete: report an export whose analysis stopped early instead of refusing it.
+        launches: join each kernel to its launching runtime call (NVTX projection needs it).
 
     Returns:
         ProfileData with every table profkit reads; missing tables are empty frames.
@@ -217,7 +247,7 @@ def load(path: Path | str, *, allow_incomplete: bool = False) -> ProfileData:
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         data = ProfileData(
-            kernels=load_kernels(db, tables),
+            kernels=load_kernels(db, tables, launches=launches),
             names=load_names(db),
             nvtx=load_nvtx(db, tables),
             memcpy=_load_activity(db, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", ["bytes", "copyKind"]),

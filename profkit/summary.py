@@ -79,18 +79,21 @@ def demo_report(*, top: int = 15) -> str:
     return render_report(a, run, title="Demo: CS336 small, one AdamW step per capture step, on an H100", top=top)
 
 
-def analyze_profile(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False) -> Analysis:
-    data = parse.load(resolve_input(path), allow_incomplete=allow_incomplete)
+def analyze_profile(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False,
+                    nvtx: bool = True) -> Analysis:
+    """Load, categorize and (with `nvtx`) project NVTX; nvtx=False skips the launch join."""
+    data = parse.load(resolve_input(path), allow_incomplete=allow_incomplete, launches=nvtx)
     rule_list = load_rules(rules)
     ids = pd.Series(pd.unique(data.kernels["name_id"]))
     cats = pd.Series(categorize(ids.map(data.names).fillna("<unknown>"), rule_list).to_numpy(), index=ids.to_numpy())
     kernels = analyze.kernel_frame(data.kernels, data.names, cats)
-    tree = analyze.nvtx_tree(data.nvtx)
+    tree = analyze.nvtx_tree(data.nvtx if nvtx else data.nvtx.iloc[:0])
     owner = analyze.attribute(kernels, tree)
     ranges = analyze.project(kernels, tree, owner)
-    paths = ranges["path"].to_numpy()
-    kernels = kernels.assign(range_path=np.where(owner >= 0, paths[np.clip(owner, 0, None)] if len(paths) else "",
-                                                 ""))
+    path_codes, uniq = pd.factorize(ranges["path"])
+    codes = np.where(owner >= 0, path_codes[np.clip(owner, 0, None)] if len(path_codes) else -1, -1)
+    kernels = kernels.assign(range_path=pd.Categorical.from_codes(codes.astype(np.int32),
+                                                                  categories=pd.Index(uniq, dtype=object)))
     return Analysis(data, kernels, ranges, owner)
 
 
@@ -113,7 +116,7 @@ def kernels_report(path: Path, *, range_regex: str | None = None, top: int | Non
                    name: str = "demangled", fmt: str = "markdown", rules: Path | None = None,
                    allow_incomplete: bool = False) -> str:
     """`profkit report kernels`: kernel time by name (as nsys's cuda_gpu_kern_sum) or category."""
-    a = analyze_profile(path, rules=rules, allow_incomplete=allow_incomplete)
+    a = analyze_profile(path, rules=rules, allow_incomplete=allow_incomplete, nvtx=bool(range_regex))
     _require_kernels(a)
     kernels = a.kernels
     if range_regex:
@@ -121,7 +124,9 @@ def kernels_report(path: Path, *, range_regex: str | None = None, top: int | Non
             pattern = re.compile(range_regex)
         except re.error as e:
             raise ReportError(f"--range {range_regex!r} is not a regular expression: {e}") from None
-        kernels = kernels[kernels["range_path"].map(lambda p: bool(p) and pattern.search(p) is not None)]
+        paths = kernels["range_path"].cat.categories
+        matching = [p for p in paths if pattern.search(p)]
+        kernels = kernels[kernels["range_path"].isin(matching)]
     column = "category" if by == "category" else ("name" if name == "demangled" else "short_name")
     top = top or None  # 0: every kernel
     ranked = analyze.rank_kernels(kernels, by=column, top_k=top if fmt == "markdown" else None)

@@ -52,21 +52,22 @@ def main() -> None:
     rows = []
     env = {}
     for options in CONFIGS:
-        label = " ".join(o for o in options if not o.startswith("--"))
+        label = " ".join(o.removeprefix("--") for o in options if o not in ("--model", "--mode", "--dtype", "--attn"))
+        slug = label.replace(" ", "-")
         common = [*options, "--warmup", a.warmup, "--steps", a.steps]
-        bare_out = a.work / "bare" / "-".join(o for o in options if not o.startswith("--"))
+        bare_out = a.work / "bare" / slug
         proc = sh([*py, "run", *common, "--out", str(bare_out), "--force"], commands)
         bare = json.loads((bare_out / "run.json").read_text())["summary"]["median_ms"] if proc.returncode == 0 else None
         if proc.returncode == 0:
             env = json.loads((bare_out / "run.json").read_text())["environment"]
         row = [label, f"{bare:.1f}" if bare else "failed"]
         for kit in kits:
-            name = f"{kit.version_str}-" + "-".join(o for o in options if not o.startswith("--"))
+            name = f"{kit.version_str}-{slug}"
             proc = sh([*py, "profile", *common, "--name", name, "--out-dir", str(a.work / "captures"), "--force",
                        "--nsys", str(kit.path)], commands)
             if proc.returncode != 0:
                 reason = (proc.stderr.strip().splitlines() or ["?"])[0].removeprefix("Error: ")
-                row.append(f"refused: {reason[:90]}")
+                row.append(f"refused: {reason}")
                 continue
             folder = a.work / "captures" / name
             median = json.loads((folder / "run.json").read_text())["summary"]["median_ms"]

@@ -2,7 +2,8 @@
 """A stand-in for nsys in launcher tests; FAKE_NSYS_MODE picks how it fails.
 
 modes: ok_no_ranges (report and an export without profkit's ranges), analysis_failed (no
-report), warns_but_works (warns of an unknown call, then exports fine but for the ranges),
+report), partial_analysis (analysis failed, report and export written anyway),
+warns_but_works (warns of an unknown call, then exports fine but for the ranges),
 program_fails, no_kernels (export without a kernels table).
 """
 import os
@@ -22,11 +23,13 @@ if args[0] == "profile":
         print("Traceback (most recent call last):\nRuntimeError: boom")
         sys.exit(1)
     (run_out / "run.json").write_text("{}")
-    if mode in ("analysis_failed", "warns_but_works"):
+    if mode in ("analysis_failed", "warns_but_works", "partial_analysis"):
         print("Unknown runtime API function index: 468")
     if mode == "analysis_failed":
-        print("Analysis failed")
+        print("**** Analysis failed with:")
         sys.exit(0)
+    if mode == "partial_analysis":
+        print("**** Analysis failed with:")  # and yet writes a report, as nsys 2023.4.4 did
     Path(output + ".nsys-rep").write_text("fake")
     sys.exit(0)
 if args[0] == "export":

@@ -224,3 +224,47 @@ def test_fixture_gemm_share_matches_seed_002s_finding(encoder) -> None:
     assert round(float(gemm(fwd)), 3) == 0.787 and round(float(gemm(step)), 3) == 0.674
     assert np.isclose(k["dur_ns"].sum(), 8_901_567)
     assert parse.load(ENCODER).kernels["dur_ns"].sum() == 8_901_567
+
+
+# --- nsys --pytorch=autograd-nvtx ------------------------------------------------------------
+
+AUTOGRAD_NVTX = DATA / "h100_small_step_bf16_autograd_nvtx" / "profile.sqlite"
+
+
+def test_autograd_nvtx_names_are_cleaned_and_keep_profkits_layout() -> None:
+    a = analyze_profile(AUTOGRAD_NVTX)
+    paths = set(a.ranges["path"])
+    assert "step_0/forward/layer_0/attention/qkv_proj/aten::linear" in paths  # no ", seq = ..., op_id = ..."
+    assert "step_0/backward/layer_11/mlp/MmBackward0/aten::mm" in paths
+    assert "step_0/backward/loss/NllLossBackward0" in paths  # placed by its forward op's range
+    assert a.unattributed_pct == 0.0
+    assert len(a.kernels) == 2076
+    k = a.kernels[a.kernels["range_path"].astype(str).str.startswith("step_0/backward/")]
+    layered = k["range_path"].astype(str).str.match(r"step_0/backward/(layer_\d+|lm_head|loss|final_norm|embed)/")
+    assert (len(k), int(layered.sum())) == (1225, 1224)  # the one left: the loss gradient's seed (ones_like)
+
+
+def test_backward_ops_land_under_the_forward_module_that_created_them(tmp_path) -> None:
+    """Without profkit's backward ranges (a user's model), nsys's per-op ranges still place
+    backward kernels by layer: each autograd node's sequence number names its forward op."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "p.sqlite"
+    shutil.copyfile(AUTOGRAD_NVTX, copy)
+    db = sqlite3.connect(copy)
+    autograd_tid = db.execute("SELECT globalTid FROM NVTX_EVENTS WHERE text LIKE '%Backward0, seq =%' "
+                              "LIMIT 1").fetchone()[0]
+    removed = db.execute("DELETE FROM NVTX_EVENTS WHERE globalTid = ? AND text IS NULL", (autograd_tid,)).rowcount
+    db.commit()
+    db.close()
+    assert removed == 37  # profkit's backward ranges of step_0: 12 x (layer, attention, mlp) + lm_head
+    a = analyze_profile(copy)
+    r = analyze.nvtx_summary(a.ranges, a.kernels, a.owner).set_index("path")
+    mm = "step_0/backward/layer_3/mlp/MmBackward0"
+    assert mm in r.index and r.loc[mm, "kernels"] > 0
+    layer3 = r.loc["step_0/backward/layer_3"]
+    assert layer3["instances"] == 0 and layer3["gpu_total_ns"] > 0  # a prefix no range has, from its kernels
+    per_layer = [r.loc[f"step_0/backward/layer_{i}", "gpu_total_ns"] for i in range(12)]
+    assert max(per_layer) < 1.2 * min(per_layer)  # identical layers, alike backward
+    assert a.unattributed_pct == 0.0

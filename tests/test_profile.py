@@ -141,8 +141,10 @@ def test_check_export_accepts() -> None:
 
 
 @pytest.mark.parametrize("mode,first_line", [
-    ("analysis_failed", "Error: nsys 2099.1.1.1 could not analyse the trace: it contains CUDA calls newer than this "
-                        "nsys; capture only the measured steps"),
+    ("analysis_failed", "Error: nsys 2099.1.1.1's analysis of the trace failed (it met CUDA calls it does not know), "
+                        "so its export would hold only part of the run; use a newer nsys"),
+    ("partial_analysis", "Error: nsys 2099.1.1.1's analysis of the trace failed (it met CUDA calls it does not "
+                         "know), so its export would hold only part of the run"),
     ("program_fails", "Error: the profiled program failed (exit code 1):"),
     ("ok_no_ranges", "Error: NVTX ranges profkit emitted are missing from the export (forward, step_0)"),
     # A warning about an unknown call alone is not a failed analysis (seen with nsys 2023.4.4).

@@ -92,18 +92,19 @@ def find_nsys(explicit: str | None = None) -> Nsys:
     raise NsysNotFound(f"nsys not found; {INSTALL_HINT}")
 
 
-# What was measured here (../shared/nsys/README.md, reports/nsys_overhead.md): versions before
-# 2024 do not know CUDA 13's runtime calls. Their analysis of a whole-program capture fails
-# ("Unknown runtime API function index"); a capture that starts after warm-up works, except
-# for torch.compile'd runs, which lose most kernels.
+# What was measured here (../shared/nsys/README.md, reports/nsys.md): 2023.4.4 does not know
+# CUDA 13's runtime calls. Its analysis of a whole-program capture fails ("Unknown runtime API
+# function index"); a capture that starts after warm-up worked for a hand-written encoder
+# layer, but for profkit's `small` step (torch 2.11) its analysis failed there too and kept
+# 3,394 of ~8,700 kernels; torch.compile'd runs lose most kernels.
 FIRST_VERSION_FOR_CUDA = {13: (2025, 1), 12: (2023, 1)}
 
 
 def cuda_limits(version: tuple[int, ...], cuda: str | None) -> list[str]:
     """What this nsys cannot do with programs built for CUDA `cuda` ('13.0'); empty if nothing.
 
-    >>> cuda_limits((2023, 4, 4, 54), "13.0")[0]
-    'nsys 2023.4.4.54 predates CUDA 13: capture only after warm-up (--capture-range=cudaProfilerApi, the default)'
+    >>> cuda_limits((2023, 4, 4, 54), "13.0")[1]
+    "whole-program captures and torch.compile'd runs need nsys 2025.1 or newer"
     >>> cuda_limits((2025, 3, 1, 0), "13.0")
     []
     """
@@ -115,5 +116,5 @@ def cuda_limits(version: tuple[int, ...], cuda: str | None) -> list[str]:
         return []
     v = ".".join(map(str, version))
     return [f"nsys {v} predates CUDA {major}: capture only after warm-up "
-            "(--capture-range=cudaProfilerApi, the default)",
+            "(--capture-range=cudaProfilerApi, the default), and even then its analysis can fail",
             f"whole-program captures and torch.compile'd runs need nsys {'.'.join(map(str, needed))} or newer"]

@@ -1,0 +1,390 @@
+"""Parser benchmark: profkit's kernel and NVTX reports against `nsys stats` on large exports; markdown out.
+
+Builds exports of at least 10 k, 100 k and 1 M kernels by laying copies of a real nsys export
+(default: the H100 encoder-layer fixture, nsys 2023.4.4) end to end, in SQL: the whole file is
+copied, then INSERT ... SELECT statements add shifted copies of the rows of the event tables
+(kernels, runtime calls, NVTX, memcpy, memset, synchronization). Copy i has every timestamp
+shifted by i x (capture span + gap) and every correlationId by i x (max correlationId + 1), so
+kernel <-> runtime joins and NVTX projection stay valid. Rows are copied by doubling (everything
+already there, shifted by the current span), then once more for the remainder: about 13
+statements per table for 1 M kernels. Built files are cached in --work and rebuilt when missing.
+
+Then times, per size, on the same file and in the same run, each command a fresh process, best
+of --repeat: `profkit report kernels`, `profkit report nvtx`, `nsys stats -r cuda_gpu_kern_sum`
+and `nsys stats -r nvtx_kern_sum` (on a separate copy of the file, as nsys stats may write into
+an export), with each process tree's peak RSS from /usr/bin/time. Checks profkit's kernel totals
+against cuda_gpu_kern_sum's to the nanosecond. Writes markdown.
+
+Example (about a minute on 2 cores, builds included):
+    python scripts/bench_parser.py --sizes 10000,100000,1000000 --repeat 3 --report reports/bench.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from profkit.collect.nsys import Nsys, find_nsys  # noqa: E402
+from profkit.report import markdown_table  # noqa: E402
+
+FIXTURE = REPO / "tests" / "data" / "h100_encoder_layer_nsys2023" / "profile.sqlite"
+TABLES = ["CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVENTS", "CUPTI_ACTIVITY_KIND_MEMCPY",
+          "CUPTI_ACTIVITY_KIND_MEMSET", "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"]
+# Nanosecond timestamp columns of those tables (nsys 2022.x-2025.x); others (ids, sizes) are kept.
+TIME_COLUMNS = {"start", "end", "timestamp"}
+GAP_NS = 1_000_000  # between one copy's last event and the next copy's first
+BUILD_VERSION = 1  # part of the cached file's name: bump when the build changes
+TIME_BIN = Path("/usr/bin/time")
+# Goals.
+MAX_SHARE = 0.15  # both profkit reports together, against nsys stats -r nvtx_kern_sum
+MAX_PEAK_MB = 600
+MAX_SLOPE_GROWTH = 1.25  # marginal s per 1 k kernels, largest step against the first
+REFERENCE = ("Reference, measured earlier on a 2-core machine: an export of 1.03 M kernels, 1.86 M runtime calls "
+             "and 114 k NVTX ranges took `nsys stats` 2.9 s for the kernel summary (cuda_gpu_kern_sum) and 14.8 s "
+             "for nvtx_kern_sum; reading just the needed columns into Python tuples took 3.0 s.")
+
+
+# --- building the exports ------------------------------------------------------------------------------------------
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _window(db: sqlite3.Connection, tables: list[str]) -> tuple[int, int]:
+    """First start and last end of the capture: the CUDA tables' rows and the NVTX events with an end.
+
+    NVTX events outside it (the domain created before the capture started) are process-wide and
+    are not copied.
+    """
+    lo, hi = [], []
+    for t in tables:
+        where = " WHERE end IS NOT NULL" if t == "NVTX_EVENTS" else ""
+        a, b = db.execute(f'SELECT min(start), max(coalesce("end", start)) FROM {t}{where}').fetchone()
+        if a is not None:
+            lo.append(a)
+            hi.append(b)
+    return min(lo), max(hi)
+
+
+def build(fixture: Path, copies: int, out: Path) -> float:
+    """Write `copies` copies of `fixture`'s events end to end into `out`; returns seconds taken."""
+    t0 = time.perf_counter()
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.copyfile(fixture, tmp)
+    tmp.chmod(0o644)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("PRAGMA cache_size=-262144")  # 256 MiB
+        present = [t for t in TABLES if t in _tables(db)]
+        w0, w1 = _window(db, present)
+        period = w1 - w0 + GAP_NS
+        corr = 1 + max(db.execute(f"SELECT coalesce(max(correlationId), 0) FROM {t}").fetchone()[0]
+                       for t in present if "correlationId" in _columns(db, t))
+        statements = {}
+        for t in present:
+            cols = _columns(db, t)
+            exprs = [f'"{c}" + :dt' if c in TIME_COLUMNS else "correlationId + :dc" if c == "correlationId"
+                     else f'"{c}"' for c in cols]
+            statements[t] = (f"INSERT INTO {t} ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)}) "
+                             f"SELECT {', '.join(exprs)} FROM {t} WHERE start >= :lo AND start < :hi")
+        have = 1
+        while have < copies:
+            step = min(have, copies - have)  # double, then the remainder
+            args = {"dt": have * period, "dc": have * corr, "lo": w0, "hi": w0 + step * period}
+            db.execute("BEGIN")
+            for sql in statements.values():
+                db.execute(sql, args)
+            db.execute("COMMIT")
+            have += step
+    finally:
+        db.close()
+    tmp.replace(out)
+    return time.perf_counter() - t0
+
+
+@dataclass
+class Export:
+    copies: int
+    path: Path
+    kernels: int = 0
+    runtime: int = 0
+    nvtx_ranges: int = 0
+    memcpy: int = 0
+    memset: int = 0
+    mb: float = 0.0
+    build_s: float | None = None
+    """None: taken from the cache."""
+
+
+def count(e: Export) -> None:
+    db = sqlite3.connect(f"file:{e.path}?mode=ro", uri=True)
+    try:
+        tables = _tables(db)
+
+        def n(table: str, where: str = "") -> int:
+            return db.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0] if table in tables else 0
+
+        e.kernels, e.runtime = n(TABLES[0]), n(TABLES[1])
+        e.memcpy, e.memset = n(TABLES[3]), n(TABLES[4])
+        types = [r[0] for r in db.execute("SELECT id FROM ENUM_NSYS_EVENT_TYPE WHERE name IN "
+                                          "('NvtxPushPopRange', 'NvtxStartEndRange')")]
+        e.nvtx_ranges = n("NVTX_EVENTS", f" WHERE eventType IN ({', '.join(map(str, types or [59, 60]))})")
+    finally:
+        db.close()
+    e.mb = e.path.stat().st_size / 1e6
+
+
+def prepare(fixture: Path, size: int, work: Path) -> Export:
+    """The export of at least `size` kernels, from the cache or built now."""
+    db = sqlite3.connect(f"file:{fixture}?mode=ro", uri=True)
+    per_copy = db.execute(f"SELECT count(*) FROM {TABLES[0]}").fetchone()[0]
+    db.close()
+    copies = -(-size // per_copy)
+    digest = hashlib.sha1(fixture.read_bytes()).hexdigest()[:10]
+    path = work / f"{fixture.parent.name}-{digest}-v{BUILD_VERSION}-x{copies}.sqlite"
+    e = Export(copies, path)
+    if not path.exists():
+        print(f"building {path} ({copies:,} copies)", flush=True)
+        e.build_s = build(fixture, copies, path)
+    count(e)
+    print(f"{path.name}: {e.kernels:,} kernels, {e.runtime:,} runtime calls, {e.nvtx_ranges:,} NVTX ranges, "
+          f"{e.mb:,.0f} MB" + (f", built in {e.build_s:.1f} s" if e.build_s is not None else ", cached"), flush=True)
+    return e
+
+
+# --- timing --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Timing:
+    label: str
+    seconds: list[float] = field(default_factory=list)
+    peak_mb: list[float] = field(default_factory=list)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def peak(self) -> float:
+        return max(self.peak_mb)
+
+
+def timed(cmd: list[str], stdout: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB, the largest process of the tree) of one fresh run of `cmd`."""
+    with tempfile.NamedTemporaryFile(suffix=".rss") as rss, open(stdout, "wb") as out, \
+            open(stdout.with_suffix(stdout.suffix + ".err"), "wb") as err:
+        if TIME_BIN.exists():
+            t0 = time.perf_counter()
+            proc = subprocess.run([str(TIME_BIN), "-f", "%M", "-o", rss.name, *cmd], stdout=out, stderr=err, env=env,
+                                  cwd=REPO)
+            seconds = time.perf_counter() - t0
+            rc, kib = proc.returncode, int(Path(rss.name).read_text().split()[-1])
+        else:  # the child's own rusage, from wait4
+            t0 = time.perf_counter()
+            child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO)
+            _, status, usage = os.wait4(child.pid, 0)
+            seconds = time.perf_counter() - t0
+            child.returncode = rc = os.waitstatus_to_exitcode(status)
+            kib = usage.ru_maxrss
+    if rc != 0:
+        text = stdout.with_suffix(stdout.suffix + ".err").read_text(errors="replace").strip()
+        raise SystemExit(f"failed ({rc}): {shlex.join(cmd)}\n{text[-2000:]}")
+    return seconds, kib * 1024 / 1e6
+
+
+def run_size(e: Export, nsys: Nsys, repeat: int, work: Path) -> tuple[dict[str, Timing], dict[str, list[str]], Path,
+                                                                       Path]:
+    """Every tool `repeat` times on export `e`, interleaved; the timings and the commands run."""
+    out = work / "out" / e.path.stem
+    out.mkdir(parents=True, exist_ok=True)
+    # nsys stats may add tables or indexes to an export: it gets its own fresh copy.
+    nsys_copy = out / "nsys-copy.sqlite"
+    shutil.copyfile(e.path, nsys_copy)
+    py = [sys.executable, "-m", "profkit", "report"]
+    nsys_cmd = [str(nsys.path), "stats", "-f", "csv", "--force-export=false", "--force-overwrite=true"]
+    tools = {
+        "profkit report kernels": ([*py, "kernels", str(e.path), "--format", "csv", "--top", "0"],
+                                   out / "profkit_kernels.csv", None),
+        "profkit report nvtx": ([*py, "nvtx", str(e.path), "--format", "csv"], out / "profkit_nvtx.csv", None),
+        "nsys stats cuda_gpu_kern_sum": ([*nsys_cmd, "-r", "cuda_gpu_kern_sum", "-o", str(out / "nsys"),
+                                          str(nsys_copy)], out / "nsys_kern.log", nsys.run_env()),
+        "nsys stats nvtx_kern_sum": ([*nsys_cmd, "-r", "nvtx_kern_sum", "-o", str(out / "nsys"), str(nsys_copy)],
+                                     out / "nsys_nvtx.log", nsys.run_env()),
+    }
+    timings = {label: Timing(label) for label in tools}
+    for i in range(repeat):
+        for label, (cmd, stdout, env) in tools.items():
+            seconds, mb = timed(cmd, stdout, env)
+            timings[label].seconds.append(seconds)
+            timings[label].peak_mb.append(mb)
+            print(f"  [{i + 1}/{repeat}] {label}: {seconds:.2f} s, {mb:,.0f} MB", flush=True)
+    commands = {label: cmd for label, (cmd, _, _) in tools.items()}
+    return timings, commands, out / "profkit_kernels.csv", out / "nsys_cuda_gpu_kern_sum.csv"
+
+
+def compare_totals(profkit_csv: Path, nsys_csv: Path) -> tuple[bool, str]:
+    """profkit's total_ns and instances per kernel name against cuda_gpu_kern_sum's, exactly."""
+    with open(profkit_csv, newline="") as f:
+        ours = {r["name"]: (int(r["total_ns"]), int(r["instances"])) for r in csv.DictReader(f)}
+    with open(nsys_csv, newline="") as f:
+        theirs = {r["Name"]: (int(r["Total Time (ns)"]), int(r["Instances"])) for r in csv.DictReader(f)}
+    if ours == theirs:
+        total = sum(t for t, _ in ours.values())
+        return True, (f"all {len(ours)} kernel names match, total {total:,} ns over "
+                      f"{sum(n for _, n in ours.values()):,} instances")
+    only = sorted(set(ours) ^ set(theirs))
+    differ = [k for k in set(ours) & set(theirs) if ours[k] != theirs[k]]
+    return False, (f"{len(only)} names in one only, {len(differ)} differ"
+                   + (f", e.g. {differ[0][:60]!r}: profkit {ours[differ[0]]} nsys {theirs[differ[0]]}"
+                      if differ else ""))
+
+
+# --- the report ----------------------------------------------------------------------------------------------------
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "?")
+    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+    return f"{cpu}, {os.cpu_count()} cores, {mem_kib / 2**20:.1f} GiB RAM"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fixture", type=Path, default=FIXTURE, help="The export to copy (default: %(default)s).")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="Kernel counts, at least (default: %(default)s).")
+    p.add_argument("--repeat", type=int, default=3, help="Runs per command; the best counts (default: %(default)s).")
+    p.add_argument("--work", type=Path, default=Path("/tmp/profkit-bench"), help="Built exports and outputs.")
+    p.add_argument("--report", type=Path, default=Path("reports/bench.md"))
+    p.add_argument("--nsys", help="The nsys to use (else $PROFKIT_NSYS, PATH, .tools/nsys).")
+    a = p.parse_args()
+    started = time.perf_counter()
+    sizes = sorted(int(s.replace("_", "")) for s in a.sizes.split(","))
+    nsys = find_nsys(a.nsys)
+    command = shlex.join(["python", "scripts/bench_parser.py", *sys.argv[1:]])
+    if nsys.source == "$PROFKIT_NSYS":
+        command = f"PROFKIT_NSYS={shlex.quote(str(nsys.path))} {command}"
+    a.work.mkdir(parents=True, exist_ok=True)
+    exports = [prepare(a.fixture.resolve(), s, a.work) for s in sizes]
+
+    sections, checks, sums, nvtx_sum_times, peaks = [], [], [], [], []
+    commands: dict[str, list[str]] = {}
+    for e in exports:
+        print(f"timing {e.kernels:,} kernels", flush=True)
+        timings, commands, profkit_csv, nsys_csv = run_size(e, nsys, a.repeat, a.work)
+        ok, detail = compare_totals(profkit_csv, nsys_csv)
+        checks.append((e, ok, detail))
+        print(f"  totals against cuda_gpu_kern_sum: {'match' if ok else 'DIFFER'} ({detail})", flush=True)
+        k, n = timings["profkit report kernels"], timings["profkit report nvtx"]
+        both = k.best + n.best
+        nvtx_kern = timings["nsys stats nvtx_kern_sum"].best
+        sums.append(both)
+        nvtx_sum_times.append(nvtx_kern)
+        peaks.append(max(k.peak, n.peak))
+
+        def row(label: str, seconds: float, mb: str, kernels: int = e.kernels) -> list[str]:
+            return [label, f"{seconds:.2f}", mb, f"{1000 * seconds / kernels:.4f}"]
+
+        rows = [row(f"`{t.label}`", t.best, f"{t.peak:,.0f}") for t in timings.values()]
+        rows.insert(2, row("**profkit kernels + nvtx** (sum)", both, f"{max(k.peak, n.peak):,.0f} (larger)"))
+        rows.append(["profkit kernels + nvtx, as a share of nvtx_kern_sum's time", f"{100 * both / nvtx_kern:.1f} %",
+                     "", ""])
+        sections += [f"### {e.kernels:,} kernels ({e.copies:,} copies)", "",
+                     markdown_table(["tool", "seconds", "peak MB", "s per 1 k kernels"], rows, align="lrrr"), ""]
+
+    # Goals.
+    big = exports[-1]
+    share = sums[-1] / nvtx_sum_times[-1]
+    share_ok = share <= MAX_SHARE
+    peak_ok = max(peaks) < MAX_PEAK_MB
+    per_1k = [1000 * s / e.kernels for s, e in zip(sums, exports, strict=True)]
+    slopes = [1000 * (sums[i] - sums[i - 1]) / (exports[i].kernels - exports[i - 1].kernels)
+              for i in range(1, len(exports))]
+    linear_ok = len(slopes) < 2 or slopes[-1] <= MAX_SLOPE_GROWTH * slopes[0]
+    ok_word = {True: "**met**", False: "**not met**"}
+    goals = [
+        f"- Both profkit reports together ≤ {MAX_SHARE:.0%} of `nsys stats -r nvtx_kern_sum`'s time on the "
+        f"{big.kernels:,}-kernel export: {ok_word[share_ok]} — {sums[-1]:.2f} s against {nvtx_sum_times[-1]:.2f} s, "
+        f"{100 * share:.1f} % (per size: " + ", ".join(f"{e.kernels:,}: {100 * s / t:.1f} %"
+                                             for e, s, t in zip(exports, sums, nvtx_sum_times, strict=True)) + ").",
+        f"- Peak memory of every profkit run < {MAX_PEAK_MB} MB: {ok_word[peak_ok]} — largest {max(peaks):,.0f} MB "
+        f"(per size: " + ", ".join(f"{e.kernels:,}: {m:,.0f} MB" for e, m in zip(exports, peaks, strict=True)) + ").",
+        f"- Time linear in kernel count: {ok_word[linear_ok] if len(slopes) >= 2 else 'not judged (one size)'} — "
+        "profkit kernels + nvtx per 1 k kernels: " + ", ".join(
+            f"{e.kernels:,}: {t:.4f} s" for e, t in zip(exports, per_1k, strict=True))
+        + "; marginal s per 1 k kernels between sizes: " + ", ".join(
+            f"{exports[i].kernels:,}→{exports[i + 1].kernels:,}: {s:.4f} s" for i, s in enumerate(slopes))
+        + (f", the last {slopes[-1] / slopes[0]:.2f}x the first" if len(slopes) >= 2 else "")
+        + f" (the criterion: the last marginal cost at most {MAX_SLOPE_GROWTH}x the first; per-1 k time at small "
+        "sizes is mostly interpreter start and imports).",
+    ]
+    met = [g for g, ok in (("time", share_ok), ("memory", peak_ok), ("linearity", linear_ok)) if ok]
+    missed = [g for g, ok in (("time", share_ok), ("memory", peak_ok), ("linearity", linear_ok)) if not ok]
+
+    size_rows = [[f"{e.copies:,}", f"{e.kernels:,}", f"{e.runtime:,}", f"{e.nvtx_ranges:,}", f"{e.memcpy:,}",
+                  f"{e.memset:,}", f"{e.mb:,.0f}", "cached" if e.build_s is None else f"{e.build_s:.1f}"]
+                 for e in exports]
+    check_lines = [f"- {e.kernels:,} kernels: {'match' if ok else '**DIFFER**'} ({detail})" for e, ok, detail in checks]
+    total_s = time.perf_counter() - started
+    text = "\n".join([
+        "# Parser benchmark: profkit reports against nsys stats", "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}; Python {platform.python_version()}, pandas "
+        f"{version('pandas')}, numpy {version('numpy')}, nsys {nsys.version_str}. One run of this script "
+        f"({total_s:.0f} s in all, builds included).", "",
+        "## Summary", "",
+        f"Goals met: {', '.join(met) or 'none'}; not met: {', '.join(missed) or 'none'}.", "",
+        *goals, "",
+        f"Kernel totals against `nsys stats -r cuda_gpu_kern_sum` (Total Time (ns) and Instances per kernel name, "
+        f"to the nanosecond), {big.kernels:,}-kernel export: "
+        f"{'**match**' if checks[-1][1] else '**differ**'}. All sizes:", "",
+        *check_lines, "",
+        REFERENCE, "",
+        "## Exports", "",
+        f"Built from `{a.fixture}` by laying copies end to end in SQL (whole file copied, then INSERT ... SELECT per "
+        "event table, doubling, then the remainder): copy i has every `start`/`end` shifted by i × (capture span + "
+        f"{GAP_NS / 1e6:g} ms) and every `correlationId` by i × (max correlationId + 1); NVTX text and textId kept; "
+        "NVTX events outside the capture (the domain creation before it) not copied. Tables copied: "
+        + ", ".join(f"`{t}`" for t in TABLES) + " (those present).", "",
+        markdown_table(["copies", "kernels", "runtime calls", "NVTX ranges", "memcpy", "memset", "file MB",
+                        "build s"], size_rows, align="rrrrrrrr"), "",
+        "## Timings", "",
+        f"Wall clock (time.perf_counter around the subprocess), best of {a.repeat} runs, each a fresh process (the "
+        "files stay in the OS page cache for every tool alike); the tools interleaved within each repeat. Peak MB: "
+        "max RSS from `/usr/bin/time -f %M` (for nsys, its largest process). profkit runs on the built file; nsys "
+        "stats runs on a separate copy of it, made fresh for this run, because nsys stats may write into an export "
+        "(its first run on a file can be slower than the rest).", "",
+        *sections,
+        "## Commands", "",
+        "The report was produced by:", "", "```", command, "```", "",
+        "The commands timed, as run on the largest export (the same for every size, on its own files):", "", "```",
+        *[shlex.join(c) for c in commands.values()], "```", "",
+    ])
+    a.report.parent.mkdir(parents=True, exist_ok=True)
+    a.report.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
