@@ -79,9 +79,10 @@ def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
         stack.append(i)
     grafted = np.zeros(n, dtype=bool)
     timelines = thread_timelines(r)
+    same_thread_parent = parent.copy()
     for root in np.flatnonzero(parent < 0):
-        host = _innermost_elsewhere(timelines, starts, ends, int(pids[root]), int(tids[root]), int(starts[root]),
-                                    int(ends[root]))
+        host = _innermost_elsewhere(timelines, same_thread_parent, starts, ends, int(pids[root]), int(tids[root]),
+                                    int(starts[root]), int(ends[root]))
         if host >= 0:
             parent[root], grafted[root] = host, True
     names = r["name"].tolist()
@@ -230,28 +231,23 @@ def innermost_at(timeline: Timeline, t: np.ndarray) -> np.ndarray:
     return np.where(idx >= 0, owner[np.clip(idx, 0, None)], -1)
 
 
-def _innermost_elsewhere(timelines: dict[int, dict[int, Timeline]], starts: np.ndarray, ends: np.ndarray,
-                         pid: int, tid: int, start: int, end: int) -> int:
-    """Innermost range on another thread of `pid` that contains [start, end]; -1 if none."""
+def _innermost_elsewhere(timelines: dict[int, dict[int, Timeline]], parent: np.ndarray, starts: np.ndarray,
+                         ends: np.ndarray, pid: int, tid: int, start: int, end: int) -> int:
+    """Innermost range on another thread of `pid` that contains [start, end]; -1 if none.
+
+    On each other thread, the range open at `start`, walked out through its same-thread
+    `parent`s to the first one still open at `end`; of those, the one opened last.
+    """
     best = -1
     for other, timeline in timelines.get(pid, {}).items():
         if other == tid:
             continue
         cand = int(innermost_at(timeline, np.array([start]))[0])
-        # Walk out to the first enclosing range that also outlives [start, end].
         while cand >= 0 and ends[cand] < end:
-            cand = _parent_on_thread(timeline, starts, ends, cand)
+            cand = int(parent[cand])
         if cand >= 0 and (best < 0 or starts[cand] > starts[best]):
             best = cand
     return best
-
-
-def _parent_on_thread(timeline: Timeline, starts: np.ndarray, ends: np.ndarray, i: int) -> int:
-    """The range enclosing range i on its thread (innermost open just before i started)."""
-    j = int(innermost_at(timeline, np.array([starts[i] - 1]))[0])
-    while j >= 0 and not (starts[j] <= starts[i] and ends[j] >= ends[i]) and j != i:
-        j = _parent_on_thread(timeline, starts, ends, j)
-    return j if j != i else -1
 
 
 def attribute(kernels: pd.DataFrame, tree: pd.DataFrame) -> np.ndarray:

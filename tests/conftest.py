@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).parent
+ENCODER = TESTS / "data" / "h100_encoder_layer_nsys2023" / "profile.sqlite"
 
 
 class Recorder:
@@ -59,3 +63,27 @@ def nvtx_recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 def read_run(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())
+
+
+def export_variant(tmp_path: Path, *sql: str, source: Path = ENCODER) -> Path:
+    """A copy of a real export with `sql` statements applied (a table dropped, a row changed)."""
+    copy = tmp_path / "variant.sqlite"
+    shutil.copyfile(source, copy)
+    db = sqlite3.connect(copy)
+    for statement in sql:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    return copy
+
+
+def real_nsys():  # -> profkit.collect.nsys.Nsys
+    """The nsys profkit finds, else skip (a failure where PROFKIT_REQUIRE_NSYS is set, as in CI)."""
+    from profkit.collect.nsys import NsysNotFound, find_nsys
+
+    try:
+        return find_nsys()
+    except NsysNotFound:
+        if os.environ.get("PROFKIT_REQUIRE_NSYS"):
+            raise
+        pytest.skip("no nsys here (scripts/install_nsys.sh installs one)")

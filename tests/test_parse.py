@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from profkit import parse
+from tests.conftest import export_variant
 
 DATA = Path(__file__).parent / "data"
 ENCODER = DATA / "h100_encoder_layer_nsys2023" / "profile.sqlite"
@@ -69,19 +70,8 @@ def test_correlation_ids_join_within_a_process(tmp_path: Path) -> None:
     assert set(k["launch_tid"]) == {MAIN_TID, AUTOGRAD_TID}
 
 
-def _copy_with(tmp_path: Path, *sql: str) -> Path:
-    copy = tmp_path / "p.sqlite"
-    shutil.copyfile(ENCODER, copy)
-    db = sqlite3.connect(copy)
-    for s in sql:
-        db.execute(s)
-    db.commit()
-    db.close()
-    return copy
-
-
 def test_missing_tables_are_empty_frames(tmp_path: Path) -> None:
-    data = parse.load(_copy_with(tmp_path, "DROP TABLE NVTX_EVENTS", "DROP TABLE CUPTI_ACTIVITY_KIND_MEMSET",
+    data = parse.load(export_variant(tmp_path, "DROP TABLE NVTX_EVENTS", "DROP TABLE CUPTI_ACTIVITY_KIND_MEMSET",
                                  "DROP TABLE CUPTI_ACTIVITY_KIND_RUNTIME"))
     assert data.nvtx.empty and list(data.nvtx.columns)[:2] == ["start_ns", "end_ns"]
     assert data.memset.empty
@@ -89,7 +79,7 @@ def test_missing_tables_are_empty_frames(tmp_path: Path) -> None:
 
 
 def test_inline_text_and_registered_strings_and_null_end(tmp_path: Path) -> None:
-    copy = _copy_with(tmp_path,
+    copy = export_variant(tmp_path,
                       "INSERT INTO StringIds (id, value) VALUES (99999, 'registered_range')",
                       "UPDATE NVTX_EVENTS SET text = NULL, textId = 99999 WHERE rowid = (SELECT min(rowid) FROM "
                       "NVTX_EVENTS WHERE text = 'optimizer')",
@@ -101,13 +91,13 @@ def test_inline_text_and_registered_strings_and_null_end(tmp_path: Path) -> None
 
 def test_event_types_are_looked_up_by_name(tmp_path: Path) -> None:
     """An export that numbers NvtxPushPopRange differently still yields its ranges."""
-    copy = _copy_with(tmp_path, "UPDATE NVTX_EVENTS SET eventType = 1059 WHERE eventType = 59",
+    copy = export_variant(tmp_path, "UPDATE NVTX_EVENTS SET eventType = 1059 WHERE eventType = 59",
                       "UPDATE ENUM_NSYS_EVENT_TYPE SET id = 1059 WHERE name = 'NvtxPushPopRange'")
     assert len(parse.load(copy).nvtx) == 27
 
 
 def test_kernel_name_columns_may_be_missing(tmp_path: Path) -> None:
-    copy = _copy_with(tmp_path, "ALTER TABLE CUPTI_ACTIVITY_KIND_KERNEL DROP COLUMN mangledName")
+    copy = export_variant(tmp_path, "ALTER TABLE CUPTI_ACTIVITY_KIND_KERNEL DROP COLUMN mangledName")
     assert len(parse.load(copy).kernels) == 234
 
 
@@ -137,7 +127,7 @@ def test_damaged_database(tmp_path: Path) -> None:
 
 def test_incomplete_export_is_refused(tmp_path: Path) -> None:
     """As when nsys's analysis stops early: CUDA ends long before the NVTX ranges do."""
-    copy = _copy_with(tmp_path, "UPDATE NVTX_EVENTS SET end = end + 3000000000 WHERE text = 'step_2'")
+    copy = export_variant(tmp_path, "UPDATE NVTX_EVENTS SET end = end + 3000000000 WHERE text = 'step_2'")
     with pytest.raises(parse.ProfileError, match=r"looks incomplete: its 234 kernels end 3\.0 s before its NVTX "
                                                  r"ranges do.*--allow-incomplete"):
         parse.load(copy)

@@ -18,7 +18,7 @@ from profkit.collect.launch import ExportSummary, ProfileError, build_profile_co
 from profkit.collect.nsys import Nsys, NsysNotFound, cuda_limits, find_nsys, kit_env, parse_version
 from profkit.config import RunConfig
 from profkit.scrub import scrub_export
-from tests.conftest import TESTS
+from tests.conftest import TESTS, real_nsys
 
 NSYS = Path("/opt/nsys/bin/nsys")
 PY = "/usr/bin/python3"
@@ -251,15 +251,6 @@ def test_scrub_removes_environment_and_host(tmp_path: Path) -> None:
 
 
 # --- with the real nsys, on CPU ---------------------------------------------------------
-
-def real_nsys() -> Nsys:
-    try:
-        return find_nsys()
-    except NsysNotFound:
-        if os.environ.get("PROFKIT_REQUIRE_NSYS"):
-            raise
-        pytest.skip("no nsys here (scripts/install_nsys.sh installs one)")
-
 
 def nvtx_paths(sqlite: Path) -> list[tuple[int, str, int, int]]:
     """(thread, path, start, end) of every NVTX push/pop range, nesting by time on each thread."""

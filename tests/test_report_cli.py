@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from profkit.cli import cli
-from profkit.collect.nsys import NsysNotFound, find_nsys
+from tests.conftest import export_variant, real_nsys
 
 DATA = Path(__file__).parent / "data"
 ENCODER = DATA / "h100_encoder_layer_nsys2023" / "profile.sqlite"
@@ -108,17 +107,6 @@ def test_output_file_never_overwritten(tmp_path: Path) -> None:
     assert json.loads(new.read_text())[0]["instances"] == 12
 
 
-def _variant(tmp_path: Path, *sql: str) -> Path:
-    p = tmp_path / "v.sqlite"
-    shutil.copyfile(ENCODER, p)
-    db = sqlite3.connect(p)
-    for s in sql:
-        db.execute(s)
-    db.commit()
-    db.close()
-    return p
-
-
 BAD = [
     ("text", lambda p, t: p.write_text("not sqlite\n" * 50), "is not a readable SQLite file"),
     ("empty", lambda p, t: p.write_bytes(b""), "is empty; export the capture again with nsys export --type sqlite"),
@@ -144,7 +132,7 @@ def test_bad_input_one_line_exit_2(tmp_path: Path, what: str, make, message: str
 
 
 def test_no_kernel_table(tmp_path: Path) -> None:
-    p = _variant(tmp_path, "DROP TABLE CUPTI_ACTIVITY_KIND_KERNEL")
+    p = export_variant(tmp_path, "DROP TABLE CUPTI_ACTIVITY_KIND_KERNEL")
     result = invoke("report", "kernels", p)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {p} has no kernels table: nsys recorded no CUDA kernels")
@@ -152,14 +140,14 @@ def test_no_kernel_table(tmp_path: Path) -> None:
 
 
 def test_no_nvtx_still_reports_kernels(tmp_path: Path) -> None:
-    p = _variant(tmp_path, "DROP TABLE NVTX_EVENTS")
+    p = export_variant(tmp_path, "DROP TABLE NVTX_EVENTS")
     rows = json.loads(invoke("report", "kernels", p, "--format", "json", "--top", "0").stdout)
     assert sum(r["total_ns"] for r in rows) == 8_901_567
     assert invoke("report", "nvtx", p, "--format", "json").stdout == "[]\n"
 
 
 def test_incomplete_refused_unless_allowed(tmp_path: Path) -> None:
-    p = _variant(tmp_path, "UPDATE NVTX_EVENTS SET end = end + 2000000000 WHERE text = 'step_2'")
+    p = export_variant(tmp_path, "UPDATE NVTX_EVENTS SET end = end + 2000000000 WHERE text = 'step_2'")
     result = invoke("report", "kernels", p)
     assert result.exit_code == 2 and "looks incomplete" in result.stderr and "--allow-incomplete" in result.stderr
     assert invoke("report", "kernels", p, "--allow-incomplete").exit_code == 0
@@ -168,7 +156,7 @@ def test_incomplete_refused_unless_allowed(tmp_path: Path) -> None:
 def test_unicode_and_10kb_kernel_names(tmp_path: Path) -> None:
     long_name = "void ünïcødé_kernel_λ<" + "T, " * 3400 + "float>(float *)"
     assert len(long_name) > 10_000
-    p = _variant(tmp_path, f"INSERT INTO StringIds (id, value) VALUES (77777, '{long_name}')",
+    p = export_variant(tmp_path, f"INSERT INTO StringIds (id, value) VALUES (77777, '{long_name}')",
                  "UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET demangledName = 77777 WHERE rowid = 1")
     rows = json.loads(invoke("report", "kernels", p, "--format", "json", "--top", "0").stdout)
     assert any(r["name"] == long_name for r in rows)  # full name kept in JSON
@@ -192,15 +180,6 @@ def test_report_needs_something() -> None:
 
 # --- against nsys's own numbers ------------------------------------------------------------
 
-def nsys_or_skip():
-    try:
-        return find_nsys()
-    except NsysNotFound:
-        if os.environ.get("PROFKIT_REQUIRE_NSYS"):
-            raise
-        pytest.skip("no nsys here")
-
-
 def nsys_kern_sum(nsys, sqlite: Path, tmp_path: Path) -> dict[str, tuple[int, int]]:
     copy = tmp_path / sqlite.name
     shutil.copyfile(sqlite, copy)  # nsys stats may write into the export's folder
@@ -214,7 +193,7 @@ def nsys_kern_sum(nsys, sqlite: Path, tmp_path: Path) -> dict[str, tuple[int, in
 @pytest.mark.nsys
 @pytest.mark.parametrize("fixture", sorted(p.parent.name for p in DATA.glob("*/profile.sqlite")))
 def test_totals_equal_nsys_stats_to_the_nanosecond(tmp_path: Path, fixture: str) -> None:
-    nsys = nsys_or_skip()
+    nsys = real_nsys()
     sqlite = DATA / fixture / "profile.sqlite"
     theirs = nsys_kern_sum(nsys, sqlite, tmp_path)
     ours = {r["name"]: (r["instances"], r["total_ns"]) for r in
