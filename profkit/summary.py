@@ -204,7 +204,9 @@ def render_report(a: Analysis, run: dict[str, Any], *, title: str, top: int = 15
             f"`profkit run --model {c['model']} --mode {c['mode']} --dtype {c['dtype']} --attn {c['attn']}"
             + (" --compile" if c["compile"] else "") + f"` — batch {res['batch_size']} x {res['context_length']}, "
             f"{res['params']:,} parameters, {len(run['steps_ms'])} measured steps.", "",
-            f"On {env.get('gpu') or 'CPU'} (driver {env.get('driver')}), torch {env['torch']}, CUDA {env.get('cuda')}. "
+            (f"On {env['gpu']} (driver {env.get('driver')}), torch {env['torch']}, CUDA {env.get('cuda')}. "
+             if env.get("gpu") else f"On CPU ({env.get('cpu_threads')} threads), torch {env['torch']}. ")
+            +
             f"Step time under the profiler: median {s['median_ms']:.2f} ms, mean {s['mean_ms']:.2f} ± "
             f"{s['std_ms']:.2f} ms (profiled times are not bare times).", "",
         ]
@@ -220,8 +222,15 @@ def render_report(a: Analysis, run: dict[str, Any], *, title: str, top: int = 15
         lines += ["No CUDA kernels in this capture (a CPU run, or no CUDA traced).", ""]
     if not a.ranges.empty:
         summary = analyze.nvtx_summary(a.ranges, a.kernels, a.owner, by="name")
-        lines += ["## NVTX ranges, by name (all instances added)", "",
-                  "GPU kernel ms: kernels launched while the range was open, nested ranges and other threads "
-                  "(backward's autograd thread) included.", "", nvtx_markdown(summary, "name"), ""]
+        if a.kernels.empty:  # a CPU capture: only host time to show
+            rows = [[str(r.name), f"{int(r.instances):,}", f"{r.cpu_total_ns / 1e6:,.3f}"]
+                    for r in summary.itertuples()]
+            table = markdown_table(["name", "instances", "CPU ms"], rows)
+            note = "CPU ms: time between push and pop, all instances added."
+        else:
+            table = nvtx_markdown(summary, "name")
+            note = ("GPU kernel ms: kernels launched while the range was open, nested ranges and other threads "
+                    "(backward's autograd thread) included.")
+        lines += ["## NVTX ranges, by name (all instances added)", "", note, "", table, ""]
     return "\n".join(lines)
 

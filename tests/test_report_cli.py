@@ -199,3 +199,17 @@ def test_totals_equal_nsys_stats_to_the_nanosecond(tmp_path: Path, fixture: str)
     ours = {r["name"]: (r["instances"], r["total_ns"]) for r in
             json.loads(invoke("report", "kernels", sqlite, "--format", "json", "--top", "0").stdout)}
     assert ours == theirs
+
+
+@pytest.mark.nsys
+def test_cpu_capture_report_shows_host_time(tmp_path: Path) -> None:
+    """README's quickstart on a CPU-only machine: capture tiny, then report.md from host time."""
+    nsys = real_nsys()
+    args = ["profile", "--model", "tiny", "--mode", "step", "--device", "cpu", "--warmup", "1", "--steps", "2",
+            "--name", "cpu", "--out-dir", tmp_path, "--nsys", nsys.path]
+    assert invoke(*args).exit_code == 0
+    result = invoke("report", tmp_path / "cpu")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "cpu" / "report.md").read_text()
+    assert "On CPU (" in text and "No CUDA kernels in this capture" in text
+    assert "| name | instances | CPU ms |" in text and "| backward | 3 |" in text  # warm-up step + 2 measured
