@@ -295,3 +295,9 @@ def test_end_to_end_capture_on_cpu(tmp_path: Path) -> None:
     bwd = [p for p in paths if p.startswith("step_0/backward/layer_") and p.count("/") == 2]
     assert bwd == ["step_0/backward/layer_1", "step_0/backward/layer_0"]
     launch.check_export(launch.summarize_export(folder / "profile.sqlite"), RunConfig(steps=2), "cpu")
+    # profkit's ranges sit in their own NVTX domain, apart from PyTorch's push/pop stack.
+    db = sqlite3.connect(f"file:{folder / 'profile.sqlite'}?mode=ro", uri=True)
+    domains = db.execute("SELECT DISTINCT n.domainId, d.text FROM NVTX_EVENTS n JOIN NVTX_EVENTS d ON "
+                         "d.domainId = n.domainId AND d.eventType = 75 WHERE n.eventType = 59").fetchall()
+    db.close()
+    assert [name for _, name in domains] == ["profkit"]

@@ -43,6 +43,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+# profkit's ranges live in an NVTX domain of their own: push/pop stacks are kept per domain,
+# so ranges that PyTorch pushes on the same thread (emit_nvtx, nsys --pytorch=autograd-nvtx)
+# cannot pop profkit's, nor profkit pop theirs.
+DOMAIN = "profkit"
 _ENABLED = True  # every range
 _INNER = True  # ranges inside models (`annotate`, module hooks)
 _NULL = contextlib.nullcontext()
@@ -70,7 +74,7 @@ def _range(name: str) -> nvtx.annotate:
     # nvtx.annotate registers its string once; reusing the object keeps push/pop cheap.
     r = _CACHE.get(name)
     if r is None:
-        r = _CACHE[name] = nvtx.annotate(name)
+        r = _CACHE[name] = nvtx.annotate(name, domain=DOMAIN)
     return r
 
 
