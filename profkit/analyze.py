@@ -23,6 +23,7 @@ process that contains it, so its path reads `step_3/backward/layer_11/attention`
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
 import numpy as np
@@ -67,15 +68,19 @@ def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
     starts, ends = r["start_ns"].to_numpy(), r["end_ns"].to_numpy()
     tids, pids = r["global_tid"].to_numpy(), r["global_pid"].to_numpy()
     parent = np.full(n, -1, dtype=np.int64)
-    # Same-thread nesting: a stack per thread (rows are sorted by thread, then start).
+    # Same-thread nesting: the parent is the innermost open range that contains the range.
+    # Ranges of different NVTX domains (profkit's, PyTorch's per-op ones) need not nest: one
+    # that outlives the range open when it started is placed under an outer one that holds it.
     stack: list[int] = []
     for i in range(n):
         if i and tids[i] != tids[i - 1]:
             stack = []
         while stack and ends[stack[-1]] <= starts[i]:
             stack.pop()
-        if stack:
-            parent[i] = stack[-1]
+        for j in reversed(stack):
+            if ends[j] >= ends[i]:
+                parent[i] = j
+                break
         stack.append(i)
     grafted = np.zeros(n, dtype=bool)
     timelines = thread_timelines(r)
@@ -194,34 +199,70 @@ Timeline = tuple[np.ndarray, np.ndarray]  # (boundary times, innermost range_id 
 def thread_timelines(ranges: pd.DataFrame) -> dict[int, dict[int, Timeline]]:
     """Per process, per thread: the innermost open range as a step function of time.
 
-    Ranges must nest on their thread (push/pop ranges do); rows are range ids.
+    Innermost = the open range that started last, which for nested ranges is the deepest and
+    for partly overlapping ones (two NVTX domains on one thread) the most recent. Ranges are
+    half-open, [start, end); rows are range ids. A thread whose ranges nest takes a stack walk;
+    one whose ranges overlap without nesting, a heap.
     """
     out: dict[int, dict[int, Timeline]] = {}
     starts, ends = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
     for (pid, tid), idx in ranges.groupby(["global_pid", "global_tid"], sort=False).indices.items():
-        order = idx[np.lexsort((-ends[idx], starts[idx]))]
-        times: list[int] = []
-        owner: list[int] = []
-        stack: list[int] = []
-        for i in order:
-            s = int(starts[i])
-            while stack and ends[stack[-1]] <= s:
-                closed = stack.pop()
-                times.append(int(ends[closed]))
-                owner.append(stack[-1] if stack else -1)
-            stack.append(int(i))
-            times.append(s)
-            owner.append(int(i))
-        while stack:
+        timeline = _nested_timeline(idx, starts, ends)
+        out.setdefault(int(pid), {})[int(tid)] = timeline or _overlapping_timeline(idx, starts, ends)
+    return out
+
+
+def _step(times: list[int], owner: list[int]) -> Timeline:
+    t = np.asarray(times, dtype=np.int64)
+    o = np.asarray(owner, dtype=np.int64)
+    keep = np.append(t[1:] != t[:-1], True)  # at one instant, the state after all its events
+    return t[keep], o[keep]
+
+
+def _nested_timeline(idx: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Timeline | None:
+    """The step function by a stack walk; None as soon as two ranges overlap without nesting."""
+    order = idx[np.lexsort((-ends[idx], starts[idx]))]
+    times: list[int] = []
+    owner: list[int] = []
+    stack: list[int] = []
+    for i in order:
+        s = int(starts[i])
+        while stack and ends[stack[-1]] <= s:
             closed = stack.pop()
             times.append(int(ends[closed]))
             owner.append(stack[-1] if stack else -1)
-        t = np.asarray(times, dtype=np.int64)
-        o = np.asarray(owner, dtype=np.int64)
-        # Several boundaries at one time: the last one written holds from then on.
-        keep = np.append(t[1:] != t[:-1], True)
-        out.setdefault(int(pid), {})[int(tid)] = (t[keep], o[keep])
-    return out
+        if stack and ends[i] > ends[stack[-1]]:
+            return None
+        stack.append(int(i))
+        times.append(s)
+        owner.append(int(i))
+    while stack:
+        closed = stack.pop()
+        times.append(int(ends[closed]))
+        owner.append(stack[-1] if stack else -1)
+    return _step(times, owner)
+
+
+def _overlapping_timeline(idx: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Timeline:
+    """The step function by a sweep with a heap of open ranges, latest start on top."""
+    times = np.concatenate([ends[idx], starts[idx]])
+    kinds = np.concatenate([np.zeros(len(idx), np.int8), np.ones(len(idx), np.int8)])  # ends first
+    ids = np.concatenate([idx, idx])
+    heap: list[tuple[int, int]] = []
+    closed: set[int] = set()
+    t_out: list[int] = []
+    o_out: list[int] = []
+    for e in np.lexsort((kinds, times)):
+        i = int(ids[e])
+        if kinds[e]:
+            heapq.heappush(heap, (-int(starts[i]), -i))
+        else:
+            closed.add(i)
+        while heap and -heap[0][1] in closed:
+            heapq.heappop(heap)
+        t_out.append(int(times[e]))
+        o_out.append(-heap[0][1] if heap else -1)
+    return _step(t_out, o_out)
 
 
 def innermost_at(timeline: Timeline, t: np.ndarray) -> np.ndarray:

@@ -268,3 +268,33 @@ def test_backward_ops_land_under_the_forward_module_that_created_them(tmp_path) 
     per_layer = [r.loc[f"step_0/backward/layer_{i}", "gpu_total_ns"] for i in range(12)]
     assert max(per_layer) < 1.2 * min(per_layer)  # identical layers, alike backward
     assert a.unattributed_pct == 0.0
+
+
+def test_ranges_of_two_domains_that_overlap_without_nesting() -> None:
+    """profkit's backward range opens inside one autograd node's range and closes inside a
+    later one's (two NVTX domains on the autograd thread): a range's parent is one that holds
+    it whole; a kernel's owner is the open range that started last."""
+    r = ranges(("step_0", 0, 100, MAIN), ("backward", 10, 90, MAIN),
+               ("node_a", 20, 30, AUTOGRAD), ("layer_1", 25, 55, AUTOGRAD), ("node_b", 50, 60, AUTOGRAD))
+    tree = analyze.nvtx_tree(r)
+    paths = dict(zip(tree["name"], tree["path"], strict=True))
+    assert paths["layer_1"] == "step_0/backward/layer_1"  # not under node_a, which it outlives
+    assert paths["node_b"] == "step_0/backward/node_b"  # starts inside layer_1 but outlives it
+    owner = analyze.attribute(kernels((22, AUTOGRAD, 0, 1), (27, AUTOGRAD, 0, 1), (40, AUTOGRAD, 0, 1),
+                                      (52, AUTOGRAD, 0, 1), (57, AUTOGRAD, 0, 1), (65, AUTOGRAD, 0, 1)), tree)
+    assert [tree["name"].iloc[o] for o in owner] == ["node_a", "layer_1", "layer_1", "node_b", "node_b",
+                                                     "backward"]
+
+
+@pytest.mark.parametrize("rows", [
+    [("a", 0, 100, MAIN), ("b", 10, 50, MAIN), ("c", 20, 30, MAIN), ("d", 60, 90, MAIN)],  # nested
+    [("a", 0, 100, MAIN), ("b", 10, 50, MAIN), ("c", 40, 70, MAIN), ("d", 60, 90, MAIN)],  # overlapping
+])
+def test_timeline_is_the_latest_started_open_range(rows) -> None:
+    """Both timeline builders agree with a brute-force answer at every instant."""
+    r = ranges(*rows).assign(end_ns=lambda f: f["end_ns"].astype("int64"))
+    (timeline,) = analyze.thread_timelines(r)[P].values()
+    for t in range(-1, 102):
+        open_ = [i for i, (_, s, e, _) in enumerate(rows) if s <= t < e]
+        expected = max(open_, key=lambda i: rows[i][1]) if open_ else -1
+        assert analyze.innermost_at(timeline, np.array([t]))[0] == expected, t
