@@ -69,11 +69,14 @@ def _us(ns: float) -> str:
     return "—" if ns != ns else f"{ns / 1e3:,.1f}"  # NaN for the folded 'others' row
 
 
-def kernels_markdown(ranked: Any) -> str:
+def kernels_markdown(ranked: Any, by: str = "name") -> str:
+    """The kernel ranking as a table; by category, one column names the category."""
     rows = [[short_kernel_name(str(r.name)), str(r.category), f"{int(r.instances):,}", _ms(r.total_ns), _us(r.avg_ns),
              _us(r.median_ns), _us(r.min_ns), _us(r.max_ns), f"{r.time_pct:.1f}"] for r in ranked.itertuples()]
-    return markdown_table(["kernel", "category", "instances", "total ms", "avg us", "median us", "min us", "max us",
-                           "time %"], rows, align="llrrrrrrr")
+    header = ["kernel", "category", "instances", "total ms", "avg us", "median us", "min us", "max us", "time %"]
+    if by == "category":
+        return markdown_table(["category", *header[2:]], [[r[0], *r[2:]] for r in rows], align="lrrrrrrr")
+    return markdown_table(header, rows, align="llrrrrrrr")
 
 
 def nvtx_markdown(summary: Any, by: str = "path") -> str:

@@ -132,7 +132,7 @@ def kernels_report(path: Path, *, range_regex: str | None = None, top: int | Non
     ranked = analyze.rank_kernels(kernels, by=column, top_k=top if fmt == "markdown" else None)
     if fmt != "markdown" and top:
         ranked = ranked.head(top)
-    return _format(ranked, fmt, kernels_markdown(ranked))
+    return _format(ranked, fmt, kernels_markdown(ranked, "category" if by == "category" else "name"))
 
 
 def nvtx_report(path: Path, *, by: str = "path", fmt: str = "markdown", rules: Path | None = None,

@@ -48,6 +48,12 @@ def test_kernels_by_category_and_range() -> None:
     assert sum(r["instances"] for r in bwd) == 132 and sum(r["total_ns"] for r in bwd) == 5_039_025
 
 
+def test_kernels_by_category_markdown() -> None:
+    lines = invoke("report", "kernels", ENCODER, "--by", "category").stdout.splitlines()
+    assert lines[0] == "| category | instances | total ms | avg us | median us | min us | max us | time % |"
+    assert lines[2] == "| gemm | 42 | 6.003 | 142.9 | 185.9 | 6.3 | 250.7 | 67.4 |"
+
+
 def test_kernels_csv_and_short_names() -> None:
     out = invoke("report", "kernels", ENCODER, "--format", "csv", "--name", "short", "--top", "3").stdout
     rows = list(csv.DictReader(io.StringIO(out)))
