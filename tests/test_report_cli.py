@@ -219,3 +219,22 @@ def test_cpu_capture_report_shows_host_time(tmp_path: Path) -> None:
     text = (tmp_path / "cpu" / "report.md").read_text()
     assert "On CPU (" in text and "No CUDA kernels in this capture" in text
     assert "| name | instances | CPU ms |" in text and "| backward | 3 |" in text  # warm-up step + 2 measured
+    # A bare .nsys-rep is exported beside itself first (nsys is there), then reported.
+    rep = tmp_path / "alone" / "capture.nsys-rep"
+    rep.parent.mkdir()
+    shutil.copyfile(tmp_path / "cpu" / "profile.nsys-rep", rep)
+    rows = json.loads(invoke("report", "nvtx", rep, "--by", "name", "--format", "json").stdout)
+    assert (tmp_path / "alone" / "capture.sqlite").exists()
+    assert {"step_0", "step_1", "forward", "backward", "optimizer"} <= {r["name"] for r in rows}
+
+
+def test_nsys_rep_without_nsys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rep = tmp_path / "x.nsys-rep"
+    rep.write_bytes(b"not really")
+    monkeypatch.delenv("PROFKIT_NSYS", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("profkit.collect.nsys.DEFAULT_PREFIX", tmp_path / "none")
+    result = invoke("report", "kernels", rep)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {rep} is an nsys report; exporting it to SQLite needs nsys: nsys not found")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nsys-rep"]
