@@ -236,5 +236,6 @@ def test_nsys_rep_without_nsys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr("profkit.collect.nsys.DEFAULT_PREFIX", tmp_path / "none")
     result = invoke("report", "kernels", rep)
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"Error: {rep} is an nsys report; exporting it to SQLite needs nsys: nsys not found")
+    assert result.stderr.startswith(f"Error: {rep} is an nsys report; exporting it to SQLite needs nsys: "
+                                    "nsys not found")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nsys-rep"]
