@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from profkit.cli import cli
 from profkit.collect import launch
-from profkit.collect.launch import ExportSummary, ProfileError, build_profile_command, check_export
+from profkit.collect.launch import CaptureError, ExportSummary, build_profile_command, check_export
 from profkit.collect.nsys import Nsys, NsysNotFound, cuda_limits, find_nsys, kit_env, parse_version
 from profkit.config import RunConfig
 from profkit.scrub import scrub_export
@@ -68,7 +68,7 @@ def test_device_given_is_passed_once() -> None:
 
 @pytest.mark.parametrize("user", [["-o", "x"], ["--output=x"], ["--output", "x"]])
 def test_output_is_profkits(user: list[str]) -> None:
-    with pytest.raises(ProfileError, match="--output is profkit's to set"):
+    with pytest.raises(CaptureError, match="--output is profkit's to set"):
         build_profile_command(NSYS, RunConfig(), device="cuda", user_args=user, out=Path("o"))
 
 
@@ -132,7 +132,7 @@ def test_kit_env_without_syslib(tmp_path: Path) -> None:
     (ExportSummary(None, {}), "cpu", r"missing from the export \(forward, step_0\): this nsys did not record"),
 ])
 def test_check_export_refuses(summary: ExportSummary, device: str, message: str) -> None:
-    with pytest.raises(ProfileError, match=message):
+    with pytest.raises(CaptureError, match=message):
         check_export(summary, RunConfig(model="tiny", steps=1), device)
 
 
@@ -178,7 +178,7 @@ def test_old_nsys_limits_are_refused_up_front(tmp_path: Path, options: list[str]
                                                message: str) -> None:
     nsys = Nsys(fake_kit(tmp_path / "kit", "2023.4.4.54"), (2023, 4, 4, 54), "--nsys")
     cfg = RunConfig(model="tiny", compile="--compile" in options)
-    with pytest.raises(ProfileError, match=message):
+    with pytest.raises(CaptureError, match=message):
         launch.profile(nsys, cfg, device="cuda", cuda="13.0", name="x", out_dir=tmp_path, user_args=user)
     assert not (tmp_path / "x").exists() and not (tmp_path / ".x.partial").exists()
 

@@ -41,7 +41,7 @@ ANALYSIS_FAILED = "Analysis failed"
 UNKNOWN_CALL = "Unknown runtime API function index"
 
 
-class ProfileError(ProfkitError):
+class CaptureError(ProfkitError):
     """The capture or its export failed; the message says why and what to do."""
 
 
@@ -75,10 +75,10 @@ def build_profile_command(nsys: Path, cfg: RunConfig, *, device: str, user_args:
         out: the capture folder (profile.nsys-rep, run.json go there).
 
     Raises:
-        ProfileError: the user set --output, which profkit owns.
+        CaptureError: the user set --output, which profkit owns.
     """
     if any(_flag(a) == "--output" for a in user_args if a.startswith("-")):
-        raise ProfileError("--output is profkit's to set (profiles/NAME/profile.nsys-rep); use --name/--out-dir")
+        raise CaptureError("--output is profkit's to set (profiles/NAME/profile.nsys-rep); use --name/--out-dir")
     args = list(user_args)
     for flag, value in (GPU_DEFAULTS if device == "cuda" else CPU_DEFAULTS).items():
         args = override_nsys_default(args, flag, value)
@@ -119,17 +119,17 @@ def summarize_export(path: Path) -> ExportSummary:
 
 
 def check_export(summary: ExportSummary, cfg: RunConfig, device: str) -> None:
-    """Raise ProfileError if the export misses what profkit emitted (kernels, step ranges)."""
+    """Raise CaptureError if the export misses what profkit emitted (kernels, step ranges)."""
     if device == "cuda" and summary.kernels is None:
-        raise ProfileError("the export has no kernels table although the run used CUDA: nsys recorded no GPU "
+        raise CaptureError("the export has no kernels table although the run used CUDA: nsys recorded no GPU "
                            "activity; check --trace includes cuda and that capture started (cudaProfilerApi)")
     if device == "cuda" and summary.kernels == 0:
-        raise ProfileError("the export has no kernels although the run used CUDA; use a newer nsys "
+        raise CaptureError("the export has no kernels although the run used CUDA; use a newer nsys "
                            "(see profkit doctor)")
     expected = {f"step_{i}" for i in range(cfg.steps)} | {"forward"}
     missing = sorted(expected - set(summary.ranges))
     if missing:
-        raise ProfileError(f"NVTX ranges profkit emitted are missing from the export ({', '.join(missing[:4])}"
+        raise CaptureError(f"NVTX ranges profkit emitted are missing from the export ({', '.join(missing[:4])}"
                            f"{'...' if len(missing) > 4 else ''}): this nsys did not record the nvtx package's "
                            "ranges; keep nvtx==0.2.10 (profkit's pin) and include nvtx in --trace")
 
@@ -150,25 +150,25 @@ def profile(nsys: Nsys, cfg: RunConfig, *, device: str, cuda: str | None, name: 
     name = name or f"{cfg.label}-{datetime.now():%Y%m%d-%H%M%S}"
     final, partial, failed = out_dir / name, out_dir / f".{name}.partial", out_dir / f"{name}.failed"
     if final.exists() and not force:
-        raise ProfileError(f"{final} exists; choose another --name or pass --force to replace it")
+        raise CaptureError(f"{final} exists; choose another --name or pass --force to replace it")
     if device == "cuda" and cuda_limits(nsys.version, cuda):
         newer = "use nsys 2025.1 or newer (scripts/install_nsys.sh --from-nsight-compute DIR; see profkit doctor)"
         if cfg.compile:
-            raise ProfileError(f"nsys {nsys.version_str} loses most kernels of a torch.compile'd CUDA {cuda} run; "
+            raise CaptureError(f"nsys {nsys.version_str} loses most kernels of a torch.compile'd CUDA {cuda} run; "
                                + newer)
         ranges = [a for a in user_args if _flag(a) == "--capture-range"]
         if ranges and "cudaProfilerApi" not in " ".join(user_args):
-            raise ProfileError(f"nsys {nsys.version_str} cannot analyse a whole-program capture of a CUDA {cuda} "
+            raise CaptureError(f"nsys {nsys.version_str} cannot analyse a whole-program capture of a CUDA {cuda} "
                                "program; keep --capture-range=cudaProfilerApi or " + newer)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     cmd = build_profile_command(nsys.path, cfg, device=device, user_args=user_args, out=partial)
     log = partial / LOG
 
-    def fail(message: str) -> ProfileError:
+    def fail(message: str) -> CaptureError:
         shutil.rmtree(failed, ignore_errors=True)
         partial.rename(failed)
-        return ProfileError(f"{message} (log: {failed / LOG})")
+        return CaptureError(f"{message} (log: {failed / LOG})")
 
     status(f"capturing with nsys {nsys.version_str}")
     with log.open("w") as f:
