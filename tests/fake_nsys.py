@@ -42,7 +42,9 @@ if args[0] == "export":
                "textId INTEGER, globalTid INTEGER)")
     db.execute("INSERT INTO NVTX_EVENTS VALUES (1, 2, 59, 'something_else', NULL, 1)")
     if mode != "no_kernels":
-        db.execute("CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INTEGER, end INTEGER)")
+        db.execute("CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INTEGER, end INTEGER, deviceId INTEGER, "
+                   "streamId INTEGER, correlationId INTEGER, globalPid INTEGER, demangledName INTEGER, "
+                   "shortName INTEGER)")
     db.commit()
     sys.exit(0)
 sys.exit(3)

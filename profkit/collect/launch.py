@@ -8,7 +8,6 @@ the user did not pass after `--`, one flag at a time.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from profkit import parse
 from profkit.collect.nsys import Nsys, cuda_limits
 from profkit.config import RunConfig
 from profkit.errors import ProfkitError
@@ -100,22 +100,10 @@ class ExportSummary:
 
 
 def summarize_export(path: Path) -> ExportSummary:
-    """Kernel count and NVTX range names of an export, read-only (no pandas, no torch)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        kernels = (db.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0]
-                   if "CUPTI_ACTIVITY_KIND_KERNEL" in tables else None)
-        ranges: dict[str, int] = {}
-        if "NVTX_EVENTS" in tables:
-            sql = ("SELECT coalesce(n.text, s.value) AS name, count(*) FROM NVTX_EVENTS n "
-                   "LEFT JOIN StringIds s ON s.id = n.textId "
-                   "WHERE n.eventType IN (SELECT id FROM ENUM_NSYS_EVENT_TYPE WHERE name IN "
-                   "('NvtxPushPopRange', 'NvtxStartEndRange')) GROUP BY name")
-            ranges = {name: n for name, n in db.execute(sql) if name is not None}
-        return ExportSummary(kernels, ranges)
-    finally:
-        db.close()
+    """Kernel count and NVTX range names of an export, read with profkit's parser."""
+    data = parse.load(path, allow_incomplete=True, launches=False)
+    kernels = len(data.kernels) if data.has_kernel_table else None
+    return ExportSummary(kernels, {str(k): int(v) for k, v in data.nvtx["name"].value_counts().items()})
 
 
 def check_export(summary: ExportSummary, cfg: RunConfig, device: str) -> None:
@@ -199,12 +187,9 @@ def profile(nsys: Nsys, cfg: RunConfig, *, device: str, cuda: str | None, name: 
         raise fail(f"nsys export failed (exit code {proc.returncode}):\n{tail(log)}")
     if analysis_failed:
         raise fail(too_new)
-    summary = summarize_export(partial / EXPORT)
     try:
-        check_export(summary, cfg, device)
-        if device == "cuda":
-            from profkit import parse  # the analysis stopping early leaves a truncated export
-
+        check_export(summarize_export(partial / EXPORT), cfg, device)
+        if device == "cuda":  # an analysis that stopped early leaves a truncated export
             parse.check_complete(parse.load(partial / EXPORT, allow_incomplete=True))
     except ProfkitError as e:
         raise fail(str(e)) from None
