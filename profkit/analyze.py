@@ -168,7 +168,6 @@ def _backward_op_homes(r: pd.DataFrame, parent: np.ndarray, names: list[str]) ->
         if key not in creators or starts[i] < starts[creators[key]]:
             creators[key] = i  # the outermost op of that sequence number
     # evaluate_function wrappers carry no sequence number: take their node's (the child op range).
-    seq = list(seq)
     for i in range(len(names)):
         p = int(parent[i])
         if seq[i] is not pd.NA and p >= 0 and names[p].startswith(WRAPPER) and seq[p] is pd.NA:

@@ -99,11 +99,15 @@ class ExportSummary:
     """NVTX range names (text or registered string) and how often each occurs."""
 
 
-def summarize_export(path: Path) -> ExportSummary:
-    """Kernel count and NVTX range names of an export, read with profkit's parser."""
-    data = parse.load(path, allow_incomplete=True, launches=False)
+def summarize(data: parse.ProfileData) -> ExportSummary:
+    """Kernel count and NVTX range names of a parsed export."""
     kernels = len(data.kernels) if data.has_kernel_table else None
     return ExportSummary(kernels, {str(k): int(v) for k, v in data.nvtx["name"].value_counts().items()})
+
+
+def summarize_export(path: Path) -> ExportSummary:
+    """Kernel count and NVTX range names of an export, read with profkit's parser."""
+    return summarize(parse.load(path, allow_incomplete=True, launches=False))
 
 
 def check_export(summary: ExportSummary, cfg: RunConfig, device: str) -> None:
@@ -188,9 +192,10 @@ def profile(nsys: Nsys, cfg: RunConfig, *, device: str, cuda: str | None, name: 
     if analysis_failed:
         raise fail(too_new)
     try:
-        check_export(summarize_export(partial / EXPORT), cfg, device)
+        data = parse.load(partial / EXPORT, allow_incomplete=True, launches=False)  # read once for both checks
+        check_export(summarize(data), cfg, device)
         if device == "cuda":  # an analysis that stopped early leaves a truncated export
-            parse.check_complete(parse.load(partial / EXPORT, allow_incomplete=True))
+            parse.check_complete(data)
     except ProfkitError as e:
         raise fail(str(e)) from None
     if final.exists():
