@@ -148,7 +148,7 @@ def compare_report(paths: list[Path], *, top: int = 10, rules: Path | None = Non
     """`profkit report compare`: category shares and top kernels side by side, deltas against the first."""
     if len(paths) < 2:
         raise ReportError("compare needs at least two profiles")
-    analyses = [analyze_profile(p, rules=rules, allow_incomplete=allow_incomplete) for p in paths]
+    analyses = [analyze_profile(p, rules=rules, allow_incomplete=allow_incomplete, nvtx=False) for p in paths]
     for a in analyses:
         _require_kernels(a)
     labels = [_label(p) for p in paths]
