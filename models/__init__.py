@@ -1,14 +1,16 @@
-"""Transformer LMs for profkit: named sizes (models.sizes) and the builder used by `profkit run`.
+"""profkit.models: the built-in transformer LMs and the builder used by `profkit run`.
 
-Importing this package does not import torch (profkit's config validation reads the sizes);
-`build` does.
+The folder `models/` at the top of the repository is installed as `profkit.models`
+(pyproject's package-dir), so it never collides with a user's own `models` package.
+The sizes live in `profkit.sizes` (no torch); importing this package does not import
+torch either, `build` does.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models.sizes import ATTN_BACKENDS, SIZES, ModelSize, is_user_model
+from profkit.sizes import ATTN_BACKENDS, SIZES, ModelSize, is_user_model
 
 if TYPE_CHECKING:
     import torch
@@ -24,9 +26,9 @@ def build(name: str, *, attn: str = "naive", device: torch.device | str = "cpu")
     size = SIZES[name]
     with torch.device(device):
         if size.family == "nanogpt":
-            from models.nanogpt import GPT
+            from .nanogpt import GPT
             return GPT(size, attn)
-        from models.transformer_lm import TransformerLM
+        from .transformer_lm import TransformerLM
         return TransformerLM(size, attn)
 
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from models.sizes import ATTN_BACKENDS
-from profkit.collect.nvtx import annotate
+from profkit.ranges import annotate
+from profkit.sizes import ATTN_BACKENDS
 
 SDPA_BACKENDS: dict[str, SDPBackend] = {
     "math": SDPBackend.MATH,

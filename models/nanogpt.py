@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.attention import causal_attention
-from models.sizes import ModelSize
-from profkit.collect.nvtx import annotate
+from profkit.ranges import annotate
+from profkit.sizes import ModelSize
+
+from .attention import causal_attention
 
 
 class CausalSelfAttention(nn.Module):

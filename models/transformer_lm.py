@@ -8,7 +8,7 @@ References:
 - Layout and naming follow karpathy/nanoGPT model.py and pytorch-labs/gpt-fast model.py.
 
 NVTX: each inner step is one `with annotate(...)` line; backward ranges are attached from
-outside by profkit.collect.nvtx.add_backward_ranges.
+outside by profkit.collect.hooks.add_backward_ranges.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.attention import causal_attention
-from models.sizes import ModelSize
-from profkit.collect.nvtx import annotate
+from profkit.ranges import annotate
+from profkit.sizes import ModelSize
+
+from .attention import causal_attention
 
 
 class RMSNorm(nn.Module):

@@ -9,10 +9,10 @@ from typing import Any
 import click
 from click_default_group import DefaultGroup
 
-from models.sizes import ATTN_BACKENDS, SIZES
 from profkit import __version__
 from profkit.config import DEVICES, DTYPES, MODES, RunConfig
 from profkit.errors import ProfkitError
+from profkit.sizes import ATTN_BACKENDS, SIZES
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BAD_INPUT = 2  # exit code for anything the user can fix, as click uses for usage errors
@@ -39,8 +39,17 @@ class BadInput(click.ClickException):
     exit_code = BAD_INPUT
 
 
-def fail(message: str) -> click.ClickException:
+def bad_input(message: str) -> click.ClickException:
+    """The exception for anything the user can fix: one `Error: ...` line, exit code 2."""
     return BadInput(message)
+
+
+def library(fn: Any) -> Any:
+    """Call `fn()`, turning profkit's own errors into one `Error: ...` line (exit code 2)."""
+    try:
+        return fn()
+    except ProfkitError as e:
+        raise bad_input(str(e)) from None
 
 
 @click.group(cls=OneLineErrors, context_settings=CONTEXT_SETTINGS)
@@ -86,7 +95,7 @@ def make_config(**kwargs: Any) -> RunConfig:
     try:
         return RunConfig(**kwargs)
     except ValueError as e:
-        raise fail(str(e)) from None
+        raise bad_input(str(e)) from None
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -113,7 +122,7 @@ def run(**kwargs: Any) -> None:
         with progress(cfg) as report:
             record = run_workload(cfg, progress=report)
     except ProfkitError as e:
-        raise fail(str(e)) from None
+        raise bad_input(str(e)) from None
     print_run(record)
 
 
@@ -142,36 +151,33 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
         profkit profile --model tiny --device cpu --name tiny-cpu -- --trace=nvtx,osrt,python-gil
     """
     cfg = make_config(**kwargs)
-    from profkit.collect.launch import profile as run_profile
-    from profkit.collect.nsys import find_nsys
+    from profkit.collect import launch, workload  # workload imports torch
     from profkit.console import status
+    from profkit.nsys import check_options, find_nsys
+    from profkit.pipeline import check_capture
 
-    try:
+    def go() -> Path:
+        folder_name = launch.capture_name(cfg, name)
+        device, cuda = workload.preflight(cfg)  # everything `run` would refuse, refused before nsys starts
         nsys = find_nsys(nsys_path)
-        device, cuda = _device_and_cuda(cfg.device)
+        check_options(nsys, list(nsys_args))
+        launch.refuse_early(nsys, cfg, device=device, cuda=cuda, user_args=list(nsys_args))
         with status() as say:
-            folder = run_profile(nsys, cfg, device=device, cuda=cuda, name=name, out_dir=out_dir,
-                                 user_args=list(nsys_args), force=force, status=say)
-    except ProfkitError as e:
-        raise fail(str(e)) from None
+            return launch.profile(nsys, cfg, device=device, name=folder_name, out_dir=out_dir,
+                                  user_args=list(nsys_args), check=check_capture, force=force, status=say)
+
+    folder = library(go)
     click.echo(f"capture: {folder}/")
     for f in sorted(folder.iterdir()):
         click.echo(f"  {f.name:<20} {f.stat().st_size / 2**20:8.2f} MiB")
-
-
-def _device_and_cuda(device: str | None) -> tuple[str, str | None]:
-    """The device a run will use and the CUDA version torch was built for (imports torch)."""
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ProfkitError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    return device or ("cuda" if torch.cuda.is_available() else "cpu"), torch.version.cuda
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--nsys", "nsys_path", help="Check this nsys instead of searching.")
 def doctor(nsys_path: str | None) -> None:
     """One screen: versions, GPU, nsys and what it can trace, what is missing and how to fix it.
+
+    Exits 1 when anything needs fixing.
 
     \b
     Example:
@@ -180,7 +186,10 @@ def doctor(nsys_path: str | None) -> None:
     from profkit.collect.doctor import diagnose
     from profkit.console import print_doctor
 
-    print_doctor(diagnose(nsys_path))
+    rows = diagnose(nsys_path)
+    print_doctor(rows)
+    if any(fix for _, _, fix in rows):
+        sys.exit(1)  # something needs fixing: the table says what
 
 
 def report_options(f: Any) -> Any:
@@ -193,28 +202,40 @@ def report_options(f: Any) -> Any:
 
 def output_options(f: Any) -> Any:
     f = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file (never over one "
-                     "that exists) instead of stdout.")(f)
+                     "that exists; - for stdout) instead of stdout.")(f)
     f = click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
                      show_default=True)(f)
     return f
 
 
 def emit(text: str, output: Path | None) -> None:
-    if output is None:
-        click.echo(text, nl=not text.endswith("\n"))
+    """Print `text` (one final newline) or write it to a new file; `-o -` is stdout."""
+    text = text if text.endswith("\n") else text + "\n"
+    if output is None or str(output) == "-":
+        click.echo(text, nl=False)
         return
+    from profkit import layout
+
     if output.exists():
-        raise fail(f"{output} exists; choose another -o FILE")
-    output.write_text(text)
+        raise bad_input(f"{output} exists; choose another -o FILE")
+    library(lambda: layout.write_text(output, text, replace=False))
     click.echo(f"wrote {output}", err=True)
+
+
+def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool = True) -> Any:
+    from profkit import pipeline
+
+    return library(lambda: pipeline.load(profile, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx))
 
 
 @cli.group(cls=DefaultGroup, default="capture", default_if_no_args=True, context_settings=CONTEXT_SETTINGS)
 def report() -> None:
     """Report on nsys exports: kernels, NVTX ranges, comparisons, a capture's report.md.
 
-    `profkit report PROFILE_DIR` (the `capture` subcommand) writes report.md into a capture
-    folder; `profkit report --demo` prints the report of a real H100 export shipped with profkit.
+    Every report command takes a capture folder (profiles/NAME), its profile.sqlite or a
+    .nsys-rep (exported to SQLite beside it first). `profkit report PROFILE` (the `capture`
+    subcommand) writes report.md; `profkit report --demo` prints the report of a real H100
+    export shipped with profkit.
 
     \b
     Example:
@@ -224,41 +245,47 @@ def report() -> None:
     """
 
 
-def _run_report(fn: Any) -> Any:
-    try:
-        return fn()
-    except ProfkitError as e:
-        raise fail(str(e)) from None
-
-
 @report.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("profile", type=click.Path(path_type=Path), required=False)
 @click.option("--demo", is_flag=True, help="Report on the H100 export that ships with profkit.")
 @click.option("--top", type=int, default=15, show_default=True, help="Kernels listed.")
+@click.option("--force", is_flag=True, help="Replace an existing report.md.")
 @report_options
-def capture(profile: Path | None, demo: bool, top: int, rules: Path | None, allow_incomplete: bool) -> None:
-    """Write report.md into a capture folder: config, categories, top kernels, NVTX ranges.
+def capture(profile: Path | None, demo: bool, top: int, force: bool, rules: Path | None,
+            allow_incomplete: bool) -> None:
+    """Write report.md for a capture: config, categories, top kernels, NVTX ranges.
+
+    A capture folder gets PROFILE/report.md; a .sqlite or .nsys-rep elsewhere gets
+    NAME.report.md beside it. An existing report.md is kept unless --force.
 
     \b
     Example:
         profkit report profiles/small-step-bf16
         profkit report --demo
     """
-    from profkit import summary
+    from profkit import layout, pipeline
+    from profkit.report import capture_markdown
 
     if demo:
-        click.echo(_run_report(lambda: summary.demo_report(top=top)))
+        a = library(pipeline.load_demo)
+        title = "Demo: CS336 small, one AdamW step per capture step, on an H100"
+        click.echo(capture_markdown(a, title=title, top=top), nl=False)
         return
     if profile is None:
-        raise fail("give a capture folder (profiles/NAME), a subcommand (kernels, nvtx, compare) or --demo")
-    out = _run_report(lambda: summary.capture_report(profile, top=top, rules=rules, allow_incomplete=allow_incomplete))
+        raise bad_input("give a capture folder (profiles/NAME), a subcommand (kernels, nvtx, compare) or --demo")
+    out = library(lambda: layout.report_path(profile))
+    if out.exists() and not force:
+        raise bad_input(f"{out} exists; pass --force to replace it")
+    a = _load(profile, rules, allow_incomplete)
+    library(lambda: layout.write_text(out, capture_markdown(a, title=layout.capture_title(profile), top=top)))
     click.echo(f"report: {out}")
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("profile", type=click.Path(path_type=Path))
 @click.option("--range", "range_regex", help="Only kernels launched inside ranges whose path matches this regex.")
-@click.option("--top", type=int, default=20, show_default=True, help="Rows listed (0: all).")
+@click.option("--top", type=int, default=20, show_default=True, help="Rows listed, the rest folded into `others` "
+              "(0: all).")
 @click.option("--by", type=click.Choice(["name", "category"]), default="name", show_default=True)
 @click.option("--name", type=click.Choice(["demangled", "short"]), default="demangled", show_default=True)
 @output_options
@@ -272,10 +299,10 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
         profkit report kernels profiles/small-step/profile.sqlite --top 10
         profkit report kernels profiles/small-step --range backward --by category --format json
     """
-    from profkit import summary
+    from profkit import report as reports
 
-    emit(_run_report(lambda: summary.kernels_report(profile, range_regex=range_regex, top=top, by=by, name=name,
-                                                     fmt=fmt, rules=rules, allow_incomplete=allow_incomplete)), output)
+    a = _load(profile, rules, allow_incomplete, nvtx=bool(range_regex))
+    emit(library(lambda: reports.kernels(a, range_regex=range_regex, top=top, by=by, name=name, fmt=fmt)), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
@@ -290,18 +317,17 @@ def nvtx(profile: Path, by: str, fmt: str, output: Path | None, rules: Path | No
     Example:
         profkit report nvtx profiles/small-step --by name
     """
-    from profkit import summary
+    from profkit import report as reports
 
-    emit(_run_report(lambda: summary.nvtx_report(profile, by=by, fmt=fmt, rules=rules,
-                                                  allow_incomplete=allow_incomplete)), output)
+    emit(reports.nvtx(_load(profile, rules, allow_incomplete), by=by, fmt=fmt), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("profiles", type=click.Path(path_type=Path), nargs=-1, required=True)
-@click.option("--top", type=int, default=10, show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+@click.option("--top", type=int, default=10, show_default=True, help="Top kernels listed per capture (markdown).")
+@output_options
 @report_options
-def compare(profiles: tuple[Path, ...], top: int, output: Path | None, rules: Path | None,
+def compare(profiles: tuple[Path, ...], top: int, fmt: str, output: Path | None, rules: Path | None,
             allow_incomplete: bool) -> None:
     """Category shares and top kernels of several captures side by side, deltas against the first.
 
@@ -309,7 +335,9 @@ def compare(profiles: tuple[Path, ...], top: int, output: Path | None, rules: Pa
     Example:
         profkit report compare profiles/small-fwd profiles/small-fwd_bwd profiles/small-step
     """
-    from profkit import summary
+    from profkit import report as reports
 
-    emit(_run_report(lambda: summary.compare_report(list(profiles), top=top, rules=rules,
-                                                     allow_incomplete=allow_incomplete)), output)
+    if len(profiles) < 2:
+        raise bad_input("compare needs at least two captures")
+    analyses = [_load(p, rules, allow_incomplete, nvtx=False) for p in profiles]
+    emit(library(lambda: reports.compare(analyses, reports.labels(list(profiles)), top=top, fmt=fmt)), output)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.sizes import ATTN_BACKENDS, SIZES, is_user_model
+from profkit.sizes import ATTN_BACKENDS, SIZES, is_user_model
 
 MODES = ("fwd", "fwd_bwd", "step")
 DTYPES = ("fp32", "bf16", "fp16")
@@ -53,8 +53,6 @@ class RunConfig:
     """Folder for run.json; None: runs/<model>-<mode>-<dtype>-<attn>-<time>."""
     force: bool = False
     """Overwrite an existing run.json in `out`."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form labels recorded in run.json (sweeps put their axis values here)."""
 
     def __post_init__(self) -> None:
         if not is_user_model(self.model) and self.model not in SIZES:
@@ -101,7 +99,7 @@ class RunConfig:
         return d
 
     def to_args(self) -> list[str]:
-        """`profkit run` options that rebuild this config (defaults left out; not out/force/extra).
+        """`profkit run` options that rebuild this config (defaults left out; not out/force).
 
         >>> RunConfig(model="tiny", mode="step", compile=True, steps=3).to_args()
         ['--model', 'tiny', '--mode', 'step', '--compile', '--steps', '3']
@@ -110,7 +108,7 @@ class RunConfig:
         default = RunConfig()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("out", "force", "extra") or value == getattr(default, f.name):
+            if f.name in ("out", "force") or value == getattr(default, f.name):
                 continue
             flag = "--" + f.name.replace("_", "-")
             if isinstance(value, bool):
@@ -121,6 +119,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """The config `to_dict` wrote (keys this version does not know are ignored).
+
+        >>> RunConfig.from_dict(RunConfig(model="tiny", steps=3).to_dict()) == RunConfig(model="tiny", steps=3)
+        True
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         if kwargs.get("out") is not None:

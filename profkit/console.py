@@ -9,8 +9,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from profkit.config import RunConfig
+from profkit.layout import RunRecord
+from profkit.report.tables import mib
 
 console = Console(stderr=True)
 
@@ -53,29 +56,26 @@ def print_doctor(rows: list[tuple[str, str, str]]) -> None:
     Console().print(table)
 
 
-def mib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 2**20:,.1f}"
-
-
-def print_run(record: dict[str, Any]) -> None:
-    cfg, res, s, env = record["config"], record["resolved"], record["summary"], record["environment"]
-    title = (f"{cfg['model']} · {cfg['mode']} · {cfg['dtype']} · attn {cfg['attn']}"
-             + (" · compiled" if cfg["compile"] else "")
-             + f" · batch {res['batch_size']} × {res['context_length']} · {res['params']:,} params")
+def print_run(record: RunRecord) -> None:
+    cfg, res, s, env = record.config, record.resolved, record.summary, record.environment
+    title = (f"{cfg.model} · {cfg.mode} · {cfg.dtype} · attn {cfg.attn}" + (" · compiled" if cfg.compile else "")
+             + f" · batch {res.batch_size} × {res.context_length} · {res.params:,} params")
     out = Console()
-    out.print(title)
+    out.print(title, markup=False)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
-    n = len(record["steps_ms"])
-    table.add_row("ms/step (mean ± std)", f"{s['mean_ms']:.2f} ± {s['std_ms']:.2f}")
-    table.add_row("ms/step median [min, max]", f"{s['median_ms']:.2f} [{s['min_ms']:.2f}, {s['max_ms']:.2f}]")
-    table.add_row("tokens/s", f"{s['tokens_per_s']:,.0f}")
-    table.add_row("peak allocated MiB", mib(record["peak_memory_bytes"]))
-    if record["first_step_ms"] is not None:
-        table.add_row("first warm-up step ms", f"{record['first_step_ms']:.1f}")
-    if record["compile_s"] is not None:
-        table.add_row("compile s (dynamo)", f"{record['compile_s']:.1f}")
-    device = env["gpu"] or f"cpu ({env['cpu_threads']} threads)"
-    table.caption = f"{n} measured steps, {res['timer']} · {device} · torch {env['torch']} · {record['out']}/run.json"
+    # Values hold brackets ([min, max]): add them as plain text, never as rich markup.
+    rows = [("ms/step (mean ± std)", f"{s.mean_ms:.2f} ± {s.std_ms:.2f}"),
+            ("ms/step median [min, max]", f"{s.median_ms:.2f} [{s.min_ms:.2f}, {s.max_ms:.2f}]"),
+            ("tokens/s", f"{s.tokens_per_s:,.0f}"), ("peak allocated MiB", mib(record.peak_memory_bytes))]
+    if record.first_step_ms is not None:
+        rows.append(("first warm-up step ms", f"{record.first_step_ms:.1f}"))
+    if record.compile_s is not None:
+        rows.append(("compile s (dynamo)", f"{record.compile_s:.1f}"))
+    for label, value in rows:
+        table.add_row(Text(label), Text(value))
+    device = env.gpu or f"cpu ({env.cpu_threads} threads)"
+    table.caption = Text(f"{len(record.steps_ms)} measured steps, {res.timer} · {device} · torch {env.torch} · "
+                         f"{cfg.out}/run.json")
     out.print(table)

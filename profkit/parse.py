@@ -21,14 +21,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from profkit import frames  # noqa: F401  (sets pandas' copy-on-write, once for every stage)
 from profkit.errors import ProfkitError
-
-if int(pd.__version__.split(".")[0]) < 3:  # copy-on-write is always on from pandas 3
-    pd.options.mode.copy_on_write = True
 
 # globalTid -> globalPid: nsys serialises pid and tid in one integer; the mask
 # 0xFFFFFFFFFF000000 is written as the signed 64-bit integer it is, so SQLite and numpy take it.
 PID_MASK = ~0xFFFFFF
+
+
+def pid_of(global_tid: np.ndarray) -> np.ndarray:
+    """The process part of nsys's globalTid (globalPid, as nsys stores it).
+
+    >>> int(pid_of(np.array([(7 << 24) | 123]))[0]) == 7 << 24
+    True
+    """
+    return global_tid & PID_MASK
 KERNEL_TABLE = "CUPTI_ACTIVITY_KIND_KERNEL"
 RUNTIME_TABLE = "CUPTI_ACTIVITY_KIND_RUNTIME"
 NVTX_TABLE = "NVTX_EVENTS"
@@ -66,7 +73,13 @@ class ProfileData:
         return KERNEL_TABLE in self.tables
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+# Tables only an nsys export has (any of them, beside StringIds): a capture with no CUDA and no
+# NVTX (a CPU run with --nvtx off) still has its session and export metadata.
+NSYS_MARKERS = {KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE, "TARGET_INFO_GPU", "TARGET_INFO_SESSION_START_TIME",
+                "META_DATA_EXPORT", "ANALYSIS_DETAILS"}
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, set[str]]:
     if not path.exists():
         raise ProfileError(f"{path} does not exist")
     if path.is_dir():
@@ -76,13 +89,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise ProfileError(f"{path} is not a readable SQLite file ({e}); export the capture again with "
                            "nsys export --type sqlite") from None
-    if "StringIds" not in tables or not tables & {KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE, "TARGET_INFO_GPU"}:
+    if "StringIds" not in tables or not tables & NSYS_MARKERS:
         db.close()
-        raise ProfileError(f"{path} is SQLite but not an nsys export (no StringIds and no CUPTI or NVTX tables)")
-    return db
+        raise ProfileError(f"{path} is SQLite but not an nsys export (no StringIds and no nsys session tables)")
+    return db, tables
 
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
@@ -165,7 +178,7 @@ def load_nvtx(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["start_ns", "end_ns", "global_tid", "type", "name"])
     frame["end_ns"] = frame["end_ns"].astype("Int64")
     frame["global_tid"] = frame["global_tid"].fillna(0).astype("int64")
-    frame["global_pid"] = frame["global_tid"] & PID_MASK
+    frame["global_pid"] = pid_of(frame["global_tid"])
     frame["kind"] = frame["type"].map(lambda t: "push_pop" if types[t] == "NvtxPushPopRange" else "start_end")
     frame["name"], frame["seq"] = split_op_names(frame["name"].fillna("").astype(object))
     return frame[[*cols, "seq"]]
@@ -243,9 +256,8 @@ def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = T
         ProfileError: not a file, empty, not SQLite, corrupt, not an nsys export, or incomplete.
     """
     path = Path(path)
-    db = _connect(path)
+    db, tables = _connect(path)
     try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         data = ProfileData(
             kernels=load_kernels(db, tables, launches=launches),
             names=load_names(db),
@@ -256,7 +268,7 @@ def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = T
             path=path,
             tables=tables,
         )
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise ProfileError(f"{path} is damaged ({e}); export the capture again with nsys export --type sqlite") \
             from None
     finally:

@@ -27,11 +27,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from profkit.collect import nvtx  # noqa: E402
+from profkit import ranges  # noqa: E402
+from profkit.collect import hooks  # noqa: E402
 from profkit.collect.env import environment  # noqa: E402
 from profkit.collect.workload import _Timer, build_workload, make_step, resolve_device  # noqa: E402
 from profkit.config import RunConfig  # noqa: E402
-from profkit.report import markdown_table  # noqa: E402
+from profkit.report.tables import markdown_table  # noqa: E402
 
 
 def median_ratio_ci(a: list[float], b: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -65,9 +66,9 @@ def main() -> None:
         nonlocal handles
         for h in handles:
             h.remove()
-        nvtx.set_enabled(variant != "off")
+        ranges.set_enabled(variant != "off")
         if variant.startswith("on"):
-            handles = nvtx.add_backward_ranges(w.model, full_hooks=variant == "on_full_hooks")
+            handles = hooks.add_backward_ranges(w.model, full_hooks=variant == "on_full_hooks")
         else:
             handles = []
 
@@ -81,7 +82,7 @@ def main() -> None:
             annotations(variant)
             timer = _Timer(device, a.steps_per_round)
             for i in range(a.steps_per_round):
-                with nvtx.phase(f"step_{i}"), timer.step(i):
+                with ranges.phase(f"step_{i}"), timer.step(i):
                     step()
             times[variant] += timer.times_ms()
 
@@ -98,8 +99,8 @@ def main() -> None:
     verdict = ("within" if hi <= 0.01 else "over" if lo > 0.01 else "undecided against (the interval spans)")
     text = "\n".join([
         "# Cost of profkit's NVTX annotations with no profiler attached", "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {env['gpu'] or 'cpu'} (driver {env['driver']}, "
-        f"torch {env['torch']}): `{cfg.label}`, batch {cfg.resolved_batch_size} x {cfg.resolved_context_length}. "
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {env.gpu or 'cpu'} (driver {env.driver}, "
+        f"torch {env.torch}): `{cfg.label}`, batch {cfg.resolved_batch_size} x {cfg.resolved_context_length}. "
         f"{a.rounds} rounds, each running every variant (order rotated each round), {a.steps_per_round} steps "
         f"per variant per round, after {a.warmup} warm-up steps. `off`: no ranges, no hooks (the default "
         "`--nvtx auto` with no tool attached); `ranges`: forward and runner ranges only; `on`: every range "

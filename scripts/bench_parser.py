@@ -40,8 +40,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from profkit.collect.nsys import Nsys, find_nsys  # noqa: E402
-from profkit.report import markdown_table  # noqa: E402
+from profkit.nsys import Nsys, find_nsys  # noqa: E402
+from profkit.report.tables import markdown_table  # noqa: E402
 
 FIXTURE = REPO / "tests" / "data" / "h100_encoder_layer_nsys2023" / "profile.sqlite"
 TABLES = ["CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVENTS", "CUPTI_ACTIVITY_KIND_MEMCPY",

@@ -28,7 +28,7 @@ if [ "$STAGE" != captures ]; then
   cp "$W"/captures/small-step-fp32-nsys2023*/nsys.log "$OUT/nsys2023.log" || true
   for d in "$W"/captures/*/; do
     [ -f "$d/profile.sqlite" ] || continue
-    python3 -c "import sys; from profkit.collect.launch import summarize_export as s; x = s(sys.argv[1] + 'profile.sqlite'); print(sys.argv[1], x.kernels, 'kernels,', len(x.ranges), 'range names')" "$d"
+    python3 -c "import sys; from profkit.pipeline import summarize_export as s; x = s(sys.argv[1] + 'profile.sqlite'); print(sys.argv[1], x.kernels, 'kernels,', len(x.ranges), 'range names')" "$d"
   done | tee "$OUT/captures.txt"
   # nsys's own per-op ranges (--pytorch=autograd-nvtx) on top of profkit's: a fixture for the parser.
   python3 scripts/make_fixtures.py --nsys $N25 --dest "$W/data" --work "$W/captures" --only h100_small_step_bf16_autograd_nvtx

@@ -10,7 +10,6 @@ Example (on the GPU machine, with the Nsight Systems 2025.3.1 of its Nsight Comp
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import subprocess
@@ -18,7 +17,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from profkit.collect.nsys import find_nsys  # noqa: E402
+from profkit.layout import RunRecord  # noqa: E402
+from profkit.nsys import find_nsys  # noqa: E402
 from profkit.scrub import scrub_export  # noqa: E402
 
 COMMON = ["--warmup", "3", "--steps", "2"]
@@ -77,16 +77,15 @@ def main() -> None:
         dest.mkdir(parents=True)
         counts = scrub_export(a.work / name / "profile.sqlite", dest / "profile.sqlite")
         shutil.copyfile(a.work / name / "run.json", dest / "run.json")
-        run = json.loads((dest / "run.json").read_text())
-        env, res, cfg = run["environment"], run["resolved"], run["config"]
+        run = RunRecord.read(dest)
+        env, res, cfg = run.environment, run.resolved, run.config
         shown = [c for c in cmd if c != "--force"]
         shown = shown[:shown.index("--out-dir")] + ["--out-dir", "profiles"] + nsys_opts
         (dest / "README.md").write_text(README.format(
             name=name, command=shlex.join(shown) + f"   # with nsys {nsys.version_str}", nsys=nsys.version_str,
-            gpu=env["gpu"], driver=env["driver"], torch=env["torch"], cuda=env["cuda"],
-            label=f"{cfg['model']} {cfg['mode']} {cfg['dtype']} attn={cfg['attn']}"
-                  + (" compiled" if cfg["compile"] else ""),
-            batch=res["batch_size"], context=res["context_length"], steps=cfg["steps"], warmup=cfg["warmup"]))
+            gpu=env.gpu, driver=env.driver, torch=env.torch, cuda=env.cuda,
+            label=f"{cfg.model} {cfg.mode} {cfg.dtype} attn={cfg.attn}" + (" compiled" if cfg.compile else ""),
+            batch=res.batch_size, context=res.context_length, steps=cfg.steps, warmup=cfg.warmup))
         size = (dest / "profile.sqlite").stat().st_size / 2**20
         print(f"   {dest}: {size:.2f} MiB, scrubbed {counts}", flush=True)
 

@@ -13,7 +13,7 @@ Example (GPU machine):
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import shlex
 import subprocess
 import sys
@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from profkit.collect.launch import summarize_export  # noqa: E402
-from profkit.collect.nsys import find_nsys  # noqa: E402
-from profkit.report import markdown_table  # noqa: E402
+from profkit.layout import RunRecord  # noqa: E402
+from profkit.nsys import find_nsys  # noqa: E402
+from profkit.pipeline import summarize_export  # noqa: E402
+from profkit.report.tables import markdown_table  # noqa: E402
 
 CONFIGS = [
     ["--model", "small", "--mode", "step", "--dtype", "fp32"],
@@ -57,9 +58,9 @@ def main() -> None:
         common = [*options, "--warmup", a.warmup, "--steps", a.steps]
         bare_out = a.work / "bare" / slug
         proc = sh([*py, "run", *common, "--out", str(bare_out), "--force"], commands)
-        bare = json.loads((bare_out / "run.json").read_text())["summary"]["median_ms"] if proc.returncode == 0 else None
+        bare = RunRecord.read(bare_out).summary.median_ms if proc.returncode == 0 else None
         if proc.returncode == 0:
-            env = json.loads((bare_out / "run.json").read_text())["environment"]
+            env = dataclasses.asdict(RunRecord.read(bare_out).environment)
         row = [label, f"{bare:.1f}" if bare else "failed"]
         for kit in kits:
             name = f"{kit.version_str}-{slug}"
@@ -70,7 +71,7 @@ def main() -> None:
                 row.append(f"refused: {reason}")
                 continue
             folder = a.work / "captures" / name
-            median = json.loads((folder / "run.json").read_text())["summary"]["median_ms"]
+            median = RunRecord.read(folder).summary.median_ms
             kernels = summarize_export(folder / "profile.sqlite").kernels
             ratio = f" (x{median / bare:.2f})" if bare else ""
             row.append(f"{median:.1f}{ratio}, {kernels:,} kernels")

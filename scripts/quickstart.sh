@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-if ! .venv/bin/python -c 'from profkit.collect.nsys import find_nsys; find_nsys()' 2>/dev/null; then
+if ! .venv/bin/python -c 'from profkit.nsys import find_nsys; find_nsys()' 2>/dev/null; then
   bash scripts/install_nsys.sh  # Debian's 2023.4.4 into .tools/nsys (no root, apt config untouched)
 fi
 model=$(.venv/bin/python -c 'import torch; print("small" if torch.cuda.is_available() else "tiny")')

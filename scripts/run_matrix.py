@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import shlex
 import subprocess
 import sys
@@ -20,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from profkit.report import runs_table  # noqa: E402
+from profkit.layout import RunRecord  # noqa: E402
+from profkit.report.tables import runs_table  # noqa: E402
 
 
 def main() -> None:
@@ -35,7 +35,8 @@ def main() -> None:
     p.add_argument("extra", nargs="*", help="more `profkit run` options, after --")
     a = p.parse_args()
 
-    results, commands, env = [], [], None
+    results: list[tuple[dict[str, str], RunRecord | None, str | None]] = []
+    commands: list[str] = []
     for mode, dtype, attn in itertools.product(a.modes.split(","), a.dtypes.split(","), a.attn.split(",")):
         out = a.runs_dir / f"{a.model}-{mode}-{dtype}-{attn}"
         cmd = ["profkit", "run", "--model", a.model, "--mode", mode, "--dtype", dtype, "--attn", attn,
@@ -47,24 +48,22 @@ def main() -> None:
         if proc.returncode != 0:
             error = (proc.stderr.strip().splitlines() or ["(no output)"])[-1].removeprefix("Error: ")
             print("  ", error, flush=True)
-            results.append({"config": config, "run": None, "error": error})
+            results.append((config, None, error))
             continue
-        run = json.loads((out / "run.json").read_text())
-        env = env or run["environment"]
-        results.append({"config": config, "run": run, "error": None})
-        print(f"   {run['summary']['mean_ms']:.2f} ms/step", flush=True)
+        run = RunRecord.read(out)
+        results.append((config, run, None))
+        print(f"   {run.summary.mean_ms:.2f} ms/step", flush=True)
 
     table = runs_table(results)
-    first = next((r["run"] for r in results if r["run"]), None)
-    res = first["resolved"] if first else {}
-    env = env or {}
+    first = next((run for _, run, _ in results if run), None)
+    machine = (f"{first.environment.gpu or 'cpu'} (driver {first.environment.driver}, torch {first.environment.torch}, "
+               f"CUDA {first.environment.cuda}); batch {first.resolved.batch_size} x context "
+               f"{first.resolved.context_length}, {first.resolved.params:,} parameters; warm-up and measured steps "
+               f"as in each command's defaults. Per-step times from {first.resolved.timer}, no profiler attached."
+               if first else "no run succeeded.")
     lines = [
         f"# {a.title or f'{a.model}: modes x precision x attention'}", "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {env.get('gpu') or 'cpu'} "
-        f"(driver {env.get('driver')}, torch {env.get('torch')}, CUDA {env.get('cuda')}); "
-        f"batch {res.get('batch_size')} x context {res.get('context_length')}, "
-        f"{res.get('params', 0):,} parameters; warm-up and measured steps as in each command's defaults. "
-        f"Per-step times from {res.get('timer')}, no profiler attached.", "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine}", "",
         table, "", "Commands:", "", "```", *commands, "```", "",
     ]
     a.report.parent.mkdir(parents=True, exist_ok=True)

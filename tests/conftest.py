@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
+collect_ignore = ["fake_nsys.py"]  # an executable stand-in for nsys, not a module to import
 ENCODER = TESTS / "data" / "h100_encoder_layer_nsys2023" / "profile.sqlite"
 
 
@@ -52,14 +53,14 @@ class Recorder:
 
 @pytest.fixture
 def nvtx_recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    from profkit.collect import nvtx
+    from profkit import ranges
 
     rec = Recorder()
-    nvtx.set_enabled(True)  # a `profkit run` earlier in the session may have switched ranges off
-    monkeypatch.setattr(nvtx, "_CACHE", {})
-    monkeypatch.setattr(nvtx.nvtx, "annotate", rec.make)
+    ranges.set_enabled(True)  # a `profkit run` earlier in the session may have switched ranges off
+    monkeypatch.setattr(ranges, "_CACHE", {})
+    monkeypatch.setattr(ranges.nvtx, "annotate", rec.make)
     yield rec
-    nvtx.set_enabled(True)
+    ranges.set_enabled(True)
 
 
 def read_run(out: Path) -> dict:
@@ -78,9 +79,9 @@ def export_variant(tmp_path: Path, *sql: str, source: Path = ENCODER) -> Path:
     return copy
 
 
-def real_nsys():  # -> profkit.collect.nsys.Nsys
+def real_nsys():  # -> profkit.nsys.Nsys
     """The nsys profkit finds, else skip (a failure where PROFKIT_REQUIRE_NSYS is set, as in CI)."""
-    from profkit.collect.nsys import NsysNotFound, find_nsys
+    from profkit.nsys import NsysNotFound, find_nsys
 
     try:
         return find_nsys()

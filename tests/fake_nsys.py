@@ -6,10 +6,14 @@ report), partial_analysis (analysis failed, report and export written anyway),
 warns_but_works (warns of an unknown call, then exports fine but for the ranges),
 program_fails, no_kernels (export without a kernels table).
 """
+import json
 import os
 import sqlite3
 import sys
 from pathlib import Path
+
+# A real run record (the H100 fixture's), as a CPU run of what the command asked for.
+RECORD = json.loads((Path(__file__).parent / "data" / "h100_small_fwd_fp32" / "run.json").read_text())
 
 args = sys.argv[1:]
 mode = os.environ.get("FAKE_NSYS_MODE", "ok_no_ranges")
@@ -22,7 +26,10 @@ if args[0] == "profile":
     if mode == "program_fails":
         print("Traceback (most recent call last):\nRuntimeError: boom")
         sys.exit(1)
-    (run_out / "run.json").write_text("{}")
+    steps = int(args[args.index("--steps") + 1]) if "--steps" in args else 10
+    RECORD["config"].update(model="tiny", steps=steps, device="cpu", out=str(run_out))
+    RECORD["resolved"].update(device="cpu", nvtx="--nvtx" not in args or args[args.index("--nvtx") + 1] != "off")
+    (run_out / "run.json").write_text(json.dumps(RECORD))
     if mode in ("analysis_failed", "warns_but_works", "partial_analysis"):
         print("Unknown runtime API function index: 468")
     if mode == "analysis_failed":

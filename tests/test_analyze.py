@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from profkit import analyze, parse
-from profkit.categories import categorize, load_rules, triton_fuses
-from profkit.summary import analyze_profile
+from profkit.analyze.categories import categorize, load_rules, triton_fuses
+from profkit.pipeline import load as analyze_profile
 
 DATA = Path(__file__).parent / "data"
 ENCODER = DATA / "h100_encoder_layer_nsys2023" / "profile.sqlite"
@@ -260,7 +260,7 @@ def test_backward_ops_land_under_the_forward_module_that_created_them(tmp_path) 
     db.close()
     assert removed == 37  # profkit's backward ranges of step_0: 12 x (layer, attention, mlp) + lm_head
     a = analyze_profile(copy)
-    r = analyze.nvtx_summary(a.ranges, a.kernels, a.owner).set_index("path")
+    r = analyze.nvtx_summary(a.ranges, a.kernels).set_index("path")
     mm = "step_0/backward/layer_3/mlp/MmBackward0"
     assert mm in r.index and r.loc[mm, "kernels"] > 0
     layer3 = r.loc["step_0/backward/layer_3"]

@@ -53,6 +53,6 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
 
 
 def test_analysis_modules_import_without_torch() -> None:
-    code = ("import sys, profkit, profkit.config, profkit.report, models, models.sizes; "
+    code = ("import sys, profkit, profkit.config, profkit.report, profkit.sizes, profkit.models, profkit.ranges; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

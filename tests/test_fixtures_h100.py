@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from profkit import analyze
-from profkit.categories import triton_fuses
+from profkit.analyze.categories import triton_fuses
 from profkit.cli import cli
-from profkit.summary import analyze_profile, demo_path
+from profkit.pipeline import demo_path
+from profkit.pipeline import load as analyze_profile
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = {

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
+from profkit.models.attention import causal_attention
+from profkit.models.transformer_lm import RMSNorm, SwiGLU, apply_rope, rope_tables
 from torch import nn
 
-import models
-from models.attention import causal_attention
-from models.sizes import SIZES
-from models.transformer_lm import RMSNorm, SwiGLU, apply_rope, rope_tables
+from profkit import models
+from profkit.sizes import SIZES
 
 
 def cs336_params(V: int, d: int, ff: int, L: int) -> int:
@@ -112,7 +112,7 @@ def test_models_give_logits_and_a_finite_loss(name: str) -> None:
 
 
 def test_backend_reason_is_cleaned() -> None:
-    from models.attention import _clean
+    from profkit.models.attention import _clean
 
     raw = ("Expected query, key and value to all be of dtype: {Half, BFloat16}. Got Query dtype: float, "
            "Key dtype: float, and Value dtype: float instead. (Triggered internally at "
@@ -122,7 +122,7 @@ def test_backend_reason_is_cleaned() -> None:
 
 
 def test_declined_because_reads_the_backend_section() -> None:
-    from models.attention import declined_because
+    from profkit.models.attention import declined_because
 
     trailer = " (Triggered internally at /pytorch/aten/src/ATen/native/transformers/cuda/sdp_utils.cpp:986.)"
     messages = [
@@ -142,7 +142,7 @@ def test_declined_because_reads_the_backend_section() -> None:
 
 @pytest.mark.parametrize("backend", ["naive", "math"])
 def test_backends_that_run_on_cpu_pass_the_check(backend: str) -> None:
-    from models.attention import check_backend
+    from profkit.models.attention import check_backend
 
     check_backend(backend, torch.device("cpu"), torch.float32, seq_len=16, head_dim=8)
     check_backend(backend, torch.device("cpu"), torch.bfloat16, seq_len=16, head_dim=8)

@@ -8,22 +8,22 @@ import pytest
 import torch
 from torch import nn
 
-import models
-from profkit.collect import nvtx
+from profkit import models, ranges
+from profkit.collect import hooks
 from tests.conftest import Recorder
 from tests.user_models import make_encoder
 
 
 def _train_step(model: nn.Module, idx: torch.Tensor) -> None:
-    with nvtx.phase("forward"):
+    with ranges.phase("forward"):
         loss = model(idx).float().logsumexp(-1).mean()
-    with nvtx.phase("backward"):
+    with ranges.phase("backward"):
         loss.backward()
 
 
 def test_forward_paths_of_builtin_model(nvtx_recorder: Recorder) -> None:
     model = models.build("tiny", attn="naive")
-    with torch.no_grad(), nvtx.phase("forward"):
+    with torch.no_grad(), ranges.phase("forward"):
         model(torch.randint(512, (1, 8)))
     paths = [p for _, p in nvtx_recorder.paths()]
     assert paths == [
@@ -54,7 +54,7 @@ def test_sdpa_backends_get_one_range(nvtx_recorder: Recorder) -> None:
 @pytest.mark.parametrize("full_hooks", [False, True])
 def test_backward_ranges_nest_per_layer_in_reverse_order(nvtx_recorder: Recorder, full_hooks: bool) -> None:
     model = models.build("tiny")
-    handles = nvtx.add_backward_ranges(model, full_hooks=full_hooks)
+    handles = hooks.add_backward_ranges(model, full_hooks=full_hooks)
     _train_step(model, torch.randint(512, (1, 8)))
     paths = [p for _, p in nvtx_recorder.paths()]
     backward = [p for p in paths if p.startswith("backward")]
@@ -75,7 +75,7 @@ def test_backward_ranges_change_nothing_numerically() -> None:
     model(idx).float().logsumexp(-1).mean().backward()
     plain = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    nvtx.add_backward_ranges(model)
+    hooks.add_backward_ranges(model)
     model(idx).float().logsumexp(-1).mean().backward()
     for a, b in zip(plain, (p.grad for p in model.parameters()), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -83,7 +83,7 @@ def test_backward_ranges_change_nothing_numerically() -> None:
 
 def test_no_backward_hooks_without_grad(nvtx_recorder: Recorder) -> None:
     model = models.build("tiny")
-    nvtx.add_backward_ranges(model)
+    hooks.add_backward_ranges(model)
     with torch.no_grad():
         logits = model(torch.randint(512, (1, 4)))
     assert logits.grad_fn is None
@@ -92,7 +92,7 @@ def test_no_backward_hooks_without_grad(nvtx_recorder: Recorder) -> None:
 def test_backward_ranges_live_on_the_thread_that_runs_backward(nvtx_recorder: Recorder) -> None:
     """As on CUDA, where autograd's device thread runs backward: ranges stay balanced per thread."""
     model = models.build("tiny")
-    nvtx.add_backward_ranges(model)
+    hooks.add_backward_ranges(model)
     loss = model(torch.randint(512, (1, 8))).float().logsumexp(-1).mean()
     worker = threading.Thread(target=loss.backward)
     worker.start()
@@ -107,7 +107,7 @@ def test_backward_ranges_live_on_the_thread_that_runs_backward(nvtx_recorder: Re
 
 def test_user_model_ranges_from_outside_forward_and_backward(nvtx_recorder: Recorder) -> None:
     model, make_batch = make_encoder(batch_size=2, context_length=8)
-    handles = nvtx.add_module_ranges(model, depth=2)
+    handles = hooks.add_module_ranges(model, depth=2)
     idx, _ = make_batch(torch.device("cpu"))
     _train_step(model, idx)
     paths = [p for _, p in nvtx_recorder.paths()]
@@ -123,19 +123,19 @@ def test_user_model_ranges_from_outside_forward_and_backward(nvtx_recorder: Reco
 
 def test_module_range_names_and_depth() -> None:
     model, _ = make_encoder(batch_size=1, context_length=4)
-    assert [n for n, _ in nvtx.module_ranges(model, 1)] == ["embed", "layers.0", "layers.1", "head"]
-    assert [n for n, _ in nvtx.module_ranges(model, 0)] == []
+    assert [n for n, _ in hooks.module_ranges(model, 1)] == ["embed", "layers.0", "layers.1", "head"]
+    assert [n for n, _ in hooks.module_ranges(model, 0)] == []
 
 
 def test_switching_off(nvtx_recorder: Recorder) -> None:
-    nvtx.set_enabled(True, inner=False)
-    with nvtx.phase("step_0"), nvtx.annotate("attn_softmax"):
+    ranges.set_enabled(True, inner=False)
+    with ranges.phase("step_0"), ranges.annotate("attn_softmax"):
         pass
-    nvtx.set_enabled(False)
-    with nvtx.phase("step_1"), nvtx.annotate("attn_softmax"):
+    ranges.set_enabled(False)
+    with ranges.phase("step_1"), ranges.annotate("attn_softmax"):
         pass
     assert [p for _, p in nvtx_recorder.paths()] == ["step_0"]
-    assert nvtx.annotate("x") is nvtx.phase("y")  # one shared null context when off
+    assert ranges.annotate("x") is ranges.phase("y")  # one shared null context when off
 
 
 @pytest.mark.parametrize("setting,env,expected", [
@@ -150,4 +150,4 @@ def test_auto_follows_an_attached_tool(monkeypatch: pytest.MonkeyPatch, setting:
         monkeypatch.delenv("NVTX_INJECTION64_PATH", raising=False)
     else:
         monkeypatch.setenv("NVTX_INJECTION64_PATH", env)
-    assert nvtx.resolve(setting) is expected
+    assert ranges.resolve(setting) is expected

@@ -48,7 +48,7 @@ def test_reading_leaves_the_file_alone(tmp_path: Path) -> None:
 
 
 def test_parsing_does_not_import_torch() -> None:
-    code = ("import sys; from profkit import parse, analyze, report, summary, categories; "
+    code = ("import sys; from profkit import parse, analyze, report, pipeline, layout, nsys; "
             f"parse.load({str(ENCODER)!r}); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

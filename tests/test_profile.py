@@ -14,9 +14,19 @@ from click.testing import CliRunner
 
 from profkit.cli import cli
 from profkit.collect import launch
-from profkit.collect.launch import CaptureError, ExportSummary, build_profile_command, check_export
-from profkit.collect.nsys import Nsys, NsysNotFound, cuda_limits, find_nsys, kit_env, parse_version
+from profkit.collect.launch import CaptureError
 from profkit.config import RunConfig
+from profkit.nsys import (
+    Nsys,
+    NsysError,
+    NsysNotFound,
+    build_profile_command,
+    cuda_limits,
+    find_nsys,
+    kit_env,
+    parse_version,
+)
+from profkit.pipeline import ExportSummary, InputError, check_export, summarize_export
 from profkit.scrub import scrub_export
 from tests.conftest import TESTS, real_nsys
 
@@ -68,7 +78,7 @@ def test_device_given_is_passed_once() -> None:
 
 @pytest.mark.parametrize("user", [["-o", "x"], ["--output=x"], ["--output", "x"]])
 def test_output_is_profkits(user: list[str]) -> None:
-    with pytest.raises(CaptureError, match="--output is profkit's to set"):
+    with pytest.raises(NsysError, match="--output is profkit's to set"):
         build_profile_command(NSYS, RunConfig(), device="cuda", user_args=user, out=Path("o"))
 
 
@@ -132,12 +142,16 @@ def test_kit_env_without_syslib(tmp_path: Path) -> None:
     (ExportSummary(None, {}), "cpu", r"missing from the export \(forward, step_0\): this nsys did not record"),
 ])
 def test_check_export_refuses(summary: ExportSummary, device: str, message: str) -> None:
-    with pytest.raises(CaptureError, match=message):
-        check_export(summary, RunConfig(model="tiny", steps=1), device)
+    with pytest.raises(InputError, match=message):
+        check_export(summary, device=device, steps=1, ranges=True)
 
 
 def test_check_export_accepts() -> None:
-    check_export(ExportSummary(12, {"step_0": 1, "step_1": 1, "forward": 2}), RunConfig(steps=2), "cuda")
+    check_export(ExportSummary(12, {"step_0": 1, "step_1": 1, "forward": 2}), device="cuda", steps=2, ranges=True)
+    # --nvtx off: no ranges were emitted, so none are expected (the export still needs its kernels).
+    check_export(ExportSummary(12, {}), device="cuda", steps=2, ranges=False)
+    with pytest.raises(InputError, match="no kernels although"):
+        check_export(ExportSummary(0, {}), device="cuda", steps=2, ranges=False)
 
 
 @pytest.mark.parametrize("mode,first_line", [
@@ -179,7 +193,7 @@ def test_old_nsys_limits_are_refused_up_front(tmp_path: Path, options: list[str]
     nsys = Nsys(fake_kit(tmp_path / "kit", "2023.4.4.54"), (2023, 4, 4, 54), "--nsys")
     cfg = RunConfig(model="tiny", compile="--compile" in options)
     with pytest.raises(CaptureError, match=message):
-        launch.profile(nsys, cfg, device="cuda", cuda="13.0", name="x", out_dir=tmp_path, user_args=user)
+        launch.refuse_early(nsys, cfg, device="cuda", cuda="13.0", user_args=user)
     assert not (tmp_path / "x").exists() and not (tmp_path / ".x.partial").exists()
 
 
@@ -196,7 +210,7 @@ def test_existing_capture_is_kept(tmp_path: Path) -> None:
 def test_nsys_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROFKIT_NSYS", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("profkit.collect.nsys.DEFAULT_PREFIX", tmp_path / "none")
+    monkeypatch.setattr("profkit.nsys.DEFAULT_PREFIX", tmp_path / "none")
     result = CliRunner().invoke(cli, ["profile", "--model", "tiny", "--device", "cpu", "--out-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr == ("Error: nsys not found; install it with scripts/install_nsys.sh, or pass --nsys PATH / "
@@ -206,7 +220,7 @@ def test_nsys_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 def test_doctor_names_missing_nsys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROFKIT_NSYS", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("profkit.collect.nsys.DEFAULT_PREFIX", tmp_path / "none")
+    monkeypatch.setattr("profkit.nsys.DEFAULT_PREFIX", tmp_path / "none")
     from profkit.collect.doctor import diagnose
 
     rows = {what: (found, fix) for what, found, fix in diagnose()}
@@ -294,7 +308,7 @@ def test_end_to_end_capture_on_cpu(tmp_path: Path) -> None:
     # Backward nests layer by layer, last layer first.
     bwd = [p for p in paths if p.startswith("step_0/backward/layer_") and p.count("/") == 2]
     assert bwd == ["step_0/backward/layer_1", "step_0/backward/layer_0"]
-    launch.check_export(launch.summarize_export(folder / "profile.sqlite"), RunConfig(steps=2), "cpu")
+    check_export(summarize_export(folder / "profile.sqlite"), device="cpu", steps=2, ranges=True)
     # profkit's ranges sit in their own NVTX domain, apart from PyTorch's push/pop stack.
     db = sqlite3.connect(f"file:{folder / 'profile.sqlite'}?mode=ro", uri=True)
     domains = db.execute("SELECT DISTINCT n.domainId, d.text FROM NVTX_EVENTS n JOIN NVTX_EVENTS d ON "

@@ -1,17 +1,39 @@
-"""`profkit doctor`: what this machine has for profiling, and the command to fix what it lacks."""
+"""`profkit doctor`: what this machine has for profiling, and the command to fix what it lacks.
+
+torch is optional here (doctor says how to install it), so it is imported inside `diagnose`.
+"""
 
 from __future__ import annotations
 
 import glob
 import platform
+import shutil
+import subprocess
 from importlib import metadata
 
 import profkit
-from profkit.collect.env import gpu_driver
-from profkit.collect.nsys import NsysNotFound, cuda_limits, find_nsys
+from profkit.nsys import NsysNotFound, cuda_limits, find_nsys, profile_flags
+
+# nsys options people reach for with PyTorch, and what each needs (README's examples use them).
+NOTABLE_OPTIONS = {"--pytorch": "per-op ranges (--pytorch=autograd-nvtx)",
+                   "--cuda-graph-trace": "kernels inside CUDA graphs (--cuda-graph-trace=node)",
+                   "--python-sampling": "Python stacks", "--cuda-memory-usage": "GPU memory over time"}
 
 NVTX_PIN = "0.2.10"  # see profkit/collect/nvtx.py: 0.2.17's ranges never reached an nsys 2023.4.4 export
 Row = tuple[str, str, str]
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version, from nvidia-smi (torch does not expose it)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
 
 
 def _package(name: str) -> str | None:
@@ -50,6 +72,11 @@ def diagnose(nsys_path: str | None = None) -> list[Row]:
                else "install Nsight Systems 2025.1 or newer (CUDA toolkit)")
         rows.append((f"nsys vs CUDA {cuda}" if cuda else "nsys vs CUDA", "; ".join(limits) or "no known limits",
                      fix if limits else ""))
+        flags = profile_flags(nsys)
+        if flags:
+            have = [f"{flag}: {what}" for flag, what in NOTABLE_OPTIONS.items() if flag in flags]
+            lacks = [flag for flag in NOTABLE_OPTIONS if flag not in flags]
+            rows.append(("nsys options", "; ".join(have) + (f"; lacks {', '.join(lacks)}" if lacks else ""), ""))
     nvtx = _package("nvtx")
     rows.append(("nvtx package", nvtx or "missing",
                  "" if nvtx == NVTX_PIN else f"pip install nvtx=={NVTX_PIN}  (ranges of other versions may not be "

@@ -7,8 +7,8 @@ NVTX range `step_i`, so `nsys profile --capture-range=cudaProfilerApi` records e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
-import json
 import math
 import statistics
 import time
@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import models
-from models.attention import SDPA_BACKENDS, AttentionBackendError, check_backend
-from profkit.collect import nvtx
+import profkit.models as models
+from profkit import layout, ranges
+from profkit.collect import hooks
 from profkit.collect.env import environment
 from profkit.config import RunConfig
 from profkit.errors import RunError
+from profkit.models.attention import SDPA_BACKENDS, AttentionBackendError, check_backend
 
-RUN_FILE = "run.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BatchFn = Callable[[torch.device], tuple[Any, Tensor]]
 
@@ -50,11 +50,19 @@ def resolve_device(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+def preflight(cfg: RunConfig) -> tuple[str, str | None]:
+    """Everything `profkit run` refuses before any work (device, attention backend), checked
+    without building the model; returns the device type and torch's CUDA version."""
+    device = resolve_device(cfg)
+    check_attention(cfg, device)
+    return device.type, torch.version.cuda
+
+
 def out_dir(cfg: RunConfig) -> Path:
     """The run's folder; refuses one that holds a run.json already, unless --force."""
     out = cfg.out or Path("runs") / f"{cfg.label}-{datetime.now():%Y%m%d-%H%M%S}"
-    if (out / RUN_FILE).exists() and not cfg.force:
-        raise RunError(f"{out / RUN_FILE} exists; choose another --out or pass --force to overwrite it")
+    if (out / layout.RUN_FILE).exists() and not cfg.force:
+        raise RunError(f"{out / layout.RUN_FILE} exists; choose another --out or pass --force to overwrite it")
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a folder")
     return out
@@ -122,9 +130,9 @@ def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: to
     inputs, targets = w.make_batch(device)
 
     def forward() -> Tensor:
-        with nvtx.phase("forward"), autocast:
+        with ranges.phase("forward"), autocast:
             out = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
-            with nvtx.phase("loss"):
+            with ranges.phase("loss"):
                 if out.dim() == 0:
                     return out
                 return F.cross_entropy(out.flatten(0, -2).float(), targets.flatten())
@@ -137,10 +145,10 @@ def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: to
                 return
             w.model.zero_grad(set_to_none=True)  # frees grads: no kernels, no accumulation
             loss = forward()
-            with nvtx.phase("backward"):
+            with ranges.phase("backward"):
                 (scaler.scale(loss) if scaler else loss).backward()
             if opt is not None:
-                with nvtx.phase("optimizer"):
+                with ranges.phase("optimizer"):
                     if scaler:
                         scaler.step(opt)
                         scaler.update()
@@ -151,16 +159,16 @@ def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: to
     return step
 
 
-def summarize(times_ms: list[float], tokens_per_step: int) -> dict[str, float]:
+def summarize(times_ms: list[float], tokens_per_step: int) -> layout.StepSummary:
     mean = statistics.fmean(times_ms)
-    return {
-        "mean_ms": mean,
-        "std_ms": statistics.stdev(times_ms) if len(times_ms) > 1 else 0.0,
-        "median_ms": statistics.median(times_ms),
-        "min_ms": min(times_ms),
-        "max_ms": max(times_ms),
-        "tokens_per_s": tokens_per_step / (mean / 1e3) if mean > 0 else math.inf,
-    }
+    return layout.StepSummary(
+        mean_ms=mean,
+        std_ms=statistics.stdev(times_ms) if len(times_ms) > 1 else 0.0,
+        median_ms=statistics.median(times_ms),
+        min_ms=min(times_ms),
+        max_ms=max(times_ms),
+        tokens_per_s=tokens_per_step / (mean / 1e3) if mean > 0 else math.inf,
+    )
 
 
 class _Timer:
@@ -203,27 +211,53 @@ def _compile_seconds() -> float | None:
     return sum(getattr(m, "entire_frame_compile_time_s", None) or 0.0 for m in get_compilation_metrics())
 
 
-def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Run the workload and write `run.json`; returns what was written."""
-    out = out_dir(cfg)
+def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = None) -> layout.RunRecord:
+    """Run the workload and write `run.json` into its folder; returns what was written.
+
+    Raises:
+        RunError: bad device, backend or model; or the run ran out of memory (the message says
+            what ran out, for which size and batch).
+    """
+    cfg = dataclasses.replace(cfg, out=out_dir(cfg))
     device = resolve_device(cfg)
     check_attention(cfg, device)
+    try:
+        record = _run(cfg, device, progress or (lambda what, i, n: None))
+    except torch.OutOfMemoryError as e:
+        raise RunError(_out_of_memory(cfg, device, str(e))) from None
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e) and "out of memory" not in str(e).lower():
+            raise
+        raise RunError(_out_of_memory(cfg, device, str(e))) from None
+    assert cfg.out is not None
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    record.write(cfg.out)
+    return record
+
+
+def _out_of_memory(cfg: RunConfig, device: torch.device, message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else "out of memory"
+    return (f"out of memory on {device.type}: --model {cfg.model} --mode {cfg.mode} --dtype {cfg.dtype} with batch "
+            f"{cfg.resolved_batch_size} x {cfg.resolved_context_length} did not fit ({first[:200]}); "
+            "try a smaller --batch-size or --context-length")
+
+
+def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int], None]) -> layout.RunRecord:
     w = build_workload(cfg, device)
     # Inside a compiled model NVTX calls would be graph breaks: keep only the runner's phases.
-    ranges = nvtx.resolve(cfg.nvtx)
-    nvtx.set_enabled(ranges, inner=not cfg.compile)
-    if ranges and not cfg.compile:
+    emit = ranges.resolve(cfg.nvtx)
+    ranges.set_enabled(emit, inner=not cfg.compile)
+    if emit and not cfg.compile:
         if w.builtin:
-            nvtx.add_backward_ranges(w.model)
+            hooks.add_backward_ranges(w.model)
         else:
-            nvtx.add_module_ranges(w.model, cfg.nvtx_depth)
+            hooks.add_module_ranges(w.model, cfg.nvtx_depth)
     model = torch.compile(w.model) if cfg.compile else w.model
     step = make_step(cfg, w, model, device)
     tokens = cfg.resolved_batch_size * cfg.resolved_context_length
-    report = progress or (lambda what, i, n: None)
 
     first_ms = None
-    with nvtx.phase("warmup"):
+    with ranges.phase("warmup"):
         for i in range(cfg.warmup):
             report("warmup", i, cfg.warmup)
             t0 = time.perf_counter()
@@ -242,31 +276,23 @@ def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = No
         torch.cuda.profiler.start()
     for i in range(cfg.steps):
         report("measure", i, cfg.steps)
-        with nvtx.phase(f"step_{i}"), timer.step(i):
+        with ranges.phase(f"step_{i}"), timer.step(i):
             step()
     times = timer.times_ms()  # synchronizes: every measured kernel is inside the capture
     if cuda:
         torch.cuda.profiler.stop()
 
-    record: dict[str, Any] = {
-        "config": cfg.to_dict(),
-        "resolved": {
-            "device": str(device), "batch_size": cfg.resolved_batch_size,
-            "context_length": cfg.resolved_context_length, "tokens_per_step": tokens,
-            "params": w.n_params, "timer": "cuda_events" if cuda else "host_clock",
-            "nvtx": ranges, "nvtx_in_model": ranges and not cfg.compile,
-        },
-        "environment": environment(device),
-        "steps_ms": times,
-        "summary": summarize(times, tokens),
-        "first_step_ms": first_ms,
-        "compile_s": _compile_seconds() if cfg.compile else None,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
-        "resident_memory_bytes": resident,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(out / RUN_FILE)
-    record["out"] = str(out)
-    return record
+    return layout.RunRecord(
+        config=cfg,
+        resolved=layout.Resolved(
+            device=str(device), batch_size=cfg.resolved_batch_size, context_length=cfg.resolved_context_length,
+            tokens_per_step=tokens, params=w.n_params, timer="cuda_events" if cuda else "host_clock",
+            nvtx=emit, nvtx_in_model=emit and not cfg.compile),
+        environment=environment(device),
+        steps_ms=times,
+        summary=summarize(times, tokens),
+        first_step_ms=first_ms,
+        compile_s=_compile_seconds() if cfg.compile else None,
+        peak_memory_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
+        resident_memory_bytes=resident,
+    )

@@ -1,13 +1,21 @@
-"""Markdown out of profkit's results (run.json records today; nsys exports as they land)."""
+"""Markdown building blocks: tables, units, readable kernel names (no pandas import needed)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+from profkit.analyze.categories import triton_fuses
+from profkit.layout import RunRecord
 
-def _mib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 2**20:,.0f}"
+
+def mib(n: int | None) -> str:
+    """Bytes as MiB for tables and the terminal.
+
+    >>> mib(3 * 2**20 + 2**19), mib(None)
+    ('3.5', 'n/a')
+    """
+    return "n/a" if n is None else f"{n / 2**20:,.1f}"
 
 
 def markdown_table(header: list[str], rows: Iterable[list[str]], align: str | None = None) -> str:
@@ -18,26 +26,23 @@ def markdown_table(header: list[str], rows: Iterable[list[str]], align: str | No
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
 
 
-def runs_table(results: list[dict[str, Any]]) -> str:
+def runs_table(results: list[tuple[dict[str, Any], RunRecord | None, str | None]]) -> str:
     """One row per run: config, ms/step, tokens/s, peak memory; a failed run shows its error.
 
-    Each result is {"config": {...}, "run": run.json record or None, "error": str or None}.
+    Each result is (config: mode, dtype, attn[, compile]; the run's record or None; the error or None).
     """
     rows = []
-    for r in results:
-        c, run = r["config"], r.get("run")
+    for c, run, error in results:
         label = [c["mode"], c["dtype"], c["attn"] + (" + compile" if c.get("compile") else "")]
         if run is None:
-            rows.append([*label, "—", "—", "—", "—", f"refused: {r['error']}"])
+            rows.append([*label, "—", "—", "—", "—", f"refused: {error}"])
             continue
-        s = run["summary"]
-        rows.append([*label, f"{s['mean_ms']:.2f} ± {s['std_ms']:.2f}", f"{s['median_ms']:.2f}",
-                     f"{s['tokens_per_s']:,.0f}", _mib(run["peak_memory_bytes"]), ""])
+        s = run.summary
+        rows.append([*label, f"{s.mean_ms:.2f} ± {s.std_ms:.2f}", f"{s.median_ms:.2f}",
+                     f"{s.tokens_per_s:,.0f}", mib(run.peak_memory_bytes), ""])
     header = ["mode", "dtype", "attention", "ms/step (mean ± std)", "median ms", "tokens/s", "peak MiB", "note"]
     return markdown_table(header, rows, align="lllrrrrl")
 
-
-# --- nsys export reports ----------------------------------------------------------------
 
 def short_kernel_name(name: str, width: int = 70) -> str:
     """A readable kernel name for tables: template arguments and parameters folded.
@@ -69,10 +74,23 @@ def _us(ns: float) -> str:
     return "—" if ns != ns else f"{ns / 1e3:,.1f}"  # NaN for the folded 'others' row
 
 
+def category_label(name: str, category: str) -> str:
+    """The category cell: for inductor's kernels, what they fuse as well (read from the name).
+
+    >>> category_label("triton_poi_fused__to_copy_add_mul_0", "triton")
+    'triton (pointwise: _to_copy_add_mul)'
+    >>> category_label("ampere_sgemm_128x64_tn", "gemm")
+    'gemm'
+    """
+    fuses = triton_fuses(name) if category == "triton" else None
+    return f"{category} ({fuses})" if fuses else category
+
+
 def kernels_markdown(ranked: Any, by: str = "name") -> str:
     """The kernel ranking as a table; by category, one column names the category."""
-    rows = [[short_kernel_name(str(r.name)), str(r.category), f"{int(r.instances):,}", _ms(r.total_ns), _us(r.avg_ns),
-             _us(r.median_ns), _us(r.min_ns), _us(r.max_ns), f"{r.time_pct:.1f}"] for r in ranked.itertuples()]
+    rows = [[short_kernel_name(str(r.name)), category_label(str(r.name), str(r.category)), f"{int(r.instances):,}",
+             _ms(r.total_ns), _us(r.avg_ns), _us(r.median_ns), _us(r.min_ns), _us(r.max_ns), f"{r.time_pct:.1f}"]
+            for r in ranked.itertuples()]
     header = ["kernel", "category", "instances", "total ms", "avg us", "median us", "min us", "max us", "time %"]
     if by == "category":
         return markdown_table(["category", *header[2:]], [[r[0], *r[2:]] for r in rows], align="lrrrrrrr")

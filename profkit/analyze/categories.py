@@ -12,9 +12,6 @@ import pandas as pd
 
 from profkit.errors import ProfkitError
 
-CATEGORIES = ("gemm", "attention", "softmax", "elementwise", "reduction", "normalization", "optimizer",
-              "copy/transpose", "memset", "memcpy", "communication", "triton", "other")
-
 
 class RulesError(ProfkitError):
     """A rules file that cannot be used."""

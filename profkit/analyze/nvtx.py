@@ -24,21 +24,14 @@ process that contains it, so its path reads `step_3/backward/layer_11/attention`
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-if int(pd.__version__.split(".")[0]) < 3:  # copy-on-write is always on from pandas 3
-    pd.options.mode.copy_on_write = True
+from profkit.frames import require
+from profkit.parse import pid_of
 
 OPEN_END = np.iinfo(np.int64).max  # a range still open when the capture stopped
-
-
-def _require(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise TypeError(f"{what} lacks columns {missing}")
 
 
 def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +53,7 @@ def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
     | backward | 1   | 40    | 90  |    | step_0   | step_0/backward   |
     | layer_1  | 2   | 45    | 60  |    | backward | step_0/backward/layer_1 (grafted) |
     """
-    _require(nvtx, ["start_ns", "end_ns", "global_tid", "global_pid", "name"], "nvtx")
+    require(nvtx, ["start_ns", "end_ns", "global_tid", "global_pid", "name"], "nvtx")
     r = nvtx.assign(end_ns=nvtx["end_ns"].fillna(OPEN_END).astype("int64"))
     r = r.sort_values(["global_tid", "start_ns", "end_ns"], ascending=[True, True, False], kind="stable")
     r = r.reset_index(drop=True)
@@ -296,7 +289,7 @@ def attribute(kernels: pd.DataFrame, tree: pd.DataFrame) -> np.ndarray:
     Same thread first; then, for launches no range of their thread covers, the innermost range
     open at that moment on another thread of the same process (latest start wins).
     """
-    _require(kernels, ["launch_ns", "launch_tid"], "kernels")
+    require(kernels, ["launch_ns", "launch_tid"], "kernels")
     owner = np.full(len(kernels), -1, dtype=np.int64)
     if tree.empty or kernels.empty:
         return owner
@@ -304,7 +297,7 @@ def attribute(kernels: pd.DataFrame, tree: pd.DataFrame) -> np.ndarray:
     starts = tree["start_ns"].to_numpy()
     launch_ns = kernels["launch_ns"].to_numpy()
     launch_tid = kernels["launch_tid"].to_numpy()
-    launch_pid = launch_tid & ~0xFFFFFF
+    launch_pid = pid_of(launch_tid)
     for pid, threads in timelines.items():
         in_pid = np.flatnonzero((launch_pid == pid) & (launch_tid >= 0))
         if in_pid.size == 0:
@@ -357,83 +350,12 @@ def project(kernels: pd.DataFrame, tree: pd.DataFrame, owner: np.ndarray) -> pd.
                        gpu_span_ns=np.where(has, last - first, 0))
 
 
-def lookup_categorical(ids: pd.Series | np.ndarray, table: pd.Series, missing: str) -> pd.Categorical:
-    """`table[ids]` as a Categorical: each distinct text stored once, not once per row.
-
-    A million kernels share a few dozen names of up to kilobytes each; strings per row would
-    cost gigabytes (pandas 3 copies each into its string column).
-    """
-    uniq, codes = np.unique(np.asarray(ids), return_inverse=True)
-    texts = table.reindex(uniq).fillna(missing).astype(object).to_numpy()
-    cats, remap = np.unique(texts.astype(str), return_inverse=True)  # two ids may share a text
-    return pd.Categorical.from_codes(remap[codes].astype(np.int32), categories=pd.Index(cats, dtype=object))
-
-
-def kernel_frame(kernels: pd.DataFrame, names: pd.Series, categories: pd.Series) -> pd.DataFrame:
-    """Kernels with their demangled `name`, `short_name` and `category` (categories: per name id),
-    as Categoricals."""
-    _require(kernels, ["name_id", "short_id", "dur_ns"], "kernels")
-    return kernels.assign(name=lookup_categorical(kernels["name_id"], names, "<unknown>"),
-                          short_name=lookup_categorical(kernels["short_id"], names, "<unknown>"),
-                          category=lookup_categorical(kernels["name_id"], categories, "other"))
-
-
-def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None = None) -> pd.DataFrame:
-    """Time per kernel name (or category), largest first, as `nsys stats -r cuda_gpu_kern_sum`.
-
-    Args:
-        kernels: kernel_frame() rows.
-        by: `name` (demangled), `short_name` or `category`.
-        top_k: keep the k largest and fold the rest into one row named `others`.
-
-    Returns:
-        One row per group: name, category, instances, total_ns, avg_ns, median_ns, min_ns, max_ns,
-        stddev_ns (sample, 0 for a single instance), time_pct (of all kernel time).
-
-    | name  | dur_ns |  ->  | name  | instances | total_ns | time_pct |
-    | gemm1 | 30     |      | gemm1 | 2         | 60       | 75.0     |
-    | gemm1 | 30     |      | relu  | 1         | 20       | 25.0     |
-    | relu  | 20     |
-    """
-    _require(kernels, [by, "dur_ns", "category"], "kernels")
-    g = kernels.groupby(by, sort=False, observed=True)["dur_ns"]
-    out = pd.DataFrame({
-        "instances": g.size(), "total_ns": g.sum(), "avg_ns": g.mean(), "median_ns": g.median(),
-        "min_ns": g.min(), "max_ns": g.max(), "stddev_ns": g.std(ddof=1).fillna(0.0),
-    })
-    out.index = out.index.astype(object)
-    out.index.name = "name"
-    out = out.reset_index()
-    if by == "category":
-        out["category"] = out["name"]
-    else:
-        first = kernels.drop_duplicates(by)
-        out["category"] = out["name"].map(dict(zip(first[by].astype(object), first["category"].astype(object),
-                                                   strict=True)))
-    total = out["total_ns"].sum()
-    out["time_pct"] = 100.0 * out["total_ns"] / total if total else 0.0
-    out = out.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    if top_k is not None and len(out) > top_k:
-        rest = out.iloc[top_k:]
-        fold = {"name": "others", "category": "", "instances": rest["instances"].sum(),
-                "total_ns": rest["total_ns"].sum(), "min_ns": rest["min_ns"].min(), "max_ns": rest["max_ns"].max(),
-                "time_pct": rest["time_pct"].sum()}
-        fold["avg_ns"] = fold["total_ns"] / fold["instances"]
-        fold["median_ns"] = float("nan")
-        fold["stddev_ns"] = float("nan")
-        out = pd.concat([out.iloc[:top_k], pd.DataFrame([fold])], ignore_index=True)
-    return out[["name", "category", "instances", "total_ns", "avg_ns", "median_ns", "min_ns", "max_ns", "stddev_ns",
-                "time_pct"]]
-
-
-def nvtx_summary(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarray, *,
-                 by: str = "path") -> pd.DataFrame:
+def nvtx_summary(projected: pd.DataFrame, kernels: pd.DataFrame, *, by: str = "path") -> pd.DataFrame:
     """One row per range path (or per range name, all its paths added).
 
     Args:
         projected: project() output.
-        kernels: kernel_frame() rows, aligned with `owner`.
-        owner: attribute() output.
+        kernels: kernel_frame() rows with their `owner` (attribute()'s range id) as a column.
         by: `path` or `name`.
 
     Returns:
@@ -442,7 +364,9 @@ def nvtx_summary(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarr
         gpu_span_ns (first kernel start to last kernel end, per instance, added), kernels,
         top_kernel (the kernel name with most time inside), in range start order.
     """
-    _require(projected, ["path", "name", "gpu_total_ns", "gpu_span_ns", "kernels", "start_ns", "end_ns"], "ranges")
+    require(projected, ["path", "name", "gpu_total_ns", "gpu_span_ns", "kernels", "start_ns", "end_ns"], "ranges")
+    require(kernels, ["owner", "name", "dur_ns", "start_ns", "end_ns"], "kernels")
+    owner = kernels["owner"].to_numpy()
     key = projected[by]
     closed = projected["end_ns"] < OPEN_END
     cpu = (projected["end_ns"] - projected["start_ns"]).where(closed, 0)
@@ -502,16 +426,3 @@ def _top_kernel(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarra
     t = pd.DataFrame(rows, columns=["key", "name", "dur"]).groupby(["key", "name"], sort=False)["dur"].sum()
     t = t.reset_index().sort_values(["dur", "name"], ascending=[False, True], kind="stable")
     return t.drop_duplicates("key").set_index("key")["name"]
-
-
-def category_shares(kernels: pd.DataFrame, memcpy: pd.DataFrame | None = None,
-                    memset: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Time per category, memcpy and memset (from their own tables) included: category, total_ns, pct."""
-    parts = [kernels.groupby("category", observed=True)["dur_ns"].sum()]
-    for name, frame in (("memcpy", memcpy), ("memset", memset)):
-        if frame is not None and not frame.empty:
-            parts.append(pd.Series({name: frame["dur_ns"].sum()}))
-    s = pd.concat(parts).groupby(level=0).sum().sort_values(ascending=False)
-    total = s.sum()
-    return pd.DataFrame({"category": s.index, "total_ns": s.to_numpy(),
-                         "pct": 100.0 * s.to_numpy() / total if total else 0.0})

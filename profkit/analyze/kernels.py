@@ -1,0 +1,163 @@
+"""Kernels: names and categories per row, the ranking nsys's cuda_gpu_kern_sum gives, category
+shares, and the filters the reports apply (pure functions, no torch, no I/O)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from profkit.errors import ProfkitError
+from profkit.frames import require
+
+
+def lookup_categorical(ids: pd.Series | np.ndarray, table: pd.Series, missing: str) -> pd.Categorical:
+    """`table[ids]` as a Categorical: each distinct text stored once, not once per row.
+
+    A million kernels share a few dozen names of up to kilobytes each; strings per row would
+    cost gigabytes (pandas 3 copies each into its string column).
+    """
+    uniq, codes = np.unique(np.asarray(ids), return_inverse=True)
+    texts = table.reindex(uniq).fillna(missing).astype(object).to_numpy()
+    cats, remap = np.unique(texts.astype(str), return_inverse=True)  # two ids may share a text
+    return pd.Categorical.from_codes(remap[codes].astype(np.int32), categories=pd.Index(cats, dtype=object))
+
+
+def kernel_frame(kernels: pd.DataFrame, names: pd.Series, categories: pd.Series) -> pd.DataFrame:
+    """Kernels with their demangled `name`, `short_name` and `category` (categories: per name id),
+    as Categoricals."""
+    require(kernels, ["name_id", "short_id", "dur_ns"], "kernels")
+    return kernels.assign(name=lookup_categorical(kernels["name_id"], names, "<unknown>"),
+                          short_name=lookup_categorical(kernels["short_id"], names, "<unknown>"),
+                          category=lookup_categorical(kernels["name_id"], categories, "other"))
+
+
+def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None = None) -> pd.DataFrame:
+    """Time per kernel name (or category), largest first, as `nsys stats -r cuda_gpu_kern_sum`.
+
+    Args:
+        kernels: kernel_frame() rows.
+        by: `name` (demangled), `short_name` or `category`.
+        top_k: keep the k largest and fold the rest into one row named `others`.
+
+    Returns:
+        One row per group: name, category, instances, total_ns, avg_ns, median_ns, min_ns, max_ns,
+        stddev_ns (sample, 0 for a single instance), time_pct (of all kernel time).
+
+    | name  | dur_ns |  ->  | name  | instances | total_ns | time_pct |
+    | gemm1 | 30     |      | gemm1 | 2         | 60       | 75.0     |
+    | gemm1 | 30     |      | relu  | 1         | 20       | 25.0     |
+    | relu  | 20     |
+    """
+    require(kernels, [by, "dur_ns", "category"], "kernels")
+    g = kernels.groupby(by, sort=False, observed=True)["dur_ns"]
+    out = pd.DataFrame({
+        "instances": g.size(), "total_ns": g.sum(), "avg_ns": g.mean(), "median_ns": g.median(),
+        "min_ns": g.min(), "max_ns": g.max(), "stddev_ns": g.std(ddof=1).fillna(0.0),
+    })
+    out.index = out.index.astype(object)
+    out.index.name = "name"
+    out = out.reset_index()
+    if by == "category":
+        out["category"] = out["name"]
+    else:
+        first = kernels.drop_duplicates(by)
+        out["category"] = out["name"].map(dict(zip(first[by].astype(object), first["category"].astype(object),
+                                                   strict=True)))
+    total = out["total_ns"].sum()
+    out["time_pct"] = 100.0 * out["total_ns"] / total if total else 0.0
+    out = out.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    if top_k is not None and len(out) > top_k:
+        rest = out.iloc[top_k:]
+        fold = {"name": "others", "category": "", "instances": rest["instances"].sum(),
+                "total_ns": rest["total_ns"].sum(), "min_ns": rest["min_ns"].min(), "max_ns": rest["max_ns"].max(),
+                "time_pct": rest["time_pct"].sum()}
+        fold["avg_ns"] = fold["total_ns"] / fold["instances"]
+        fold["median_ns"] = float("nan")
+        fold["stddev_ns"] = float("nan")
+        out = pd.concat([out.iloc[:top_k], pd.DataFrame([fold])], ignore_index=True)
+    return out[["name", "category", "instances", "total_ns", "avg_ns", "median_ns", "min_ns", "max_ns", "stddev_ns",
+                "time_pct"]]
+
+
+def category_shares(kernels: pd.DataFrame, memcpy: pd.DataFrame | None = None,
+                    memset: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Time per category, memcpy and memset (from their own tables) included: category, total_ns, pct."""
+    parts = [kernels.groupby("category", observed=True)["dur_ns"].sum()]
+    for name, frame in (("memcpy", memcpy), ("memset", memset)):
+        if frame is not None and not frame.empty:
+            parts.append(pd.Series({name: frame["dur_ns"].sum()}))
+    s = pd.concat(parts).groupby(level=0).sum().sort_values(ascending=False)
+    total = s.sum()
+    return pd.DataFrame({"category": s.index, "total_ns": s.to_numpy(),
+                         "pct": 100.0 * s.to_numpy() / total if total else 0.0})
+
+
+class RangeFilterError(ProfkitError):
+    """A --range pattern that is not a regular expression."""
+
+
+def in_ranges(kernels: pd.DataFrame, pattern: str) -> pd.DataFrame:
+    """The kernels whose owner range's path matches the regular expression `pattern`.
+
+    Raises:
+        RangeFilterError: `pattern` does not compile.
+
+    | range_path              |  --range 'backward$'  ->  kept |
+    | step_0/forward          |                               |
+    | step_0/backward         |                               yes |
+    | step_0/backward/layer_1 |                               |
+    """
+    require(kernels, ["range_path"], "kernels")
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise RangeFilterError(f"--range {pattern!r} is not a regular expression: {e}") from None
+    paths = kernels["range_path"].astype("category")
+    matching = [p for p in paths.cat.categories if regex.search(str(p))]
+    return kernels[paths.isin(matching).to_numpy()]
+
+
+def unattributed_pct(kernels: pd.DataFrame) -> float:
+    """Share of kernel time launched outside every NVTX range (owner -1), in percent.
+
+    >>> unattributed_pct(pd.DataFrame({"dur_ns": [30, 10], "owner": [0, -1]}))
+    25.0
+    """
+    require(kernels, ["dur_ns", "owner"], "kernels")
+    total = kernels["dur_ns"].sum()
+    return float(100.0 * kernels["dur_ns"][kernels["owner"] < 0].sum() / total) if total else 0.0
+
+
+def with_owner(kernels: pd.DataFrame, ranges: pd.DataFrame, owner: np.ndarray) -> pd.DataFrame:
+    """Kernels with their `owner` range id and that range's `range_path` as columns
+    (`range_path` a Categorical, NaN for kernels outside every range)."""
+    require(ranges, ["path"], "ranges")
+    path_codes, uniq = pd.factorize(ranges["path"])
+    codes = np.where(owner >= 0, path_codes[np.clip(owner, 0, None)] if len(path_codes) else -1, -1)
+    return kernels.assign(owner=owner, range_path=pd.Categorical.from_codes(
+        codes.astype(np.int32), categories=pd.Index(uniq, dtype=object)))
+
+
+def compare_shares(shares: list[pd.DataFrame], labels: list[str]) -> pd.DataFrame:
+    """Category shares of several captures in one long table, with deltas against the first.
+
+    Args:
+        shares: category_shares() of each capture.
+        labels: one distinct label per capture.
+
+    Returns:
+        One row per (category, capture): category, capture, total_ns, pct, delta_ns, delta_pp
+        (against the first capture; 0 for the first), categories ordered by the first capture's
+        time, then each capture in the order given.
+    """
+    indexed = [s.set_index("category") for s in shares]
+    order = sorted(set().union(*(s.index for s in indexed)), key=lambda c: (-indexed[0]["total_ns"].get(c, 0), c))
+    rows = []
+    for c in order:
+        base_ns, base_pct = int(indexed[0]["total_ns"].get(c, 0)), float(indexed[0]["pct"].get(c, 0.0))
+        for label, s in zip(labels, indexed, strict=True):
+            ns, pct = int(s["total_ns"].get(c, 0)), float(s["pct"].get(c, 0.0))
+            rows.append((c, label, ns, pct, ns - base_ns, pct - base_pct))
+    return pd.DataFrame(rows, columns=["category", "capture", "total_ns", "pct", "delta_ns", "delta_pp"])

@@ -1,0 +1,255 @@
+"""Where things go: every file and folder name of a run and a capture, and the run record.
+
+A run folder (`profkit run --out DIR`) holds `run.json`. A capture folder
+(`profkit profile`, `profiles/NAME/`) holds:
+
+    profile.nsys-rep   the nsys report (opens in the Nsight Systems GUI)
+    profile.sqlite     its SQLite export (what every `profkit report` reads)
+    run.json           the run's RunRecord
+    nsys.log           what nsys and the profiled program printed
+    report.md          written by `profkit report profiles/NAME`
+
+Multi-rank captures name their per-rank files from the templates below. Every reader and
+writer of these names imports them from here, and run.json is read and written only through
+`RunRecord`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from profkit.config import RunConfig
+from profkit.errors import ProfkitError
+
+RUN_FILE = "run.json"
+NSYS_REPORT = "profile.nsys-rep"
+NSYS_STEM = "profile"  # nsys profile --output=<folder>/profile writes profile.nsys-rep
+EXPORT = "profile.sqlite"
+LOG = "nsys.log"
+REPORT_MD = "report.md"
+# Templates for what later stages write beside these (one name each, used by reader and writer).
+RANK_REPORT = "rank{rank}.nsys-rep"
+RANK_EXPORT = "rank{rank}.sqlite"
+MEMORY_SNAPSHOT = "memory.pickle"
+FLOPS_FILE = "flops.json"
+
+PARTIAL = ".{name}.partial"  # a capture in progress
+FAILED = "{name}.failed"  # a capture that failed, kept for its log
+FILE_MODE = 0o644  # nsys runs the profiled program with umask 0: set the mode explicitly
+RUN_RECORD_VERSION = 2  # 1: run.json before it had a version field
+
+
+class LayoutError(ProfkitError):
+    """A name or folder that profkit cannot use as asked."""
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,@-]*$")
+
+
+def check_name(name: str) -> str:
+    """A capture or run name is one path component of ordinary characters, nothing else.
+
+    >>> check_name("small-step_bf16")
+    'small-step_bf16'
+    >>> check_name("../escape")
+    Traceback (most recent call last):
+    ...
+    profkit.layout.LayoutError: --name '../escape' must be one folder name (letters, digits, . _ + = , @ -, \
+not starting with . or -), not a path
+    """
+    if not _NAME.match(name) or name in (".", "..") or name.endswith((".partial", ".failed")):
+        raise LayoutError(f"--name {name!r} must be one folder name (letters, digits, . _ + = , @ -, not starting "
+                          "with . or -), not a path")
+    return name
+
+
+def write_text(path: Path, text: str, *, replace: bool = True) -> None:
+    """Write `path` atomically (a temporary name beside it, then a rename), mode 0644.
+
+    Raises:
+        LayoutError: `replace` is False and `path` exists, or the folder is missing or not writable.
+    """
+    if not replace and path.exists():
+        raise LayoutError(f"{path} exists; choose another file, or pass --force to replace it")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, FILE_MODE)  # O_CREAT's mode is masked by the umask; set it as meant
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        raise LayoutError(f"cannot write {path}: folder {path.parent} does not exist") from None
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise LayoutError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _capture_folder(profile: Path) -> Path | None:
+    """The capture folder `profile` names: itself, or the folder of its profile.sqlite/.nsys-rep."""
+    if profile.is_dir():
+        return profile
+    return profile.parent if profile.name in (EXPORT, NSYS_REPORT) else None
+
+
+def report_path(profile: Path) -> Path:
+    """Where report.md goes: in the capture folder, else NAME.report.md beside the export.
+
+    Raises:
+        LayoutError: `profile` is neither a folder nor an existing .sqlite/.nsys-rep.
+    """
+    if not profile.exists():
+        raise LayoutError(f"{profile} does not exist; give a capture folder (profiles/NAME), a .sqlite or a .nsys-rep")
+    folder = _capture_folder(profile)
+    if folder is not None:
+        return folder / REPORT_MD
+    if profile.suffix in (".sqlite", ".nsys-rep"):
+        return profile.with_name(f"{profile.stem}.{REPORT_MD}")
+    raise LayoutError(f"{profile} is not a capture folder, a .sqlite or a .nsys-rep")
+
+
+def capture_title(profile: Path) -> str:
+    """A capture's name for headings: its folder's name, else the export's stem."""
+    folder = _capture_folder(profile)
+    return folder.resolve().name if folder is not None else profile.stem
+
+
+@dataclass(kw_only=True, slots=True)
+class StepSummary:
+    mean_ms: float
+    std_ms: float
+    """Sample standard deviation (0 for one step)."""
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    tokens_per_s: float
+    """Tokens per step over the mean step time."""
+
+
+@dataclass(kw_only=True, slots=True)
+class Resolved:
+    """What the run's config resolved to on this machine."""
+
+    device: str
+    batch_size: int
+    context_length: int
+    tokens_per_step: int
+    params: int
+    timer: str
+    """`cuda_events` or `host_clock`."""
+    nvtx: bool
+    """Whether ranges were emitted."""
+    nvtx_in_model: bool
+    """Whether ranges inside the model were emitted (not under --compile)."""
+
+
+@dataclass(kw_only=True, slots=True)
+class Environment:
+    """The machine (no host name: runs and exports get shared)."""
+
+    profkit: str
+    python: str
+    platform: str
+    torch: str
+    cuda: str | None = None
+    cpu_threads: int | None = None
+    gpu: str | None = None
+    gpu_memory_bytes: int | None = None
+    driver: str | None = None
+    capability: str | None = None
+    cudnn: int | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class RunRecord:
+    """run.json: one workload's config, machine, and every measured step's time."""
+
+    config: RunConfig
+    resolved: Resolved
+    environment: Environment
+    steps_ms: list[float]
+    summary: StepSummary
+    first_step_ms: float | None = None
+    """The first warm-up step, synchronised (includes compilation under --compile)."""
+    compile_s: float | None = None
+    """Dynamo's compile time, when compiled."""
+    peak_memory_bytes: int | None = None
+    """torch.cuda.max_memory_allocated over the measured steps (reset after warm-up)."""
+    resident_memory_bytes: int | None = None
+    """torch.cuda.memory_allocated before the measured steps."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys a newer profkit wrote that this one does not know, kept as they were."""
+    version: int = RUN_RECORD_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"version": self.version, "config": self.config.to_dict()}
+        for f in dataclasses.fields(self):
+            if f.name in ("version", "config", "extra"):
+                continue
+            value = getattr(self, f.name)
+            d[f.name] = dataclasses.asdict(value) if isinstance(value, (Resolved, Environment, StepSummary)) else value
+        return {**d, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        """Read a record written by any profkit version (version 1 had no `version` key).
+
+        Raises:
+            LayoutError: a key is missing or has the wrong shape.
+        """
+        try:
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(
+                version=int(d.get("version", 1)),
+                config=RunConfig.from_dict(d["config"]),
+                resolved=Resolved(**d["resolved"]),
+                environment=Environment(**{k: v for k, v in d["environment"].items()
+                                           if k in {f.name for f in dataclasses.fields(Environment)}}),
+                steps_ms=[float(t) for t in d["steps_ms"]],
+                summary=StepSummary(**d["summary"]),
+                first_step_ms=d.get("first_step_ms"),
+                compile_s=d.get("compile_s"),
+                peak_memory_bytes=d.get("peak_memory_bytes"),
+                resident_memory_bytes=d.get("resident_memory_bytes"),
+                extra={k: v for k, v in d.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise LayoutError(f"not a profkit run record ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def read(cls, folder: Path) -> RunRecord:
+        """The run.json in `folder`.
+
+        Raises:
+            LayoutError: missing, not JSON, or not a run record.
+        """
+        path = folder / RUN_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise LayoutError(f"{path} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LayoutError(f"{path} is not readable JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise LayoutError(f"{path} is not a profkit run record")
+        try:
+            return cls.from_dict(data)
+        except LayoutError as e:
+            raise LayoutError(f"{path}: {e}") from None
+
+    def write(self, folder: Path) -> Path:
+        """Write run.json into `folder` (atomically, mode 0644); returns its path."""
+        path = folder / RUN_FILE
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def find_run(folder: Path) -> RunRecord | None:
+    """The run record of a capture or run folder, None when it has none."""
+    return RunRecord.read(folder) if (folder / RUN_FILE).is_file() else None

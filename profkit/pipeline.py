@@ -1,0 +1,185 @@
+"""The pipeline, input to Analysis: resolve what the user named, parse it, analyze it.
+
+    path (capture folder | .sqlite | .nsys-rep)
+      -> resolve_input  (a .nsys-rep is exported beside itself with profkit.nsys, never over a file)
+      -> parse.load     (ProfileData: DataFrames, read-only)
+      -> analyze        (categories, NVTX tree, each kernel's owner range and its path)
+      -> Analysis       (everything a report needs; no formatting here: that is profkit.report)
+
+`check_capture` is the launcher's test of a fresh export (kernels present, profkit's ranges
+recorded, analysis complete), so `profkit profile` refuses a capture the reports could not use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from profkit import analyze, layout, parse
+from profkit.errors import ProfkitError
+
+DEMO = "h100_small_step_fp32.sqlite"
+
+
+class InputError(ProfkitError):
+    """What the user named cannot be reported on."""
+
+
+@dataclass(slots=True)
+class Analysis:
+    data: parse.ProfileData
+    kernels: pd.DataFrame
+    """One row per kernel: parse's columns plus name, short_name, category, owner (range id,
+    -1 outside every range) and range_path (the owner's path, NaN when none)."""
+    ranges: pd.DataFrame
+    """One row per NVTX range: analyze.project() (path, parent, GPU time of its subtree)."""
+    run: layout.RunRecord | None
+    """The capture's run.json, when the input is a capture folder (or the packaged demo)."""
+
+    @property
+    def unattributed_pct(self) -> float:
+        return analyze.unattributed_pct(self.kernels)
+
+    def require_kernels(self) -> None:
+        """Raises InputError when the export has no kernels table."""
+        if not self.data.has_kernel_table:
+            raise InputError(f"{self.data.path} has no kernels table: nsys recorded no CUDA kernels (its analysis "
+                             "failed, or the capture traced no CUDA); capture again with --trace including cuda")
+
+
+def resolve_input(path: Path) -> Path:
+    """The export to read: a .sqlite, a capture folder's profile.sqlite, or a .nsys-rep's export.
+
+    A .nsys-rep is exported to the .sqlite beside it (needs nsys) unless that file exists.
+
+    Raises:
+        InputError: a folder without an export, or a .nsys-rep that cannot be exported.
+    """
+    if path.is_dir():
+        if (path / layout.EXPORT).exists():
+            return path / layout.EXPORT
+        if (path / layout.NSYS_REPORT).exists():
+            return resolve_input(path / layout.NSYS_REPORT)
+        raise InputError(f"{path} is a folder without {layout.EXPORT}; give a capture folder (profiles/NAME), "
+                         "a .sqlite or a .nsys-rep")
+    if path.suffix == ".nsys-rep" and path.is_file():
+        out = path.with_suffix(".sqlite")
+        if out.exists():
+            return out
+        from profkit.nsys import NsysNotFound, find_nsys
+        from profkit.nsys import export as nsys_export
+
+        try:
+            return nsys_export(find_nsys(), path, out)
+        except NsysNotFound as e:
+            raise InputError(f"{path} is an nsys report; exporting it to SQLite needs nsys: {e}") from None
+    return path
+
+
+def demo_path() -> Path:
+    """The real H100 export that ships inside the package (scrubbed), for `profkit report --demo`."""
+    return Path(str(resources.files("profkit").joinpath("data", DEMO)))
+
+
+def demo_run() -> layout.RunRecord:
+    """The demo export's run record."""
+    return layout.RunRecord.from_dict(json.loads(demo_path().with_suffix(".run.json").read_text()))
+
+
+def load_demo() -> Analysis:
+    """The Analysis of the packaged demo export and its run record."""
+    return analyze_data(parse.load(demo_path()), run=demo_run())
+
+
+def run_of(path: Path) -> layout.RunRecord | None:
+    """The run record beside an input: a capture folder's, or the folder holding its export."""
+    folder = path if path.is_dir() else path.parent
+    return layout.find_run(folder) if path.is_dir() or path.name == layout.EXPORT else None
+
+
+def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True) -> Analysis:
+    """Parse and analyze one export.
+
+    Args:
+        path: a capture folder, a .sqlite export or a .nsys-rep.
+        rules: extra category rules (TOML), tried before profkit's own.
+        allow_incomplete: report an export whose analysis stopped early instead of refusing it.
+        nvtx: attribute kernels to NVTX ranges (needs each kernel's launch); False skips that work
+            and leaves every kernel's owner -1.
+
+    Raises:
+        ProfkitError: the input, its rules or its run.json cannot be used.
+    """
+    export = resolve_input(path)
+    data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx)
+    return analyze_data(data, rules=rules, nvtx=nvtx, run=run_of(path))
+
+
+def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bool = True,
+                 run: layout.RunRecord | None = None) -> Analysis:
+    """Analysis of parsed data: categories per name, NVTX tree, owners and paths as columns."""
+    rule_list = analyze.load_rules(rules)
+    ids = pd.Series(pd.unique(data.kernels["name_id"]))
+    names = ids.map(data.names).fillna("<unknown>")
+    cats = pd.Series(analyze.categorize(names, rule_list).to_numpy(), index=ids.to_numpy())
+    kernels = analyze.kernel_frame(data.kernels, data.names, cats)
+    tree = analyze.nvtx_tree(data.nvtx if nvtx else data.nvtx.iloc[:0])
+    owner = analyze.attribute(kernels, tree)
+    ranges = analyze.project(kernels, tree, owner)
+    return Analysis(data, analyze.with_owner(kernels, ranges, owner), ranges, run)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    kernels: int | None
+    """Rows of CUPTI_ACTIVITY_KIND_KERNEL; None when the table is missing."""
+    ranges: dict[str, int]
+    """NVTX range names (text or registered string) and how often each occurs."""
+
+
+def summarize(data: parse.ProfileData) -> ExportSummary:
+    """Kernel count and NVTX range names of a parsed export."""
+    kernels = len(data.kernels) if data.has_kernel_table else None
+    return ExportSummary(kernels, {str(k): int(v) for k, v in data.nvtx["name"].value_counts().items()})
+
+
+def summarize_export(path: Path) -> ExportSummary:
+    """Kernel count and NVTX range names of an export, read with profkit's parser."""
+    return summarize(parse.load(path, allow_incomplete=True, launches=False))
+
+
+def check_export(summary: ExportSummary, *, device: str, steps: int, ranges: bool) -> None:
+    """Raise InputError if the export misses what the run emitted: kernels on CUDA, and (when the
+    run emitted ranges) its `step_i` and `forward` ranges."""
+    if device == "cuda" and summary.kernels is None:
+        raise InputError("the export has no kernels table although the run used CUDA: nsys recorded no GPU "
+                         "activity; check --trace includes cuda and that capture started (cudaProfilerApi)")
+    if device == "cuda" and summary.kernels == 0:
+        raise InputError("the export has no kernels although the run used CUDA; use a newer nsys "
+                         "(see profkit doctor)")
+    if not ranges:
+        return
+    expected = {f"step_{i}" for i in range(steps)} | {"forward"}
+    missing = sorted(expected - set(summary.ranges))
+    if missing:
+        raise InputError(f"NVTX ranges profkit emitted are missing from the export ({', '.join(missing[:4])}"
+                         f"{'...' if len(missing) > 4 else ''}): this nsys did not record the nvtx package's "
+                         "ranges; keep nvtx==0.2.10 (profkit's pin) and include nvtx in --trace")
+
+
+def check_capture(folder: Path) -> None:
+    """`profkit profile`'s test of a fresh capture folder (its run.json and export).
+
+    Raises:
+        ProfkitError: kernels or profkit's ranges are missing, or the analysis stopped early.
+    """
+    record = layout.RunRecord.read(folder)
+    data = parse.load(folder / layout.EXPORT, allow_incomplete=True, launches=False)  # read once for both checks
+    device = record.resolved.device.split(":")[0]
+    check_export(summarize(data), device=device, steps=record.config.steps, ranges=record.resolved.nvtx)
+    if device == "cuda":  # an analysis that stopped early leaves a truncated export
+        parse.check_complete(data)

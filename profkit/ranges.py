@@ -1,0 +1,92 @@
+"""NVTX ranges by name: the one annotation helper that models and the runner use (no torch).
+
+Why the `nvtx` package and not `torch.cuda.nvtx`: it works on CPU-only machines too (the CPU
+tests and CI capture real exports with nsys), and its ranges carry registered strings.
+It is pinned to 0.2.10 because nsys 2023.4.4 did not record ranges from 0.2.17 at all
+(see ../shared/nsys/README.md); tests/test_profile.py checks ranges reach a real export.
+
+Two kinds of range: `phase` marks what the runner does (warmup, step_3, forward, backward,
+optimizer, loss) and `annotate` marks steps inside a model. They are switched apart because a
+torch.compile'd model must not contain NVTX calls (each would be a graph break, and the
+compiler fuses the steps anyway), while the phases around it still matter.
+
+Cost: a range is one dict lookup and two C calls, and the NVTX C library makes push/pop
+no-ops when no tool is attached. So `profkit run --nvtx auto`, the default, turns ranges on
+only when a tool is attached (`tool_attached`) and pays nothing otherwise. Switched off,
+`annotate` hands back one shared `contextlib.nullcontext`, which torch.compile traces
+without a graph break.
+
+Ranges for modules (forward and backward hooks) are attached from outside a model by
+`profkit.collect.hooks`, which calls `push` and `pop` here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import nvtx
+
+# profkit's ranges live in an NVTX domain of their own: push/pop stacks are kept per domain,
+# so ranges that PyTorch pushes on the same thread (emit_nvtx, nsys --pytorch=autograd-nvtx)
+# cannot pop profkit's, nor profkit pop theirs.
+DOMAIN = "profkit"
+_ENABLED = True  # every range
+_INNER = True  # ranges inside models (`annotate`, module hooks)
+_NULL = contextlib.nullcontext()
+_CACHE: dict[str, nvtx.annotate] = {}
+
+
+def tool_attached() -> bool:
+    """True under nsys, Nsight Compute or any NVTX tool: they set NVTX_INJECTION64_PATH
+    (seen with nsys 2023.4.4, whose launcher sets it together with LD_PRELOAD)."""
+    return bool(os.environ.get("NVTX_INJECTION64_PATH"))
+
+
+def resolve(setting: str) -> bool:
+    """Whether `--nvtx auto|on|off` means ranges in this process.
+
+    >>> resolve("on"), resolve("off")
+    (True, False)
+    """
+    return setting == "on" or (setting == "auto" and tool_attached())
+
+
+def set_enabled(enabled: bool, *, inner: bool = True) -> None:
+    """Turn ranges on or off: all of them, or (inner=False) only those inside models."""
+    global _ENABLED, _INNER
+    _ENABLED, _INNER = enabled, enabled and inner
+
+
+def inner_enabled() -> bool:
+    """Whether ranges inside models (annotate, module hooks) are on."""
+    return _INNER
+
+
+def _range(name: str) -> nvtx.annotate:
+    # nvtx.annotate registers its string once; reusing the object keeps push/pop cheap.
+    r = _CACHE.get(name)
+    if r is None:
+        r = _CACHE[name] = nvtx.annotate(name, domain=DOMAIN)
+    return r
+
+
+def annotate(name: str) -> contextlib.AbstractContextManager[Any]:
+    """`with annotate("attn_softmax"):` marks one step of a model's forward."""
+    return _range(name) if _INNER else _NULL
+
+
+def phase(name: str) -> contextlib.AbstractContextManager[Any]:
+    """`with phase("step_3"):` marks what the runner does around the model."""
+    return _range(name) if _ENABLED else _NULL
+
+
+def push(name: str) -> None:
+    if _INNER:
+        _range(name).__enter__()
+
+
+def pop(name: str) -> None:
+    if _INNER:
+        _range(name).__exit__()
