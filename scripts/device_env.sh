@@ -5,8 +5,10 @@
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || return 1
-  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# profkit itself, editable: models/ is only importable as profkit.models through the install.
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir -e . || return 1
 ncu_host=$(ls -d /opt/nvidia/nsight-compute/*/host 2>/dev/null | sort -V | tail -n 1)
 if [ -n "$ncu_host" ] && [ -d .tools/device-libs ] && [ ! -x /tmp/nsys-ncu/target-linux-x64/nsys ]; then
   mkdir -p /tmp/nsys-ncu
