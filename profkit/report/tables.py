@@ -7,6 +7,7 @@ from typing import Any
 
 from profkit.analyze.categories import triton_fuses
 from profkit.layout import RunRecord
+from profkit.report.names import readable_name, unique_names
 
 
 def mib(n: int | None) -> str:
@@ -44,28 +45,6 @@ def runs_table(results: list[tuple[dict[str, Any], RunRecord | None, str | None]
     return markdown_table(header, rows, align="lllrrrrl")
 
 
-def short_kernel_name(name: str, width: int = 70) -> str:
-    """A readable kernel name for tables: template arguments and parameters folded.
-
-    >>> short_kernel_name("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>, "
-    ...                   "std::array<char *, 3>>(int, T2, T3)")
-    'at::native::vectorized_elementwise_kernel<…>'
-    """
-    s = name.removeprefix("void ").strip()
-    out, depth = [], 0
-    for ch in s:
-        if ch in "<(":
-            if depth == 0:
-                out.append("<…>" if ch == "<" else "")
-            depth += 1
-        elif ch in ">)":
-            depth = max(depth - 1, 0)
-        elif depth == 0:
-            out.append(ch)
-    short = "".join(out).strip() or s
-    return short if len(short) <= width else short[: width - 1] + "…"
-
-
 def _ms(ns: float) -> str:
     return f"{ns / 1e6:,.3f}"
 
@@ -87,10 +66,14 @@ def category_label(name: str, category: str) -> str:
 
 
 def kernels_markdown(ranked: Any, by: str = "name") -> str:
-    """The kernel ranking as a table; by category, one column names the category."""
-    rows = [[short_kernel_name(str(r.name)), category_label(str(r.name), str(r.category)), f"{int(r.instances):,}",
+    """The kernel ranking as a table; by category, one column names the category.
+
+    Kernel names are readable_name()s, numbered where two kernels would read the same; CSV and
+    JSON keep the full demangled names."""
+    labels = unique_names([str(n) for n in ranked["name"]]) if by != "category" else list(ranked["name"])
+    rows = [[label, category_label(str(r.name), str(r.category)), f"{int(r.instances):,}",
              _ms(r.total_ns), _us(r.avg_ns), _us(r.median_ns), _us(r.min_ns), _us(r.max_ns), f"{r.time_pct:.1f}"]
-            for r in ranked.itertuples()]
+            for label, r in zip(labels, ranked.itertuples(), strict=True)]
     header = ["kernel", "category", "instances", "total ms", "avg us", "median us", "min us", "max us", "time %"]
     if by == "category":
         return markdown_table(["category", *header[2:]], [[r[0], *r[2:]] for r in rows], align="lrrrrrrr")
@@ -100,7 +83,7 @@ def kernels_markdown(ranked: Any, by: str = "name") -> str:
 def nvtx_markdown(summary: Any, by: str = "path") -> str:
     rows = [[str(getattr(r, by)), f"{int(r.instances):,}", _ms(r.cpu_total_ns), _ms(r.gpu_total_ns),
              _ms(r.gpu_span_ns), f"{int(r.kernels):,}",
-             short_kernel_name(r.top_kernel, 50) if isinstance(r.top_kernel, str) else "—"]
+             readable_name(r.top_kernel, 50) if isinstance(r.top_kernel, str) else "—"]
             for r in summary.itertuples()]
     return markdown_table([by, "instances", "CPU ms", "GPU kernel ms", "GPU span ms", "kernels", "top kernel"], rows,
                           align="lrrrrrl")
