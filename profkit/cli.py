@@ -341,3 +341,23 @@ def compare(profiles: tuple[Path, ...], top: int, fmt: str, output: Path | None,
         raise bad_input("compare needs at least two captures")
     analyses = [_load(p, rules, allow_incomplete, nvtx=False) for p in profiles]
     emit(library(lambda: reports.compare(analyses, reports.labels(list(profiles)), top=top, fmt=fmt)), output)
+
+
+@report.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("profile", type=click.Path(path_type=Path))
+@click.option("--by", type=click.Choice(["phase", "name"]), default="phase", show_default=True,
+              help="phase: the measured steps' step, forward, backward, optimizer; name: every range name.")
+@output_options
+@report_options
+def timeline(profile: Path, by: str, fmt: str, output: Path | None, rules: Path | None, allow_incomplete: bool) -> None:
+    """Is the GPU busy? Wall time, GPU span, busy (union of kernel, memcpy, memset) and idle time,
+    launch rate, launch-to-start queue and a verdict, per phase or per range name.
+
+    \b
+    Example:
+        profkit report timeline profiles/small-step
+        profkit report timeline profiles/small-step --by name --format json
+    """
+    from profkit.report.timeline import timeline as timeline_report
+
+    emit(timeline_report(_load(profile, rules, allow_incomplete), by=by, fmt=fmt), output)

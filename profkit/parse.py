@@ -203,13 +203,21 @@ def split_op_names(names: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _load_activity(db: sqlite3.Connection, tables: set[str], table: str, extra: list[str]) -> pd.DataFrame:
+    """memcpy or memset rows, each with its launching runtime call (launch_ns, launch_tid; -1 if none),
+    joined as kernels are: on correlation id and process."""
     base = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid"]
     names = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid"]
+    launch = ["launch_ns", "launch_tid"]
     if table not in tables:
-        return pd.DataFrame({c: pd.Series(dtype="int64") for c in [*names, *extra, "dur_ns"]})
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in [*names, *extra, *launch, "dur_ns"]})
     have = _columns(db, table)
-    select = [f"coalesce({c}, -1)" if c in have else "0" for c in base + extra]
-    frame = _frame(db, f"SELECT {', '.join(select)} FROM {table}", names + extra)
+    select = [f"coalesce(a.{c}, -1)" if c in have else "0" for c in base + extra]
+    join, when = "", "-1, -1"
+    if RUNTIME_TABLE in tables and "correlationId" in have:
+        join = (f" LEFT JOIN {RUNTIME_TABLE} r ON r.correlationId = a.correlationId"
+                + (f" AND (r.globalTid & {PID_MASK}) = a.globalPid" if "globalPid" in have else ""))
+        when = "coalesce(r.start, -1), coalesce(r.globalTid, -1)"
+    frame = _frame(db, f"SELECT {', '.join(select)}, {when} FROM {table} a{join}", names + extra + launch)
     return frame.assign(dur_ns=frame["end_ns"] - frame["start_ns"])
 
 

@@ -37,12 +37,21 @@ class Analysis:
     -1 outside every range) and range_path (the owner's path, NaN when none)."""
     ranges: pd.DataFrame
     """One row per NVTX range: analyze.project() (path, parent, GPU time of its subtree)."""
+    transfers: pd.DataFrame
+    """memcpy and memset rows (start_ns, end_ns, dur_ns, kind) with their owner range id."""
     run: layout.RunRecord | None
     """The capture's run.json, when the input is a capture folder (or the packaged demo)."""
 
     @property
     def unattributed_pct(self) -> float:
         return analyze.unattributed_pct(self.kernels)
+
+    def activity(self) -> pd.DataFrame:
+        """All GPU work with its owner: kernels, then memcpy and memset (start_ns, end_ns, owner,
+        launch_ns, is_kernel)."""
+        cols = ["start_ns", "end_ns", "owner", "launch_ns"]
+        return pd.concat([self.kernels[cols].assign(is_kernel=True), self.transfers[cols].assign(is_kernel=False)],
+                         ignore_index=True)
 
     def require_kernels(self) -> None:
         """Raises InputError when the export has no kernels table."""
@@ -130,7 +139,11 @@ def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bo
     tree = analyze.nvtx_tree(data.nvtx if nvtx else data.nvtx.iloc[:0])
     owner = analyze.attribute(kernels, tree)
     ranges = analyze.project(kernels, tree, owner)
-    return Analysis(data, analyze.with_owner(kernels, ranges, owner), ranges, run)
+    cols = ["start_ns", "end_ns", "dur_ns", "launch_ns", "launch_tid"]
+    transfers = pd.concat([data.memcpy[cols].assign(kind="memcpy"), data.memset[cols].assign(kind="memset")],
+                          ignore_index=True)
+    transfers = transfers.assign(owner=analyze.attribute(transfers, tree))
+    return Analysis(data, analyze.with_owner(kernels, ranges, owner), ranges, transfers, run)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 - `nvtx`: the NVTX range tree across threads, kernel attribution, projection, range summaries;
 - `kernels`: kernel names and categories per row, the ranking, category shares, filters;
-- `categories`: the ordered rule table that names each kernel's category.
+- `categories`: the ordered rule table that names each kernel's category;
+- `timeline`: GPU busy and idle time per phase, the verdict, and what to try.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from profkit.analyze.kernels import (
     with_owner,
 )
 from profkit.analyze.nvtx import OPEN_END, attribute, innermost_at, nvtx_summary, nvtx_tree, project, thread_timelines
+from profkit.analyze.timeline import timeline, union_ns, what_to_try
 
 __all__ = ["OPEN_END", "attribute", "categorize", "category_shares", "compare_shares", "in_ranges", "innermost_at",
            "kernel_frame", "load_rules", "lookup_categorical", "nvtx_summary", "nvtx_tree", "project",
-           "rank_kernels", "thread_timelines", "triton_fuses", "unattributed_pct", "with_owner"]
+           "rank_kernels", "thread_timelines", "timeline", "triton_fuses", "unattributed_pct", "union_ns",
+           "what_to_try", "with_owner"]

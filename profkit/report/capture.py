@@ -6,6 +6,7 @@ from profkit import analyze
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
 from profkit.report.tables import categories_markdown, kernels_markdown, markdown_table, nvtx_markdown
+from profkit.report.timeline import step_line, verdict_section
 
 
 def run_lines(run: RunRecord) -> list[str]:
@@ -17,8 +18,8 @@ def run_lines(run: RunRecord) -> list[str]:
         f"`profkit run --model {c.model} --mode {c.mode} --dtype {c.dtype} --attn {c.attn}"
         + (" --compile" if c.compile else "") + f"` — batch {res.batch_size} x {res.context_length}, "
         f"{res.params:,} parameters, {len(run.steps_ms)} measured steps.", "",
-        machine + f"Step time under the profiler: median {s.median_ms:.2f} ms, mean {s.mean_ms:.2f} ± "
-        f"{s.std_ms:.2f} ms (profiled times are not bare times).", "",
+        machine + f"Under the profiler: mean {s.mean_ms:.2f} ± {s.std_ms:.2f} ms per step (profiled times are "
+        "not bare times).", "", step_line(run.steps_ms), "",
     ]
 
 
@@ -27,6 +28,7 @@ def capture_markdown(a: Analysis, *, title: str, top: int = 15) -> str:
     lines = [f"# {title}", ""]
     if a.run is not None:
         lines += run_lines(a.run)
+    lines += verdict_section(a)
     k = a.kernels
     if a.data.has_kernel_table and not k.empty:
         total = k["dur_ns"].sum()
@@ -39,6 +41,7 @@ def capture_markdown(a: Analysis, *, title: str, top: int = 15) -> str:
         lines += ["No CUDA kernels in this capture (a CPU run, or no CUDA traced).", ""]
     if not a.ranges.empty:
         summary = analyze.nvtx_summary(a.ranges, a.kernels, by="name")
+        summary = summary[~summary["name"].astype(str).str.match(r"^step_\d+$")]  # in the step-time line
         if k.empty:  # a CPU capture: only host time to show
             rows = [[str(r.name), f"{int(r.instances):,}", f"{r.cpu_total_ns / 1e6:,.3f}"]
                     for r in summary.itertuples()]

@@ -1,0 +1,210 @@
+"""Is the GPU busy? Per phase of a training step (or per range name): wall time, GPU span, GPU
+busy time (the union of the execution intervals of the work the range launched, not their sum,
+since streams overlap), idle share, launch rate, the launch-to-start queue, and a verdict.
+
+Anchors: HTA's temporal breakdown (idle / compute / communication per rank) and nsys's
+`analyze` rules gpu_gaps and gpu_time_util, which say it for a whole run; here it is said per
+phase (forward, backward, optimizer) of the measured steps, with the evidence for each verdict.
+
+    wall      |<------------------ step_3 (CPU, push to pop) ------------------>|
+    span          |<------------- first start .. last end ------------->|
+    busy          [k1][k2]  [k3]     [k4===k5]   [k6]      (k4, k5 overlap: counted once)
+    queue     launch -> start of each kernel (near 0 when the GPU waits for the CPU)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from profkit.analyze.nvtx import OPEN_END
+from profkit.frames import require
+
+PHASES = ("step", "forward", "backward", "optimizer")
+# The verdict rule (README: "What bounds the step"). The GPU idle share is of the phase's GPU span.
+LAUNCH_BOUND_IDLE_PCT = 50.0
+"""At least this share of the span idle ..."""
+LAUNCH_BOUND_QUEUE_NS = 50_000
+"""... and the median kernel starts within this long of its launch call: the GPU waits on the CPU."""
+GPU_BOUND_IDLE_PCT = 20.0
+"""At most this share idle: the GPU is the bottleneck."""
+
+
+def union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
+    """Total length of the union of intervals [start, end).
+
+    >>> union_ns(np.array([0, 5, 20]), np.array([10, 12, 30]))
+    22
+    """
+    if len(starts) == 0:
+        return 0
+    order = np.argsort(starts, kind="stable")
+    s, e = starts[order], ends[order]
+    reach = np.maximum.accumulate(e)
+    new = np.r_[True, s[1:] > reach[:-1]]  # a segment starts where nothing before still runs
+    first = np.flatnonzero(new)
+    seg_end = np.maximum.reduceat(e, first)
+    return int((seg_end - s[first]).sum())
+
+
+def _euler(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Preorder entry index and last descendant's entry index of each node of a forest."""
+    n = len(parent)
+    children: list[list[int]] = [[] for _ in range(n)]
+    roots: list[int] = []
+    for i, p in enumerate(parent.tolist()):
+        (children[p] if p >= 0 else roots).append(i)
+    tin = np.zeros(n, dtype=np.int64)
+    tout = np.zeros(n, dtype=np.int64)
+    clock = 0
+    stack: list[tuple[int, bool]] = [(r, False) for r in reversed(roots)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            tout[node] = clock - 1
+            continue
+        tin[node] = clock
+        clock += 1
+        stack.append((node, True))
+        stack.extend((c, False) for c in reversed(children[node]))
+    return tin, tout
+
+
+def phase_of(ranges: pd.DataFrame) -> pd.Series:
+    """Each range's phase: `step` for a top-level step_i, `forward`/`backward`/`optimizer` for
+    those directly under a step_i, else None (phases are profkit's runner ranges)."""
+    parts = ranges["path"].str.split("/")
+    top = parts.str[0].str.match(r"^step_\d+$")
+    depth = parts.str.len()
+    phase = pd.Series([None] * len(ranges), index=ranges.index, dtype=object)
+    phase[top & (depth == 1)] = "step"
+    second = parts.str[1]
+    for p in PHASES[1:]:
+        phase[top & (depth == 2) & (second == p)] = p
+    return phase
+
+
+def timeline(ranges: pd.DataFrame, activity: pd.DataFrame, *, by: str = "phase") -> pd.DataFrame:
+    """Busy and idle GPU time per phase of the measured steps (or per range name).
+
+    Args:
+        ranges: analyze.project() rows (range_id order, with parent, path, name, start_ns, end_ns).
+        activity: GPU work with its owner range id: kernels, memcpy and memset rows with start_ns,
+            end_ns, owner (-1 outside every range), launch_ns (-1 unknown) and is_kernel.
+        by: `phase` (step, forward, backward, optimizer of the step_i ranges) or `name`.
+
+    Returns:
+        One row per phase or name, all instances added: name, instances, wall_ns, gpu_span_ns,
+        gpu_busy_ns, gpu_idle_pct (of the span), kernels, launches_per_ms (kernels over wall time),
+        median_queue_ns (kernel start minus its launch call, all instances), verdict.
+    """
+    require(ranges, ["parent", "path", "name", "start_ns", "end_ns"], "ranges")
+    require(activity, ["start_ns", "end_ns", "owner", "launch_ns", "is_kernel"], "activity")
+    keys = phase_of(ranges) if by == "phase" else ranges["name"].astype(object)
+    tin, tout = _euler(ranges["parent"].to_numpy()) if len(ranges) else (np.zeros(0, np.int64),) * 2
+    owned = activity[activity["owner"].to_numpy() >= 0]
+    pos = tin[owned["owner"].to_numpy()] if len(owned) else np.zeros(0, np.int64)
+    order = np.argsort(pos, kind="stable")
+    pos = pos[order]
+    s, e = owned["start_ns"].to_numpy()[order], owned["end_ns"].to_numpy()[order]
+    is_k = owned["is_kernel"].to_numpy()[order]
+    queue = (owned["start_ns"] - owned["launch_ns"]).to_numpy()[order]
+    has_launch = owned["launch_ns"].to_numpy()[order] >= 0
+    rows = []
+    for key, idx in pd.Series(np.arange(len(ranges))).groupby(keys.to_numpy(), sort=False).groups.items():
+        if key is None:
+            continue
+        wall = span = busy = kernels = 0
+        queues = []
+        instances = 0
+        for r in np.asarray(idx):
+            instances += 1
+            if ranges["end_ns"].iat[r] < OPEN_END:
+                wall += int(ranges["end_ns"].iat[r] - ranges["start_ns"].iat[r])
+            lo, hi = np.searchsorted(pos, tin[r], "left"), np.searchsorted(pos, tout[r], "right")
+            if hi <= lo:
+                continue
+            span += int(e[lo:hi].max() - s[lo:hi].min())
+            busy += union_ns(s[lo:hi], e[lo:hi])
+            k = is_k[lo:hi]
+            kernels += int(k.sum())
+            queues.append(queue[lo:hi][k & has_launch[lo:hi]])
+        q = np.concatenate(queues) if queues else np.zeros(0)
+        idle = 100.0 * (span - busy) / span if span else 0.0
+        median_q = float(np.median(q)) if len(q) else float("nan")
+        rows.append({"name": key, "instances": instances, "wall_ns": wall, "gpu_span_ns": span,
+                     "gpu_busy_ns": busy, "gpu_idle_pct": idle, "kernels": kernels,
+                     "launches_per_ms": kernels / (wall / 1e6) if wall else 0.0, "median_queue_ns": median_q,
+                     "verdict": verdict(idle, median_q, span)})
+    out = pd.DataFrame(rows, columns=["name", "instances", "wall_ns", "gpu_span_ns", "gpu_busy_ns", "gpu_idle_pct",
+                                      "kernels", "launches_per_ms", "median_queue_ns", "verdict"])
+    if by == "phase":
+        out = out.set_index("name").reindex([p for p in PHASES if p in set(out["name"])]).reset_index()
+    return out
+
+
+def verdict(idle_pct: float, median_queue_ns: float, span_ns: int) -> str:
+    """`launch-bound`, `GPU-bound` or `mixed` (`no GPU work` when nothing ran).
+
+    | GPU idle of span | median launch-to-start | verdict      |
+    | >= 50%           | < 50 us                | launch-bound |
+    | <= 20%           | any                    | GPU-bound    |
+    | otherwise        |                        | mixed        |
+
+    >>> verdict(80.0, 3_000, 10), verdict(5.0, 900_000, 10), verdict(35.0, 10_000, 10), verdict(0.0, 0, 0)
+    ('launch-bound', 'GPU-bound', 'mixed', 'no GPU work')
+    """
+    if span_ns <= 0:
+        return "no GPU work"
+    if idle_pct >= LAUNCH_BOUND_IDLE_PCT and median_queue_ns < LAUNCH_BOUND_QUEUE_NS:
+        return "launch-bound"
+    if idle_pct <= GPU_BOUND_IDLE_PCT:
+        return "GPU-bound"
+    return "mixed"
+
+
+# A share of the step's GPU time above which a cost is worth naming.
+NOTABLE_PCT = 10.0
+
+
+def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None = None, compiled: bool = False,
+                fused_optimizer: bool = False, peak_bytes: int | None = None,
+                gpu_bytes: int | None = None) -> list[str]:
+    """Suggestions the capture holds evidence for, each naming its evidence.
+
+    Args:
+        phases: timeline(by="phase") rows.
+        kernels: kernel rows of the measured steps (name, category, dur_ns, range_path).
+        attn, compiled, fused_optimizer, peak_bytes, gpu_bytes: what the run record says, when known.
+    """
+    out: list[str] = []
+    step = phases.set_index("name").loc["step"] if "step" in set(phases["name"]) else None
+    in_steps = kernels[kernels["range_path"].astype(str).str.match(r"^step_\d+(/|$)")] if len(kernels) else kernels
+    total = float(in_steps["dur_ns"].sum()) if len(in_steps) else 0.0
+    if step is not None and step["verdict"] == "launch-bound":
+        if not compiled:
+            out.append(f"CUDA graphs or `torch.compile` (`--compile`): the GPU is idle {step['gpu_idle_pct']:.0f}% "
+                       f"of the step and each kernel starts {step['median_queue_ns'] / 1e3:.1f} us (median) after its "
+                       f"launch, {step['launches_per_ms']:.0f} launches per ms: the CPU cannot launch fast enough")
+        if peak_bytes and gpu_bytes and peak_bytes < gpu_bytes / 4:
+            out.append(f"a larger batch: launch-bound, and the peak ({peak_bytes / 2**30:.1f} GiB) uses "
+                       f"{100 * peak_bytes / gpu_bytes:.0f}% of the GPU's {gpu_bytes / 2**30:.0f} GiB")
+    if total:
+        names = in_steps["name"].astype(str)
+        foreach = in_steps[names.str.contains("multi_tensor_apply_kernel", regex=False)]
+        opt_pct = 100.0 * foreach["dur_ns"].sum() / total
+        if not fused_optimizer and opt_pct >= NOTABLE_PCT:
+            out.append(f"`torch.optim.AdamW(fused=True)`: the foreach optimizer runs {len(foreach):,} "
+                       f"multi_tensor_apply kernels, {opt_pct:.1f}% of the steps' kernel time")
+        casts = in_steps[names.str.contains(r"(?:bfloat16|float16)_copy_kernel", regex=True)]
+        cast_pct = 100.0 * casts["dur_ns"].sum() / total
+        if cast_pct >= 5.0:
+            out.append(f"bf16 weights (or a cast cache): autocast's fp32→16-bit copies are {cast_pct:.1f}% of the "
+                       f"steps' kernel time ({len(casts):,} kernels)")
+        if attn == "naive":
+            soft = in_steps[in_steps["category"].astype(str) == "softmax"]
+            soft_pct = 100.0 * soft["dur_ns"].sum() / total
+            if soft_pct >= 2.0:
+                out.append(f"an SDPA backend (`--attn flash`): naive attention's softmax alone is {soft_pct:.1f}% of "
+                           "the steps' kernel time, and its T x T scores go through memory")
+    return out
