@@ -308,18 +308,25 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
 @report.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("profile", type=click.Path(path_type=Path))
 @click.option("--by", type=click.Choice(["path", "name"]), default="path", show_default=True)
+@click.option("--steps", type=click.Choice(["each", "merged"]), default="each", show_default=True,
+              help="merged: one row per path of the measured steps, per step, largest first (warm-up left out).")
+@click.option("--depth", type=click.IntRange(min=1), help="Paths of at most this many parts (below the step when "
+              "merged).")
 @output_options
 @report_options
-def nvtx(profile: Path, by: str, fmt: str, output: Path | None, rules: Path | None, allow_incomplete: bool) -> None:
+def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output: Path | None, rules: Path | None,
+         allow_incomplete: bool) -> None:
     """GPU time of each NVTX range path (or name), backward's autograd thread included.
 
     \b
     Example:
         profkit report nvtx profiles/small-step --by name
+        profkit report nvtx profiles/small-step --steps merged --depth 2
     """
     from profkit import report as reports
 
-    emit(reports.nvtx(_load(profile, rules, allow_incomplete), by=by, fmt=fmt), output)
+    a = _load(profile, rules, allow_incomplete)
+    emit(library(lambda: reports.nvtx(a, by=by, steps=steps, depth=depth, fmt=fmt)), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)

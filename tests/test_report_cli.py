@@ -102,7 +102,7 @@ def test_capture_folder_gets_report_md(tmp_path: Path) -> None:
     text = (folder / "report.md").read_text()
     assert text.startswith("# enc\n")
     assert "234 kernels, 8.902 ms of kernel time; 0.00% of it launched outside every NVTX range." in text
-    assert "| gemm | 6.003 | 66.8 |" in text  # memcpy and memset count in the shares
+    assert "| gemm | 2.001 | 1.999 | 2.004 | 66.8 |" in text  # per measured step; memcpy and memset count in the shares
 
 
 def test_output_file_never_overwritten(tmp_path: Path) -> None:

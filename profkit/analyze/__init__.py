@@ -11,6 +11,7 @@ from __future__ import annotations
 from profkit.analyze.categories import categorize, load_rules, triton_fuses
 from profkit.analyze.kernels import (
     category_shares,
+    category_steps,
     compare_shares,
     in_ranges,
     kernel_frame,
@@ -19,10 +20,20 @@ from profkit.analyze.kernels import (
     unattributed_pct,
     with_owner,
 )
-from profkit.analyze.nvtx import OPEN_END, attribute, innermost_at, nvtx_summary, nvtx_tree, project, thread_timelines
+from profkit.analyze.nvtx import (
+    OPEN_END,
+    attribute,
+    fold_steps,
+    innermost_at,
+    nvtx_summary,
+    nvtx_tree,
+    project,
+    step_of,
+    thread_timelines,
+)
 from profkit.analyze.timeline import timeline, union_ns, what_to_try
 
-__all__ = ["OPEN_END", "attribute", "categorize", "category_shares", "compare_shares", "in_ranges", "innermost_at",
-           "kernel_frame", "load_rules", "lookup_categorical", "nvtx_summary", "nvtx_tree", "project",
-           "rank_kernels", "thread_timelines", "timeline", "triton_fuses", "unattributed_pct", "union_ns",
-           "what_to_try", "with_owner"]
+__all__ = ["OPEN_END", "attribute", "categorize", "category_shares", "category_steps", "compare_shares",
+           "fold_steps", "in_ranges", "innermost_at", "kernel_frame", "load_rules", "lookup_categorical",
+           "nvtx_summary", "nvtx_tree", "project", "rank_kernels", "step_of", "thread_timelines", "timeline",
+           "triton_fuses", "unattributed_pct", "union_ns", "what_to_try", "with_owner"]

@@ -161,3 +161,42 @@ def compare_shares(shares: list[pd.DataFrame], labels: list[str]) -> pd.DataFram
             ns, pct = int(s["total_ns"].get(c, 0)), float(s["pct"].get(c, 0.0))
             rows.append((c, label, ns, pct, ns - base_ns, pct - base_pct))
     return pd.DataFrame(rows, columns=["category", "capture", "total_ns", "pct", "delta_ns", "delta_pp"])
+
+
+def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
+    """Time per category in each measured step (kernels, memcpy and memset under a step_i range):
+    category, mean_ns (per step), min_ns, max_ns (over the steps), pct (of the steps' GPU time).
+    Empty when the capture has no step_i ranges.
+
+    | step | category | dur_ns |  ->  | category | mean_ns | min_ns | max_ns |
+    | 0    | gemm     | 10     |      | gemm     | 11      | 10     | 12     |
+    | 1    | gemm     | 12     |      |          |         |        |        |
+    """
+    from profkit.analyze.nvtx import step_of
+
+    require(kernels, ["owner", "category", "dur_ns"], "kernels")
+    step_by_range = step_of(ranges["path"]).to_numpy()
+    parts = [pd.DataFrame({"owner": kernels["owner"].to_numpy(), "category": kernels["category"].astype(str),
+                           "dur_ns": kernels["dur_ns"].to_numpy()})]
+    if len(transfers):
+        parts.append(pd.DataFrame({"owner": transfers["owner"].to_numpy(), "category": transfers["kind"].astype(str),
+                                   "dur_ns": transfers["dur_ns"].to_numpy()}))
+    rows = pd.concat(parts, ignore_index=True)
+    own = rows["owner"].to_numpy()
+    step = np.full(len(rows), -1, dtype=np.int64)
+    hit = own >= 0
+    if len(step_by_range):
+        s = pd.array(step_by_range, dtype="Int64")[own[hit]]
+        step[hit] = np.asarray(s.fillna(-1), dtype=np.int64)
+    rows = rows.assign(step=step)[step >= 0]
+    cols = ["category", "mean_ns", "min_ns", "max_ns", "pct"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    per = rows.groupby(["category", "step"])["dur_ns"].sum().unstack(fill_value=0)
+    steps = rows["step"].nunique()
+    per = per.reindex(columns=sorted(rows["step"].unique()), fill_value=0)
+    out = pd.DataFrame({"category": per.index, "mean_ns": per.sum(axis=1).to_numpy() / steps,
+                        "min_ns": per.min(axis=1).to_numpy(), "max_ns": per.max(axis=1).to_numpy()})
+    total = out["mean_ns"].sum()
+    out["pct"] = 100.0 * out["mean_ns"] / total if total else 0.0
+    return out.sort_values(["mean_ns", "category"], ascending=[False, True], kind="stable").reset_index(drop=True)

@@ -426,3 +426,62 @@ def _top_kernel(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarra
     t = pd.DataFrame(rows, columns=["key", "name", "dur"]).groupby(["key", "name"], sort=False)["dur"].sum()
     t = t.reset_index().sort_values(["dur", "name"], ascending=[False, True], kind="stable")
     return t.drop_duplicates("key").set_index("key")["name"]
+
+
+STEP = r"^step_(\d+)(?:/|$)"
+
+
+def step_of(paths: pd.Series) -> pd.Series:
+    """The measured step a range path lies in (`step_3/forward/...` -> 3), NA outside the steps.
+
+    >>> step_of(pd.Series(["step_3/forward", "warmup/forward", "step_12"])).tolist()
+    [3, <NA>, 12]
+    """
+    return pd.to_numeric(paths.astype(str).str.extract(STEP)[0]).astype("Int64")
+
+
+def fold_steps(projected: pd.DataFrame, kernels: pd.DataFrame, *, depth: int | None = None) -> pd.DataFrame:
+    """nvtx_summary by path for the measured steps, steps merged: `step_3/forward/layer_2` and
+    `step_4/forward/layer_2` make one row `forward/layer_2`, every figure per measured step.
+    Warm-up, compile and whatever else lies outside the step_i ranges is left out, and so are
+    the step_i rows themselves (the step-time line has them).
+
+    Args:
+        projected: project() output.
+        kernels: kernel_frame() rows with `owner`.
+        depth: keep paths of at most this many parts below the step (None: all).
+
+    Returns:
+        path, steps (in how many steps it occurs), instances_per_step, cpu_ns_per_step,
+        gpu_ns_per_step, kernels_per_step, top_kernel; largest GPU time first.
+
+    | path                  | gpu_total_ns |  ->  | path           | gpu_ns_per_step |
+    | step_0/forward        | 10           |      | forward        | 11              |
+    | step_1/forward        | 12           |      |                |                 |
+    | warmup/forward        | 99           |      |                |                 |
+    """
+    require(projected, ["path"], "ranges")
+    paths = projected["path"].astype(str)
+    step = step_of(paths)
+    n_steps = int(step.nunique()) if step.notna().any() else 0
+    inside = (step.notna() & paths.str.contains("/")).to_numpy()
+    outside = "\x01outside/"  # a prefix no range name has: what lies outside the steps goes there, then out
+    folded = np.where(inside, paths.str.replace(STEP, "", regex=True).to_numpy(object),
+                      (outside + paths).to_numpy(object))
+    summary = nvtx_summary(projected.assign(path=folded), kernels, by="path")
+    summary = summary[~summary["path"].astype(str).str.startswith(outside[0])]  # and its prefix rows
+    if depth is not None:
+        summary = summary[summary["path"].astype(str).str.count("/") < depth]
+    cols = ["path", "steps", "instances_per_step", "cpu_ns_per_step", "gpu_ns_per_step", "kernels_per_step",
+            "top_kernel"]
+    if summary.empty or not n_steps:
+        return pd.DataFrame(columns=cols)
+    steps_with = pd.Series(step[inside].to_numpy(), index=folded[inside]).groupby(level=0).nunique()
+    out = pd.DataFrame({
+        "path": summary["path"], "steps": summary["path"].map(steps_with).fillna(0).astype(int),
+        "instances_per_step": summary["instances"] / n_steps, "cpu_ns_per_step": summary["cpu_total_ns"] / n_steps,
+        "gpu_ns_per_step": summary["gpu_total_ns"] / n_steps, "kernels_per_step": summary["kernels"] / n_steps,
+        "top_kernel": summary["top_kernel"]})
+    out = out.sort_values(["gpu_ns_per_step", "cpu_ns_per_step", "path"], ascending=[False, False, True],
+                          kind="stable")
+    return out[cols].reset_index(drop=True)

@@ -16,7 +16,7 @@ from profkit.pipeline import Analysis
 from profkit.report.capture import capture_markdown
 from profkit.report.compare import compare, labels
 from profkit.report.formats import FORMATS, ReportError, render
-from profkit.report.tables import kernels_markdown, nvtx_markdown
+from profkit.report.tables import kernels_markdown, nvtx_markdown, steps_markdown
 
 __all__ = ["FORMATS", "ReportError", "capture_markdown", "compare", "kernels", "labels", "nvtx", "render"]
 
@@ -34,7 +34,19 @@ def kernels(a: Analysis, *, range_regex: str | None = None, top: int = 20, by: s
     return render(ranked, fmt, kernels_markdown(ranked, "category" if by == "category" else "name"))
 
 
-def nvtx(a: Analysis, *, by: str = "path", fmt: str = "markdown") -> str:
-    """`profkit report nvtx`: projected GPU time per range path or name."""
+def nvtx(a: Analysis, *, by: str = "path", steps: str = "each", depth: int | None = None,
+         fmt: str = "markdown") -> str:
+    """`profkit report nvtx`: projected GPU time per range path or name.
+
+    `steps="merged"` folds the measured steps into one set of paths (per step, largest first,
+    warm-up left out); `depth` keeps paths of at most that many parts (below the step when merged).
+    """
+    if steps == "merged":
+        if by != "path":
+            raise ReportError("--steps merged folds range paths; use it with --by path")
+        folded = analyze.fold_steps(a.ranges, a.kernels, depth=depth)
+        return render(folded, fmt, steps_markdown(folded, gpu=not a.kernels.empty))
     summary = analyze.nvtx_summary(a.ranges, a.kernels, by=by)
+    if depth is not None:
+        summary = summary[summary[by].astype(str).str.count("/") < depth] if by == "path" else summary
     return render(summary, fmt, nvtx_markdown(summary, by))

@@ -5,8 +5,11 @@ from __future__ import annotations
 from profkit import analyze
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
-from profkit.report.tables import categories_markdown, kernels_markdown, markdown_table, nvtx_markdown
+from profkit.report.tables import categories_markdown, category_steps_markdown, kernels_markdown, steps_markdown
 from profkit.report.timeline import step_line, verdict_section
+
+RANGE_DEPTH = 3  # report.md's range table: step > phase > layer > part
+RANGE_ROWS = 40
 
 
 def run_lines(run: RunRecord) -> list[str]:
@@ -32,24 +35,27 @@ def capture_markdown(a: Analysis, *, title: str, top: int = 15) -> str:
     k = a.kernels
     if a.data.has_kernel_table and not k.empty:
         total = k["dur_ns"].sum()
+        per_step = analyze.category_steps(k, a.transfers, a.ranges)
         lines += [f"{len(k):,} kernels, {total / 1e6:,.3f} ms of kernel time; "
-                  f"{a.unattributed_pct:.2f}% of it launched outside every NVTX range.", "",
-                  "## Where the GPU time went, by category", "",
-                  categories_markdown(analyze.category_shares(k, a.data.memcpy, a.data.memset)), "",
-                  f"## Top {top} kernels", "", kernels_markdown(analyze.rank_kernels(k, top_k=top)), ""]
+                  f"{a.unattributed_pct:.2f}% of it launched outside every NVTX range.", ""]
+        if per_step.empty:
+            lines += ["## Where the GPU time went, by category (the whole capture)", "",
+                      categories_markdown(analyze.category_shares(k, a.data.memcpy, a.data.memset)), ""]
+        else:
+            lines += ["## Where the GPU time went, by category, per measured step", "",
+                      category_steps_markdown(per_step), ""]
+        ranked = analyze.rank_kernels(k, top_k=top)
+        lines += [f"## Top {top} kernels (all measured steps)", "", kernels_markdown(ranked), ""]
     else:
         lines += ["No CUDA kernels in this capture (a CPU run, or no CUDA traced).", ""]
     if not a.ranges.empty:
-        summary = analyze.nvtx_summary(a.ranges, a.kernels, by="name")
-        summary = summary[~summary["name"].astype(str).str.match(r"^step_\d+$")]  # in the step-time line
-        if k.empty:  # a CPU capture: only host time to show
-            rows = [[str(r.name), f"{int(r.instances):,}", f"{r.cpu_total_ns / 1e6:,.3f}"]
-                    for r in summary.itertuples()]
-            table = markdown_table(["name", "instances", "CPU ms"], rows)
-            note = "CPU ms: time between push and pop, all instances added."
-        else:
-            table = nvtx_markdown(summary, "name")
-            note = ("GPU kernel ms: kernels launched while the range was open, nested ranges and other threads "
-                    "(backward's autograd thread) included.")
-        lines += ["## NVTX ranges, by name (all instances added)", "", note, "", table, ""]
+        folded = analyze.fold_steps(a.ranges, a.kernels, depth=RANGE_DEPTH)
+        if not folded.empty:
+            note = ("CPU ms: push to pop. GPU kernel ms: kernels launched while the range was open, nested ranges "
+                    "and other threads (backward's autograd thread) included." if not k.empty else
+                    "CPU ms: push to pop (a CPU capture: no GPU time).")
+            lines += [f"## Ranges, per measured step (steps merged, {RANGE_DEPTH} levels, largest first)", "",
+                      note + " Warm-up and compile are outside the steps and not counted; `profkit report nvtx "
+                      "--steps merged` lists every level.", "",
+                      steps_markdown(folded, gpu=not k.empty, top=RANGE_ROWS), ""]
     return "\n".join(lines)

@@ -89,6 +89,27 @@ def nvtx_markdown(summary: Any, by: str = "path") -> str:
                           align="lrrrrrl")
 
 
+def category_steps_markdown(per_step: Any) -> str:
+    """category_steps() rows: mean per step, the steps' min and max, share."""
+    rows = [[str(r.category), _ms(r.mean_ns), _ms(r.min_ns), _ms(r.max_ns), f"{r.pct:.1f}"]
+            for r in per_step.itertuples()]
+    return markdown_table(["category", "GPU ms per step", "min ms", "max ms", "share %"], rows)
+
+
 def categories_markdown(shares: Any) -> str:
     rows = [[str(r.category), _ms(r.total_ns), f"{r.pct:.1f}"] for r in shares.itertuples()]
     return markdown_table(["category", "GPU ms", "share %"], rows)
+
+
+def steps_markdown(folded: Any, *, gpu: bool = True, top: int | None = None) -> str:
+    """fold_steps() rows: per measured step, largest first (host time only when `gpu` is False)."""
+    rows_in = folded.head(top) if top else folded
+    if gpu:
+        rows = [[str(r.path), f"{r.instances_per_step:,.1f}", _ms(r.cpu_ns_per_step), _ms(r.gpu_ns_per_step),
+                 f"{r.kernels_per_step:,.1f}",
+                 readable_name(r.top_kernel, 50) if isinstance(r.top_kernel, str) else "—"]
+                for r in rows_in.itertuples()]
+        return markdown_table(["path (steps merged)", "instances", "CPU ms", "GPU kernel ms", "kernels",
+                               "top kernel"], rows, align="lrrrrl")
+    rows = [[str(r.path), f"{r.instances_per_step:,.1f}", _ms(r.cpu_ns_per_step)] for r in rows_in.itertuples()]
+    return markdown_table(["path (steps merged)", "instances", "CPU ms"], rows)

@@ -41,16 +41,27 @@ def timeline(a: Analysis, *, by: str = "phase", fmt: str = "markdown") -> str:
     return render(t, fmt, timeline_markdown(t))
 
 
+OUTLIER = 1.5  # a first measured step this many times the median of the others is flagged
+
+
 def step_line(steps_ms: list[float]) -> str:
-    """The measured steps' times in one line.
+    """The measured steps' times in one line; a first step far slower than the rest is flagged.
 
     >>> step_line([10.0, 12.0, 11.0])
     'Step time (3 measured steps): median 11.00 ms, min 10.00, max 12.00, spread (max - min) / median 18.2%.'
+    >>> step_line([30.0, 10.0, 11.0]).split(". ")[1]
+    'The first measured step took 30.00 ms, 2.9x the median of the others: warm-up did not reach steady state'
     """
     med = statistics.median(steps_ms)
     spread = 100.0 * (max(steps_ms) - min(steps_ms)) / med if med else 0.0
-    return (f"Step time ({len(steps_ms)} measured steps): median {med:.2f} ms, min {min(steps_ms):.2f}, "
+    line = (f"Step time ({len(steps_ms)} measured steps): median {med:.2f} ms, min {min(steps_ms):.2f}, "
             f"max {max(steps_ms):.2f}, spread (max - min) / median {spread:.1f}%.")
+    if len(steps_ms) > 2:
+        rest = statistics.median(steps_ms[1:])
+        if rest and steps_ms[0] > OUTLIER * rest:
+            line += (f" The first measured step took {steps_ms[0]:.2f} ms, {steps_ms[0] / rest:.1f}x the median of "
+                     "the others: warm-up did not reach steady state (raise --warmup).")
+    return line
 
 
 def verdict_section(a: Analysis) -> list[str]:
