@@ -221,7 +221,10 @@ def test_cpu_capture_report_shows_host_time(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     text = (tmp_path / "cpu" / "report.md").read_text()
     assert "On CPU (" in text and "No CUDA kernels in this capture" in text
-    assert "| name | instances | CPU ms |" in text and "| backward | 3 |" in text  # warm-up step + 2 measured
+    # Per measured step: the warm-up step (whole program captured on CPU) is not counted.
+    ranges = text.split("## Ranges, per measured step")[1]
+    assert "| path (steps merged) | instances | CPU ms |" in ranges and "| backward | 1.0 |" in ranges
+    assert "warmup" not in ranges
     # A bare .nsys-rep is exported beside itself first (nsys is there), then reported.
     rep = tmp_path / "alone" / "capture.nsys-rep"
     rep.parent.mkdir()

@@ -49,8 +49,8 @@ def step_line(steps_ms: list[float]) -> str:
 
     >>> step_line([10.0, 12.0, 11.0])
     'Step time (3 measured steps): median 11.00 ms, min 10.00, max 12.00, spread (max - min) / median 18.2%.'
-    >>> step_line([30.0, 10.0, 11.0]).split(". ")[1]
-    'The first measured step took 30.00 ms, 2.9x the median of the others: warm-up did not reach steady state'
+    >>> "first measured step took 30.00 ms, 2.9x the median of the others" in step_line([30.0, 10.0, 11.0])
+    True
     """
     med = statistics.median(steps_ms)
     spread = 100.0 * (max(steps_ms) - min(steps_ms)) / med if med else 0.0
