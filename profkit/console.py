@@ -21,8 +21,10 @@ console = Console(stderr=True)
 @contextlib.contextmanager
 def progress(cfg: RunConfig) -> Iterator[Callable[[str, int, int], None]]:
     """Yields report(phase, i, n); shows warm-up and measured steps as they run."""
+    # Not on a terminal (a pipe, nsys.log) there is no bar to redraw, and stopping one would
+    # still print a blank line before an error.
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=console, transient=True)
+                   TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
     tasks: dict[str, Any] = {}
 
     def report(phase: str, i: int, n: int) -> None:

@@ -4,7 +4,8 @@
 modes: ok_no_ranges (report and an export without profkit's ranges), analysis_failed (no
 report), partial_analysis (analysis failed, report and export written anyway),
 warns_but_works (warns of an unknown call, then exports fine but for the ranges),
-program_fails, no_kernels (export without a kernels table).
+program_fails, no_kernels (export without a kernels table). With FAKE_NSYS_CALLS=FILE it
+appends each call's arguments to FILE.
 """
 import json
 import os
@@ -17,6 +18,9 @@ RECORD = json.loads((Path(__file__).parent / "data" / "h100_small_fwd_fp32" / "r
 
 args = sys.argv[1:]
 mode = os.environ.get("FAKE_NSYS_MODE", "ok_no_ranges")
+if os.environ.get("FAKE_NSYS_CALLS"):  # a file that records every call, to prove when nsys never ran
+    with open(os.environ["FAKE_NSYS_CALLS"], "a") as calls:
+        calls.write(json.dumps(args) + "\n")
 if args == ["--version"]:
     print("NVIDIA Nsight Systems version 2099.1.1.1-fake")
     sys.exit(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -32,17 +33,45 @@ def test_command_has_help_and_is_in_readme(name: str, cmd: click.Command) -> Non
     assert f"`{name}`" in README or f"{name} " in README
 
 
-@pytest.mark.parametrize("option", [p.opts[0] for p in cli.commands["run"].params if isinstance(p, click.Option)
-                                    and p.opts[0] not in ("--out", "--force")])
-def test_every_run_option_is_in_readme_table(option: str) -> None:
-    assert re.search(rf"\| `{re.escape(option)}`", README) or f"`{option}`" in README
+def run_table() -> dict[str, str]:
+    """README's `profkit run` options table: option -> its default cell, from rows `| `--opt` | default | ...`."""
+    section = README.split("## `profkit run`", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(--[a-z-]+)` \| ([^|]+?) \|", section, flags=re.M)
+    assert len(rows) == len({opt for opt, _ in rows}), "an option has two rows"
+    return dict(rows)
 
 
-def test_readme_defaults_match_runconfig() -> None:
-    d = RunConfig()
-    for option, value in [("--model", d.model), ("--mode", d.mode), ("--attn", d.attn), ("--dtype", d.dtype),
-                          ("--nvtx", d.nvtx), ("--nvtx-depth", d.nvtx_depth), ("--seed", d.seed)]:
-        assert f"| `{option}` | `{value}` |" in README or f"| `{option}` | {value} |" in README, option
+# What a default of None means, as README says it (RunConfig resolves these at run time).
+NONE_MEANS = {"batch_size": "the size's", "context_length": "the size's", "device": "cuda if available",
+              "out": "`runs/<model>-<mode>-<dtype>-<attn>-<time>/`"}
+
+
+def readme_default(field: str, value: object) -> str:
+    """The default cell README must show for a RunConfig field's default."""
+    if value is None:
+        return NONE_MEANS[field]
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def test_every_run_option_has_a_row_in_readme_table() -> None:
+    options = {p.opts[0] for p in cli.commands["run"].params if isinstance(p, click.Option)}
+    assert set(run_table()) == options  # every option a row, and no row for an option that is gone
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(RunConfig)])
+def test_readme_table_shows_each_runconfig_default(field: str) -> None:
+    value = getattr(RunConfig(), field)
+    option = "--" + field.replace("_", "-")
+    assert run_table().get(option) == readme_default(field, value)
+    # What `profkit run` with no options hands RunConfig is RunConfig's own default.
+    given = cli.commands["run"].make_context("run", []).params
+    assert given["compile_" if field == "compile" else field] == value
+
+
+def test_none_defaults_are_all_explained() -> None:
+    assert {f.name for f in dataclasses.fields(RunConfig) if getattr(RunConfig(), f.name) is None} == set(NONE_MEANS)
 
 
 def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:

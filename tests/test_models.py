@@ -81,10 +81,12 @@ def test_rope_keeps_norms_and_depends_on_offset_only() -> None:
     assert not torch.allclose(at(q, 9) @ at(k, 4), at(q, 9) @ at(k, 8))
 
 
-@pytest.mark.parametrize("name", ["tiny"])
+@pytest.mark.parametrize("name", ["tiny", "small", "nanogpt"])
 def test_naive_and_math_attention_agree(name: str) -> None:
+    """At each size's own head count and head size (the mask built for a longer context, as the models do)."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 4, 16, 8) for _ in range(3))
+    size = SIZES[name]
+    q, k, v = (torch.randn(2, size.n_heads, 16, size.d_model // size.n_heads) for _ in range(3))  # (B, nh, T, hs)
     mask = torch.ones(32, 32, dtype=torch.bool).tril()
     naive = causal_attention(q, k, v, "naive", mask)
     torch.testing.assert_close(causal_attention(q, k, v, "math", mask), naive, rtol=1e-5, atol=1e-5)

@@ -82,11 +82,19 @@ def test_backward_ranges_change_nothing_numerically() -> None:
 
 
 def test_no_backward_hooks_without_grad(nvtx_recorder: Recorder) -> None:
+    """Under no_grad the backward ranges' hooks record nothing: the ranges are the forward's alone."""
     model = models.build("tiny")
+    idx = torch.randint(512, (1, 4))
+    with torch.no_grad():
+        model(idx)
+    plain = list(nvtx_recorder.events)
+    assert [p for _, p in nvtx_recorder.paths()][:2] == ["embed", "layer_0"]
+    nvtx_recorder.events.clear()
     hooks.add_backward_ranges(model)
     with torch.no_grad():
-        logits = model(torch.randint(512, (1, 4)))
+        logits = model(idx)
     assert logits.grad_fn is None
+    assert nvtx_recorder.events == plain  # no push waiting for a gradient that never comes, no extra range
 
 
 def test_backward_ranges_live_on_the_thread_that_runs_backward(nvtx_recorder: Recorder) -> None:

@@ -4,9 +4,11 @@ absence a failure instead of a skip)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -297,6 +299,11 @@ def test_end_to_end_capture_on_cpu(tmp_path: Path) -> None:
     folder = tmp_path / "tiny"
     assert sorted(p.name for p in folder.iterdir()) == ["nsys.log", "profile.nsys-rep", "profile.sqlite", "run.json"]
     assert f"capture: {folder}/" in result.stdout
+    # run.json names the final folder, not the .partial one it was written in, and is not world-writable
+    # (nsys runs the program with umask 0).
+    run = json.loads((folder / "run.json").read_text())
+    assert run["config"]["out"] == str(folder) and run["config"]["force"] is False
+    assert stat.S_IMODE((folder / "run.json").stat().st_mode) == 0o644
     paths = [p for _, p, _, _ in nvtx_paths(folder / "profile.sqlite")]
     for step in ("step_0", "step_1"):
         for expected in ("forward", "forward/embed", "forward/layer_0/attention/attn_softmax", "forward/layer_1/mlp",
