@@ -198,8 +198,33 @@ def _ms(ns: int) -> str:
     return f"{ns / 1e6:,.3f}"
 
 
+def category_per_step(fixture: str) -> dict[str, list[int]]:
+    """Category -> time in each measured step: kernels (category of each name by profkit's rules),
+    memcpy and memset whose launching call started inside the step_i range, by plain SQL."""
+    export = FIXTURES[fixture]
+    rules = load_rules()
+    steps = sorted(top_level_ranges(fixture)[p][0] for p in top_level_ranges(fixture) if "/" not in p)
+    out: dict[str, list[int]] = defaultdict(lambda: [0] * len(steps))
+    tables = [("CUPTI_ACTIVITY_KIND_KERNEL", None), ("CUPTI_ACTIVITY_KIND_MEMCPY", "memcpy"),
+              ("CUPTI_ACTIVITY_KIND_MEMSET", "memset")]
+    for i, (start, end, tid) in enumerate(steps):
+        for table, kind in tables:
+            if not has_table(export, table):
+                continue
+            name = "s.value" if kind is None else "NULL"
+            join = " JOIN StringIds s ON s.id = a.demangledName" if kind is None else ""
+            for n, total in query(export, f"""SELECT {name}, sum(a.end - a.start) FROM {table} a{join}
+                    JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = a.correlationId
+                      AND (r.globalTid {PID}) = a.globalPid
+                    WHERE r.start >= ? AND r.start < ? AND (r.globalTid {PID}) = (? {PID}) GROUP BY 1""",
+                                  (start, end, tid)):
+                cat = kind or categorize(pd.Series([n]), rules).iloc[0]
+                out[cat][i] += total
+    return dict(out)
+
+
 def check_report_md(text: str, fixture: str, run: dict | None) -> None:
-    """report.md's headline, category table, top kernels and top-level ranges, against SQL."""
+    """report.md's headline, per-step category table, top kernels and per-step ranges, against SQL."""
     export = FIXTURES[fixture]
     sql = per_name(fixture)
     n = sum(v[0] for v in sql.values())
@@ -208,19 +233,21 @@ def check_report_md(text: str, fixture: str, run: dict | None) -> None:
     assert f"{n:,} kernels, {total / 1e6:,.3f} ms of kernel time; {100 * unattributed_ns(export) / total:.2f}% of it " \
            "launched outside every NVTX range." in lines
     if run is not None:
-        steps = run["steps_ms"]
-        assert f"{run['resolved']['params']:,} parameters, {len(steps)} measured steps." in text
-        assert f"median {statistics.median(steps):.2f} ms, mean {statistics.fmean(steps):.2f} ± " \
-               f"{statistics.stdev(steps):.2f} ms" in text
-    # Categories, memcpy and memset included, largest first.
-    shares = {c: t for c, (_, t) in category_totals(fixture).items()} | copy_totals(export)
-    grand = sum(shares.values())
-    table = lines[lines.index("| category | GPU ms | share % |") + 2:]
+        steps_ms = run["steps_ms"]
+        assert f"{run['resolved']['params']:,} parameters, {len(steps_ms)} measured steps." in text
+        assert f"mean {statistics.fmean(steps_ms):.2f} ± {statistics.stdev(steps_ms):.2f} ms per step" in text
+        assert (f"Step time ({len(steps_ms)} measured steps): median {statistics.median(steps_ms):.2f} ms, "
+                f"min {min(steps_ms):.2f}, max {max(steps_ms):.2f}") in text
+    # Categories per measured step (memcpy and memset included), largest first: mean, min, max, share.
+    per_step = category_per_step(fixture)
+    means = {c: sum(v) / len(v) for c, v in per_step.items()}
+    grand = sum(means.values())
+    table = lines[lines.index("| category | GPU ms per step | min ms | max ms | share % |") + 2:]
     table = table[:table.index("")]
-    assert table == [f"| {c} | {_ms(t)} | {100 * t / grand:.1f} |"
-                     for c, t in sorted(shares.items(), key=lambda ct: -ct[1])]
-    # Top 15 kernels: the numbers of each row, then `others` with the rest.
-    top = lines[lines.index("## Top 15 kernels") + 4:]
+    assert table == [f"| {c} | {_ms(means[c])} | {_ms(min(per_step[c]))} | {_ms(max(per_step[c]))} | "
+                     f"{100 * means[c] / grand:.1f} |" for c in sorted(means, key=lambda c: (-means[c], c))]
+    # Top 15 kernels (all measured steps): the numbers of each row, then `others` with the rest.
+    top = lines[lines.index("## Top 15 kernels (all measured steps)") + 4:]
     top = [row.split(" | ")[2:] for row in top[:top.index("")]]
     ranked = sorted(sql.items(), key=lambda kv: (-kv[1][1], kv[0]))
     for cells, (name, (k, t, lo, hi)) in zip(top, ranked[:15], strict=False):
@@ -231,19 +258,22 @@ def check_report_md(text: str, fixture: str, run: dict | None) -> None:
     assert len(top) == min(15, len(ranked)) + bool(rest)
     if rest:
         assert top[-1][:2] == [f"{sum(v[0] for _, v in rest):,}", _ms(sum(v[1] for _, v in rest))]
-    # Ranges by name: the steps and phases, instances, CPU ms, GPU kernel ms and kernels.
-    by_name: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    # Ranges per measured step, steps merged: the phases' instances, CPU ms, GPU kernel ms, kernels per step.
+    n_steps = sum(1 for p in top_level_ranges(fixture) if "/" not in p)
+    by_phase: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
     for path, ranges in top_level_ranges(fixture).items():
-        by_name[path.rsplit("/", 1)[-1]] += ranges
-    rows = {row.split(" | ")[0].removeprefix("| "): row.split(" | ")[1:] for row in lines
-            if row.startswith("| ") and row.count(" | ") == 6}
-    for name, ranges in by_name.items():
+        if "/" in path:
+            by_phase[path.rsplit("/", 1)[-1]] += ranges
+    section = text.split("## Ranges, per measured step")[1]
+    rows = {row.split(" | ")[0].removeprefix("| "): row.split(" | ")[1:] for row in section.splitlines()
+            if row.startswith("| ") and row.count(" | ") == 5}
+    for phase, ranges in by_phase.items():
         kernels = [launched_in(export, *r) for r in ranges]
-        cells = rows[name]
-        assert cells[0] == f"{len(ranges):,}", name
-        assert cells[1] == _ms(sum(e - s for s, e, _ in ranges)), name
-        assert cells[2] == _ms(sum(t for _, t in kernels)), name
-        assert cells[4] == f"{sum(k for k, _ in kernels):,}", name
+        cells = rows[phase]
+        assert cells[0] == f"{len(ranges) / n_steps:,.1f}", phase
+        assert cells[1] == _ms(sum(e - s for s, e, _ in ranges) / n_steps), phase
+        assert cells[2] == _ms(sum(t for _, t in kernels) / n_steps), phase
+        assert cells[3] == f"{sum(k for k, _ in kernels) / n_steps:,.1f}", phase
 
 
 @pytest.mark.parametrize("fixture", [f for f in IDS if f != "demo"])
