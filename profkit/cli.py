@@ -197,6 +197,8 @@ def report_options(f: Any) -> Any:
     f = click.option("--allow-incomplete", is_flag=True,
                      help="Report an export whose nsys analysis stopped early instead of refusing it.")(f)
     f = click.option("--rules", type=click.Path(path_type=Path), help="Extra kernel category rules (TOML).")(f)
+    f = click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache "
+                     "($XDG_CACHE_HOME/profkit).")(f)
     return f
 
 
@@ -222,10 +224,11 @@ def emit(text: str, output: Path | None) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
-def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool = True) -> Any:
+def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool = True, activity: bool = True) -> Any:
     from profkit import pipeline
 
-    return library(lambda: pipeline.load(profile, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx))
+    return library(lambda: pipeline.load(profile, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx,
+                                         activity=activity))
 
 
 @cli.group(cls=DefaultGroup, default="capture", default_if_no_args=True, context_settings=CONTEXT_SETTINGS)
@@ -252,7 +255,7 @@ def report() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing report.md.")
 @report_options
 def capture(profile: Path | None, demo: bool, top: int, force: bool, rules: Path | None,
-            allow_incomplete: bool) -> None:
+            allow_incomplete: bool, no_cache: bool) -> None:
     """Write report.md for a capture: config, categories, top kernels, NVTX ranges.
 
     A capture folder gets PROFILE/report.md; a .sqlite or .nsys-rep elsewhere gets
@@ -276,8 +279,12 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, rules: Path
     out = library(lambda: layout.report_path(profile))
     if out.exists() and not force:
         raise bad_input(f"{out} exists; pass --force to replace it")
-    a = _load(profile, rules, allow_incomplete)
-    library(lambda: layout.write_text(out, capture_markdown(a, title=layout.capture_title(profile), top=top)))
+    title = layout.capture_title(profile)
+    text = library(lambda: pipeline.cached_report(
+        profile, "capture", {"top": top, "title": title, "allow_incomplete": allow_incomplete},
+        lambda: capture_markdown(_load(profile, rules, allow_incomplete), title=title, top=top),
+        rules=rules, use_cache=not no_cache))
+    library(lambda: layout.write_text(out, text))
     click.echo(f"report: {out}")
 
 
@@ -291,7 +298,7 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, rules: Path
 @output_options
 @report_options
 def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str, fmt: str, output: Path | None,
-            rules: Path | None, allow_incomplete: bool) -> None:
+            rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
     """Kernel time by name (as nsys stats -r cuda_gpu_kern_sum) or by category.
 
     \b
@@ -299,10 +306,18 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
         profkit report kernels profiles/small-step/profile.sqlite --top 10
         profkit report kernels profiles/small-step --range backward --by category --format json
     """
-    from profkit import report as reports
+    from profkit import pipeline
 
-    a = _load(profile, rules, allow_incomplete, nvtx=bool(range_regex))
-    emit(library(lambda: reports.kernels(a, range_regex=range_regex, top=top, by=by, name=name, fmt=fmt)), output)
+    def make() -> str:
+        from profkit import report as reports
+
+        a = _load(profile, rules, allow_incomplete, nvtx=bool(range_regex), activity=False)
+        return library(lambda: reports.kernels(a, range_regex=range_regex, top=top, by=by, name=name, fmt=fmt))
+
+    options: dict[str, object] = {"range": range_regex, "top": top, "by": by, "name": name, "fmt": fmt,
+                                  "allow_incomplete": allow_incomplete}
+    emit(library(lambda: pipeline.cached_report(profile, "kernels", options, make, rules=rules,
+                                                use_cache=not no_cache)), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
@@ -315,7 +330,7 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
 @output_options
 @report_options
 def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output: Path | None, rules: Path | None,
-         allow_incomplete: bool) -> None:
+         allow_incomplete: bool, no_cache: bool) -> None:
     """GPU time of each NVTX range path (or name), backward's autograd thread included.
 
     \b
@@ -323,10 +338,17 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
         profkit report nvtx profiles/small-step --by name
         profkit report nvtx profiles/small-step --steps merged --depth 2
     """
-    from profkit import report as reports
+    from profkit import pipeline
 
-    a = _load(profile, rules, allow_incomplete)
-    emit(library(lambda: reports.nvtx(a, by=by, steps=steps, depth=depth, fmt=fmt)), output)
+    def make() -> str:
+        from profkit import report as reports
+
+        return reports.nvtx(_load(profile, rules, allow_incomplete), by=by, steps=steps, depth=depth, fmt=fmt)
+
+    options: dict[str, object] = {"by": by, "steps": steps, "depth": depth, "fmt": fmt,
+                                  "allow_incomplete": allow_incomplete}
+    emit(library(lambda: pipeline.cached_report(profile, "nvtx", options, make, rules=rules,
+                                                use_cache=not no_cache)), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
@@ -335,7 +357,7 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
 @output_options
 @report_options
 def compare(profiles: tuple[Path, ...], top: int, fmt: str, output: Path | None, rules: Path | None,
-            allow_incomplete: bool) -> None:
+            allow_incomplete: bool, no_cache: bool) -> None:
     """Category shares and top kernels of several captures side by side, deltas against the first.
 
     \b
@@ -356,7 +378,8 @@ def compare(profiles: tuple[Path, ...], top: int, fmt: str, output: Path | None,
               help="phase: the measured steps' step, forward, backward, optimizer; name: every range name.")
 @output_options
 @report_options
-def timeline(profile: Path, by: str, fmt: str, output: Path | None, rules: Path | None, allow_incomplete: bool) -> None:
+def timeline(profile: Path, by: str, fmt: str, output: Path | None, rules: Path | None, allow_incomplete: bool,
+             no_cache: bool) -> None:
     """Is the GPU busy? Wall time, GPU span, busy (union of kernel, memcpy, memset) and idle time,
     launch rate, launch-to-start queue and a verdict, per phase or per range name.
 
@@ -365,6 +388,13 @@ def timeline(profile: Path, by: str, fmt: str, output: Path | None, rules: Path 
         profkit report timeline profiles/small-step
         profkit report timeline profiles/small-step --by name --format json
     """
-    from profkit.report.timeline import timeline as timeline_report
+    from profkit import pipeline
 
-    emit(timeline_report(_load(profile, rules, allow_incomplete), by=by, fmt=fmt), output)
+    def make() -> str:
+        from profkit.report.timeline import timeline as timeline_report
+
+        return timeline_report(_load(profile, rules, allow_incomplete), by=by, fmt=fmt)
+
+    options: dict[str, object] = {"by": by, "fmt": fmt, "allow_incomplete": allow_incomplete}
+    emit(library(lambda: pipeline.cached_report(profile, "timeline", options, make, rules=rules,
+                                                use_cache=not no_cache)), output)

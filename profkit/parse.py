@@ -14,9 +14,11 @@ Schemas of nsys 2022.x to 2025.x differ in small ways, all handled here:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,6 +69,8 @@ class ProfileData:
     gpus: pd.DataFrame
     path: Path
     tables: set[str] = field(default_factory=set)
+    nvtx_end_ns: int | None = None
+    """When `nvtx` was not loaded: the last end of its ranges (for check_complete), else None."""
 
     @property
     def has_kernel_table(self) -> bool:
@@ -103,45 +107,181 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
 
 
 CHUNK_ROWS = 100_000
+READER_ENV = "PROFKIT_READER"
+"""`sqlite3` forces the plain-sqlite reader (tests compare the two; the benchmark times both)."""
 
 
-def _frame(db: sqlite3.Connection, sql: str, columns: list[str]) -> pd.DataFrame:
-    """Run `sql` (integer columns, no NULLs) into an int64 frame.
+def _adbc_modules() -> tuple[Any, Any, Any] | None:
+    """ADBC's driver manager, its SQLite driver and nanoarrow, or None when any is missing."""
+    if os.environ.get(READER_ENV) == "sqlite3":
+        return None
+    try:
+        import adbc_driver_manager
+        import adbc_driver_sqlite
+        import nanoarrow
+    except ImportError:
+        return None
+    return adbc_driver_manager, adbc_driver_sqlite, nanoarrow
 
-    Rows come from sqlite3 as tuples; converting them a chunk at a time keeps at most one
-    chunk of Python objects alive, so peak memory stays near the arrays' own size (1 M
-    kernels: reports/bench.md). pandas.read_sql would build every row as objects first.
+
+class Reader:
+    """Integer columns of a query as numpy arrays, from one read-only export.
+
+    Through ADBC's SQLite driver when it is installed: SQLite's rows become Arrow batches in C
+    and each column's buffer is viewed by numpy, with no Python object per value (1 M kernels:
+    reports/bench.md). Otherwise, or when ADBC fails on a query (a type it cannot infer, a
+    damaged page), the same query through sqlite3, whose errors are then the ones reported.
     """
-    cur = db.execute(sql)
-    chunks = []
-    while rows := cur.fetchmany(CHUNK_ROWS):
-        chunks.append(np.array(rows, dtype=np.int64))
-    array = np.concatenate(chunks) if chunks else np.empty((0, len(columns)), dtype=np.int64)
-    return pd.DataFrame(array, columns=columns)
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path, self.db = path, db
+        self._adbc: Any = None
+        self._modules = _adbc_modules()
+
+    def close(self) -> None:
+        if self._adbc is not None:
+            for handle in reversed(self._adbc):
+                handle.close()
+            self._adbc = None
+
+    def ints(self, sql: str, n: int) -> list[np.ndarray]:
+        """Run `sql` (n integer columns, no NULLs: coalesce them) into n int64 arrays."""
+        if self._modules is not None:
+            try:
+                return self._ints_adbc(sql, n)
+            except Exception:  # noqa: BLE001  (any driver failure: sqlite3 reads it or says why not)
+                self.close()
+                self._modules = None
+        return self._ints_sqlite(sql, n)
+
+    def _ints_sqlite(self, sql: str, n: int) -> list[np.ndarray]:
+        # Rows come from sqlite3 as tuples; converting them a chunk at a time keeps at most one
+        # chunk of Python objects alive, so peak memory stays near the arrays' own size.
+        cur = self.db.execute(sql)
+        chunks = []
+        while rows := cur.fetchmany(CHUNK_ROWS):
+            chunks.append(np.array(rows, dtype=np.int64).reshape(-1, n))
+        array = np.concatenate(chunks) if chunks else np.empty((0, n), dtype=np.int64)
+        return [np.ascontiguousarray(array[:, i]) for i in range(n)]
+
+    def _ints_adbc(self, sql: str, n: int) -> list[np.ndarray]:
+        assert self._modules is not None
+        manager, driver, na = self._modules
+        if self._adbc is None:
+            database = manager.AdbcDatabase(driver=driver._driver_path(), uri=f"file:{self.path}?mode=ro")
+            self._adbc = [database, manager.AdbcConnection(database)]
+        statement = manager.AdbcStatement(self._adbc[1])
+        try:
+            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 16)})
+            statement.set_sql_query(sql)
+            stream, _ = statement.execute_query()
+            chunks: list[list[np.ndarray]] = [[] for _ in range(n)]
+            reader = na.c_array_stream(stream)
+            schema = reader.get_schema()
+            if schema.n_children != n or any(schema.child(i).format != "l" for i in range(n)):
+                raise ValueError(f"expected {n} int64 columns")
+            for batch in reader:
+                for i in range(n):
+                    child = batch.child(i)
+                    view = child.view()
+                    lo, hi = child.offset, child.offset + child.length
+                    if child.null_count != 0 and view.buffer(0).size_bytes:  # -1: not counted; look
+                        bits = np.unpackbits(np.frombuffer(view.buffer(0), dtype=np.uint8), bitorder="little")
+                        if not bits[lo:hi].all():
+                            raise ValueError("a NULL in a column the query should have coalesced")
+                    chunks[i].append(np.frombuffer(view.buffer(1), dtype=np.int64)[lo:hi])  # keeps the batch alive
+        finally:
+            statement.close()
+        return [np.concatenate(c) if c else np.empty(0, dtype=np.int64) for c in chunks]
 
 
-def load_kernels(db: sqlite3.Connection, tables: set[str], *, launches: bool = True) -> pd.DataFrame:
+def _frame(reader: Reader, sql: str, columns: list[str]) -> pd.DataFrame:
+    """Run `sql` (integer columns, no NULLs) into an int64 frame."""
+    return pd.DataFrame(dict(zip(columns, reader.ints(sql, len(columns)), strict=True)), copy=False)
+
+
+def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launch%") -> list[np.ndarray]:
+    """(correlation id, process, start, thread) of the runtime calls whose name is LIKE `like`
+    (every call when None).
+
+    Kernels come from launch calls (cudaLaunchKernel, cuLaunchKernelEx, cudaGraphLaunch...), a
+    minority of a trace's runtime calls; their names are the StringIds that mention Launch.
+    memcpy and memset come from calls named so (cudaMemcpyAsync, cudaMemsetAsync...).
+    """
+    where = ""
+    have = _columns(reader.db, RUNTIME_TABLE)
+    if like is not None and "nameId" in have:
+        where = f" WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '{like}')"
+    corr, tid, start = reader.ints(f"SELECT coalesce(correlationId, -1), coalesce(globalTid, -1), start "
+                                   f"FROM {RUNTIME_TABLE}{where}", 3)
+    return [corr, pid_of(tid), start, tid]
+
+
+def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each kernel's launch (start, thread) by (correlation id, process); -1 where none.
+
+    A sort and a binary search in numpy, the way SQLite's LEFT JOIN would pair them (first call
+    of a (process, correlation id) pair when an export repeats one).
+
+    >>> calls = [np.array([5, 7]), np.array([0, 0]), np.array([50, 70]), np.array([1, 1])]
+    >>> [a.tolist() for a in join_launches(np.array([7, 5, 9]), np.array([0, 0, 0]), calls)]
+    [[70, 50, -1], [1, 1, -1]]
+    """
+    r_corr, r_pid, r_start, r_tid = calls
+    order = np.lexsort((r_corr, r_pid))
+    s_pid, s_corr = r_pid[order], r_corr[order]
+    # Search on (pid, corr) pairs: by process first, then within its block by correlation id.
+    lo = np.searchsorted(s_pid, pid, side="left")
+    hi = np.searchsorted(s_pid, pid, side="right")
+    pos = np.empty(len(corr), dtype=np.int64)
+    for p in np.unique(pid):
+        mine = np.flatnonzero(pid == p)
+        a, b = int(lo[mine[0]]), int(hi[mine[0]])
+        pos[mine] = a + np.searchsorted(s_corr[a:b], corr[mine], side="left")
+    found = pos < len(order)
+    safe = np.where(found, pos, 0)
+    found &= (s_pid[safe] == pid) & (s_corr[safe] == corr) if len(order) else found
+    src = order[safe] if len(order) else np.zeros(len(corr), dtype=np.int64)
+    start = np.where(found, r_start[src] if len(order) else -1, -1)
+    tid = np.where(found, r_tid[src] if len(order) else -1, -1)
+    return start, tid
+
+
+def load_kernels(db: sqlite3.Connection | Reader, tables: set[str], *, launches: bool = True) -> pd.DataFrame:
     """Kernels, each joined (when `launches`) to the runtime call that launched it."""
+    reader = db if isinstance(db, Reader) else Reader(Path(), db)
     cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", "name_id", "short_id",
             "launch_ns", "launch_tid"]
     if KERNEL_TABLE not in tables:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in [*cols, "dur_ns"]})
-    have = _columns(db, KERNEL_TABLE)
+    have = _columns(reader.db, KERNEL_TABLE)
     name = next((c for c in ("demangledName", "name", "shortName", "mangledName") if c in have), None)
     if name is None:
         raise ProfileError("the kernels table has no name column (demangledName, shortName, mangledName)")
     short = "shortName" if "shortName" in have else name
-    pid = "coalesce(k.globalPid, 0)" if "globalPid" in have else "0"
-    join, launch = "", "-1, -1"
-    if launches and RUNTIME_TABLE in tables:
-        # A correlation id is unique within a process only: join on both.
-        join = (f" LEFT JOIN {RUNTIME_TABLE} r ON r.correlationId = k.correlationId"
-                + (f" AND (r.globalTid & {PID_MASK}) = k.globalPid" if "globalPid" in have else ""))
-        launch = "coalesce(r.start, -1), coalesce(r.globalTid, -1)"
-    sql = (f"SELECT k.start, k.end, k.deviceId, k.streamId, coalesce(k.correlationId, -1), {pid}, k.{name}, "
-           f"k.{short}, {launch} FROM {KERNEL_TABLE} k{join}")
-    frame = _frame(db, sql, cols)
-    return frame.assign(dur_ns=frame["end_ns"] - frame["start_ns"])
+    pid = "coalesce(globalPid, 0)" if "globalPid" in have else "0"
+    sql = (f"SELECT start, end, deviceId, streamId, coalesce(correlationId, -1), {pid}, {name}, {short} "
+           f"FROM {KERNEL_TABLE}")
+    columns = dict(zip(cols[:8], reader.ints(sql, 8), strict=True))
+    n = len(columns["start_ns"])
+    launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
+    if launches and RUNTIME_TABLE in tables and n:
+        corr = columns["correlation_id"]
+        # Without globalPid a correlation id is matched in any process (as the SQL join did).
+        k_pid = columns["global_pid"] if "globalPid" in have else None
+        calls = launch_calls(reader, tables)
+        if k_pid is None:
+            calls[1] = np.zeros_like(calls[1])
+        kp = k_pid if k_pid is not None else np.zeros(n, dtype=np.int64)
+        launch_ns, launch_tid = join_launches(corr, kp, calls)
+        if (launch_tid[corr >= 0] < 0).any():  # a kernel whose launch call is not named *Launch*: read them all
+            calls = launch_calls(reader, tables, like=None)
+            if k_pid is None:
+                calls[1] = np.zeros_like(calls[1])
+            launch_ns, launch_tid = join_launches(corr, kp, calls)
+    columns["launch_ns"], columns["launch_tid"] = launch_ns, launch_tid
+    columns["dur_ns"] = columns["end_ns"] - columns["start_ns"]
+    return pd.DataFrame(columns, copy=False)
 
 
 def load_names(db: sqlite3.Connection) -> pd.Series:
@@ -202,22 +342,29 @@ def split_op_names(names: pd.Series) -> tuple[pd.Series, pd.Series]:
     return clean.astype(object), pd.to_numeric(parts["seq"]).astype("Int64")
 
 
-def _load_activity(db: sqlite3.Connection, tables: set[str], table: str, extra: list[str]) -> pd.DataFrame:
+def _load_activity(reader: Reader, tables: set[str], table: str, extra: list[str], *, like: str) -> pd.DataFrame:
     """memcpy or memset rows, each with its launching runtime call (launch_ns, launch_tid; -1 if none),
-    joined as kernels are: on correlation id and process."""
+    joined as kernels are: on correlation id and process; `like` names the calls that launch them."""
     base = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid"]
     names = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid"]
-    launch = ["launch_ns", "launch_tid"]
     if table not in tables:
-        return pd.DataFrame({c: pd.Series(dtype="int64") for c in [*names, *extra, *launch, "dur_ns"]})
-    have = _columns(db, table)
-    select = [f"coalesce(a.{c}, -1)" if c in have else "0" for c in base + extra]
-    join, when = "", "-1, -1"
-    if RUNTIME_TABLE in tables and "correlationId" in have:
-        join = (f" LEFT JOIN {RUNTIME_TABLE} r ON r.correlationId = a.correlationId"
-                + (f" AND (r.globalTid & {PID_MASK}) = a.globalPid" if "globalPid" in have else ""))
-        when = "coalesce(r.start, -1), coalesce(r.globalTid, -1)"
-    frame = _frame(db, f"SELECT {', '.join(select)}, {when} FROM {table} a{join}", names + extra + launch)
+        return _empty_activity(extra)
+    have = _columns(reader.db, table)
+    select = [f"coalesce({c}, -1)" if c in have else "0" for c in base + extra]
+    frame = _frame(reader, f"SELECT {', '.join(select)} FROM {table}", names + extra)
+    n = len(frame)
+    launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
+    if RUNTIME_TABLE in tables and n and "correlationId" in have:
+        corr = frame["correlation_id"].to_numpy()
+        pid = frame["global_pid"].to_numpy() if "globalPid" in have else np.zeros(n, dtype=np.int64)
+        for pattern in (like, None):  # the named calls first; every call if one is not found among them
+            calls = launch_calls(reader, tables, like=pattern)
+            if "globalPid" not in have:
+                calls[1] = np.zeros_like(calls[1])
+            launch_ns, launch_tid = join_launches(corr, pid, calls)
+            if not (launch_tid[corr >= 0] < 0).any():
+                break
+    frame = frame.assign(launch_ns=launch_ns, launch_tid=launch_tid)
     return frame.assign(dur_ns=frame["end_ns"] - frame["start_ns"])
 
 
@@ -236,12 +383,16 @@ def check_complete(data: ProfileData) -> None:
     Raises:
         ProfileError: CUDA kernels end more than a second before the last NVTX range.
     """
-    if data.kernels.empty or data.nvtx.empty:
+    if data.kernels.empty:
         return
-    nvtx_end = data.nvtx["end_ns"].dropna()
-    if nvtx_end.empty:
-        return
-    gap = int(nvtx_end.max()) - int(data.kernels["end_ns"].max())
+    if data.nvtx_end_ns is not None:  # the NVTX table was not loaded: its last end, read apart
+        last = data.nvtx_end_ns
+    else:
+        nvtx_end = data.nvtx["end_ns"].dropna()
+        if nvtx_end.empty:
+            return
+        last = int(nvtx_end.max())
+    gap = last - int(data.kernels["end_ns"].max())
     if gap > INCOMPLETE_GAP_NS:
         raise ProfileError(
             f"{data.path} looks incomplete: its {len(data.kernels):,} kernels end {gap / 1e9:.1f} s before its NVTX "
@@ -249,37 +400,64 @@ def check_complete(data: ProfileData) -> None:
             "nsys or only the measured steps, or pass --allow-incomplete to report what is there")
 
 
-def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = True) -> ProfileData:
+def nvtx_last_end(db: sqlite3.Connection, tables: set[str]) -> int | None:
+    """The last end of the export's NVTX ranges (None: none), without loading them."""
+    if NVTX_TABLE not in tables:
+        return None
+    types = [i for i, n in nvtx_type_names(db, tables).items() if n in RANGE_TYPES]
+    if not types:
+        return None
+    row = db.execute(f"SELECT max(end) FROM {NVTX_TABLE} WHERE eventType IN ({', '.join(map(str, types))})").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def _empty_activity(extra: list[str]) -> pd.DataFrame:
+    names = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", *extra, "launch_ns",
+             "launch_tid", "dur_ns"]
+    return pd.DataFrame({c: pd.Series(dtype="int64") for c in names})
+
+
+def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = True, nvtx: bool = True,
+         activity: bool = True) -> ProfileData:
     """Read an nsys SQLite export (read-only).
 
     Args:
         path: the `.sqlite` written by `nsys export --type sqlite`.
         allow_incomplete: report an export whose analysis stopped early instead of refusing it.
         launches: join each kernel to its launching runtime call (NVTX projection needs it).
+        nvtx: read the NVTX ranges; False leaves `nvtx` empty (the completeness check still runs,
+            on the ranges' last end alone).
+        activity: read memcpy, memset and the GPUs; False leaves them empty.
 
     Returns:
-        ProfileData with every table profkit reads; missing tables are empty frames.
+        ProfileData with every table profkit reads; missing (or skipped) tables are empty frames.
 
     Raises:
         ProfileError: not a file, empty, not SQLite, corrupt, not an nsys export, or incomplete.
     """
     path = Path(path)
     db, tables = _connect(path)
+    reader = Reader(path, db)
+    memcpy_cols, memset_cols = ["bytes", "copyKind"], ["bytes"]
     try:
         data = ProfileData(
-            kernels=load_kernels(db, tables, launches=launches),
+            kernels=load_kernels(reader, tables, launches=launches),
             names=load_names(db),
-            nvtx=load_nvtx(db, tables),
-            memcpy=_load_activity(db, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", ["bytes", "copyKind"]),
-            memset=_load_activity(db, tables, "CUPTI_ACTIVITY_KIND_MEMSET", ["bytes"]),
-            gpus=load_gpus(db, tables),
+            nvtx=load_nvtx(db, tables) if nvtx else load_nvtx(db, set()),
+            memcpy=(_load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", memcpy_cols, like="%emcpy%")
+                    if activity else _empty_activity(memcpy_cols)),
+            memset=(_load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMSET", memset_cols, like="%emset%")
+                    if activity else _empty_activity(memset_cols)),
+            gpus=load_gpus(db, tables if activity else set()),
             path=path,
             tables=tables,
+            nvtx_end_ns=None if nvtx else nvtx_last_end(db, tables),
         )
     except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise ProfileError(f"{path} is damaged ({e}); export the capture again with nsys export --type sqlite") \
             from None
     finally:
+        reader.close()
         db.close()
     if not allow_incomplete:
         check_complete(data)

@@ -12,15 +12,23 @@ recorded, analysis complete), so `profkit profile` refuses a capture the reports
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from profkit import analyze, layout, parse
+from profkit import cache, layout
 from profkit.errors import ProfkitError
+
+# parse and analyze (pandas, numpy: a third of a second to import) load when first needed, so a
+# report served from the cache never imports them.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from profkit import parse
 
 DEMO = "h100_small_step_fp32.sqlite"
 
@@ -44,11 +52,15 @@ class Analysis:
 
     @property
     def unattributed_pct(self) -> float:
+        from profkit import analyze
+
         return analyze.unattributed_pct(self.kernels)
 
     def activity(self) -> pd.DataFrame:
         """All GPU work with its owner: kernels, then memcpy and memset (start_ns, end_ns, owner,
         launch_ns, is_kernel)."""
+        import pandas as pd
+
         cols = ["start_ns", "end_ns", "owner", "launch_ns"]
         return pd.concat([self.kernels[cols].assign(is_kernel=True), self.transfers[cols].assign(is_kernel=False)],
                          ignore_index=True)
@@ -101,6 +113,8 @@ def demo_run() -> layout.RunRecord:
 
 def load_demo() -> Analysis:
     """The Analysis of the packaged demo export and its run record."""
+    from profkit import parse
+
     return analyze_data(parse.load(demo_path()), run=demo_run())
 
 
@@ -110,7 +124,8 @@ def run_of(path: Path) -> layout.RunRecord | None:
     return layout.find_run(folder) if path.is_dir() or path.name == layout.EXPORT else None
 
 
-def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True) -> Analysis:
+def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True,
+         activity: bool = True) -> Analysis:
     """Parse and analyze one export.
 
     Args:
@@ -119,18 +134,25 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
         allow_incomplete: report an export whose analysis stopped early instead of refusing it.
         nvtx: attribute kernels to NVTX ranges (needs each kernel's launch); False skips that work
             and leaves every kernel's owner -1.
+        activity: read memcpy, memset and the GPUs (report.md and compare show them).
 
     Raises:
         ProfkitError: the input, its rules or its run.json cannot be used.
     """
+    from profkit import parse
+
     export = resolve_input(path)
-    data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx)
+    data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx, nvtx=nvtx, activity=activity)
     return analyze_data(data, rules=rules, nvtx=nvtx, run=run_of(path))
 
 
 def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bool = True,
                  run: layout.RunRecord | None = None) -> Analysis:
     """Analysis of parsed data: categories per name, NVTX tree, owners and paths as columns."""
+    import pandas as pd
+
+    from profkit import analyze
+
     rule_list = analyze.load_rules(rules)
     ids = pd.Series(pd.unique(data.kernels["name_id"]))
     names = ids.map(data.names).fillna("<unknown>")
@@ -144,6 +166,32 @@ def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bo
                           ignore_index=True)
     transfers = transfers.assign(owner=analyze.attribute(transfers, tree))
     return Analysis(data, analyze.with_owner(kernels, ranges, owner), ranges, transfers, run)
+
+
+def _digest(path: Path | None) -> str | None:
+    """A file's content digest for a cache key (None: no file, or unreadable: the report says why)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
+    except OSError:
+        return None
+
+
+def cached_report(path: Path, stage: str, options: dict[str, object], make: Callable[[], str], *,
+                  rules: Path | None = None, use_cache: bool = True) -> str:
+    """A report's text, from the cache when this export, these options and these rules made it
+    before; else `make()`, stored for next time (profkit.cache; `--no-cache` skips both).
+
+    The key covers the export (profkit.cache.file_key), the stage and its options, the rules
+    file's content and, for a capture folder, its run.json's. Errors are never cached.
+    """
+    export = resolve_input(path)
+    store = cache.for_export(export, enabled=use_cache) if export.is_file() else None
+    if store is None:
+        return make()
+    folder = path if path.is_dir() else path.parent
+    has_run = path.is_dir() or path.name == layout.EXPORT
+    key = dict(options, rules=_digest(rules), run=_digest(folder / layout.RUN_FILE) if has_run else None)
+    return cache.memo_text(store, cache.options_name(stage, key), make)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +210,8 @@ def summarize(data: parse.ProfileData) -> ExportSummary:
 
 def summarize_export(path: Path) -> ExportSummary:
     """Kernel count and NVTX range names of an export, read with profkit's parser."""
+    from profkit import parse
+
     return summarize(parse.load(path, allow_incomplete=True, launches=False))
 
 
@@ -190,6 +240,8 @@ def check_capture(folder: Path) -> None:
     Raises:
         ProfkitError: kernels or profkit's ranges are missing, or the analysis stopped early.
     """
+    from profkit import parse
+
     record = layout.RunRecord.read(folder)
     data = parse.load(folder / layout.EXPORT, allow_incomplete=True, launches=False)  # read once for both checks
     device = record.resolved.device.split(":")[0]

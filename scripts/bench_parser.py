@@ -17,6 +17,10 @@ against cuda_gpu_kern_sum's to the nanosecond. Writes markdown.
 
 Example (about a minute on 2 cores, builds included):
     python scripts/bench_parser.py --sizes 10000,100000,1000000 --repeat 3 --report reports/bench.md
+
+The profkit reports run cold (--no-cache) and warm (from a cache of their own, filled first),
+beside report.md of the export and a floor: SQLite decoding the columns read, nothing handed
+to Python.
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ GAP_NS = 1_000_000  # between one copy's last event and the next copy's first
 BUILD_VERSION = 1  # part of the cached file's name: bump when the build changes
 TIME_BIN = Path("/usr/bin/time")
 # Goals.
-MAX_SHARE = 0.15  # both profkit reports together, against nsys stats -r nvtx_kern_sum
-MAX_PEAK_MB = 600
+MAX_SHARE = 0.12  # both profkit reports together, cold (no cache), against nsys stats -r nvtx_kern_sum
+MAX_WARM_SHARE = 0.01  # the same, served from profkit's cache
+MAX_PEAK_MB = 300
 MAX_SLOPE_GROWTH = 1.25  # marginal s per 1 k kernels, largest step against the first
 REFERENCE = ("Reference, measured earlier on a 2-core machine: an export of 1.03 M kernels, 1.86 M runtime calls "
              "and 114 k NVTX ranges took `nsys stats` 2.9 s for the kernel summary (cuda_gpu_kern_sum) and 14.8 s "
@@ -224,10 +229,22 @@ def run_size(e: Export, nsys: Nsys, repeat: int, work: Path) -> tuple[dict[str, 
     shutil.copyfile(e.path, nsys_copy)
     py = [sys.executable, "-m", "profkit", "report"]
     nsys_cmd = [str(nsys.path), "stats", "-f", "csv", "--force-export=false", "--force-overwrite=true"]
+    # The warm runs read a cache of their own, filled by one untimed run of each command first.
+    warm_cache = Path(tempfile.mkdtemp(prefix="profkit-bench-cache-"))  # away from the exports' folder
+    warm_env = dict(os.environ, XDG_CACHE_HOME=str(warm_cache))
+    kernels_cmd = [*py, "kernels", str(e.path), "--format", "csv", "--top", "0"]
+    nvtx_cmd = [*py, "nvtx", str(e.path), "--format", "csv"]
+    for cmd in (kernels_cmd, nvtx_cmd):
+        timed(cmd, out / "fill.log", warm_env)
     tools = {
-        "profkit report kernels": ([*py, "kernels", str(e.path), "--format", "csv", "--top", "0"],
-                                   out / "profkit_kernels.csv", None),
-        "profkit report nvtx": ([*py, "nvtx", str(e.path), "--format", "csv"], out / "profkit_nvtx.csv", None),
+        "profkit report kernels": ([*kernels_cmd, "--no-cache"], out / "profkit_kernels.csv", None),
+        "profkit report nvtx": ([*nvtx_cmd, "--no-cache"], out / "profkit_nvtx.csv", None),
+        "profkit report kernels, cached": (kernels_cmd, out / "profkit_kernels_warm.csv", warm_env),
+        "profkit report nvtx, cached": (nvtx_cmd, out / "profkit_nvtx_warm.csv", warm_env),
+        "profkit report (report.md)": ([*py, "capture", str(e.path), "--force", "--no-cache"], out / "report.log",
+                                       None),
+        "floor: SQLite decoding the columns read": ([sys.executable, str(Path(__file__).resolve()), "--floor",
+                                                     str(e.path)], out / "floor.log", None),
         "nsys stats cuda_gpu_kern_sum": ([*nsys_cmd, "-r", "cuda_gpu_kern_sum", "-o", str(out / "nsys"),
                                           str(nsys_copy)], out / "nsys_kern.log", nsys.run_env()),
         "nsys stats nvtx_kern_sum": ([*nsys_cmd, "-r", "nvtx_kern_sum", "-o", str(out / "nsys"), str(nsys_copy)],
@@ -237,9 +254,12 @@ def run_size(e: Export, nsys: Nsys, repeat: int, work: Path) -> tuple[dict[str, 
     for i in range(repeat):
         for label, (cmd, stdout, env) in tools.items():
             seconds, mb = timed(cmd, stdout, env)
+            if label.startswith("floor"):  # its own timer: the SQL alone, without start-up and imports
+                seconds = float(stdout.read_text().split()[0])
             timings[label].seconds.append(seconds)
             timings[label].peak_mb.append(mb)
             print(f"  [{i + 1}/{repeat}] {label}: {seconds:.2f} s, {mb:,.0f} MB", flush=True)
+    shutil.rmtree(warm_cache, ignore_errors=True)
     commands = {label: cmd for label, (cmd, _, _) in tools.items()}
     return timings, commands, out / "profkit_kernels.csv", out / "nsys_cuda_gpu_kern_sum.csv"
 
@@ -271,6 +291,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem_kib / 2**20:.1f} GiB RAM"
 
 
+def floor(path: Path) -> None:
+    """SQLite decoding every column profkit's two reports read, handing nothing to Python: the floor."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    t0 = time.perf_counter()
+    for sql in ("SELECT count(*), max(start), max(end), max(deviceId), max(streamId), max(correlationId), "
+                "max(globalPid), max(demangledName), max(shortName) FROM CUPTI_ACTIVITY_KIND_KERNEL",
+                "SELECT count(*), max(start), max(globalTid), max(correlationId) FROM CUPTI_ACTIVITY_KIND_RUNTIME "
+                "WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '%Launch%')",
+                "SELECT count(*), max(start), max(end), max(globalTid), max(eventType), max(length(text)), "
+                "max(textId) FROM NVTX_EVENTS"):
+        db.execute(sql).fetchone()
+    print(f"{time.perf_counter() - t0:.3f} s of SQLite decoding")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fixture", type=Path, default=FIXTURE, help="The export to copy (default: %(default)s).")
@@ -279,7 +313,11 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/profkit-bench"), help="Built exports and outputs.")
     p.add_argument("--report", type=Path, default=Path("reports/bench.md"))
     p.add_argument("--nsys", help="The nsys to use (else $PROFKIT_NSYS, PATH, .tools/nsys).")
+    p.add_argument("--floor", type=Path, help=argparse.SUPPRESS)  # one timed floor run (a subprocess of this)
     a = p.parse_args()
+    if a.floor:
+        floor(a.floor)
+        return
     started = time.perf_counter()
     sizes = sorted(int(s.replace("_", "")) for s in a.sizes.split(","))
     nsys = find_nsys(a.nsys)
@@ -289,7 +327,7 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     exports = [prepare(a.fixture.resolve(), s, a.work) for s in sizes]
 
-    sections, checks, sums, nvtx_sum_times, peaks = [], [], [], [], []
+    sections, checks, sums, nvtx_sum_times, peaks, warm_sums = [], [], [], [], [], []
     commands: dict[str, list[str]] = {}
     for e in exports:
         print(f"timing {e.kernels:,} kernels", flush=True)
@@ -302,15 +340,20 @@ def main() -> None:
         nvtx_kern = timings["nsys stats nvtx_kern_sum"].best
         sums.append(both)
         nvtx_sum_times.append(nvtx_kern)
-        peaks.append(max(k.peak, n.peak))
+        peaks.append(max(t.peak for label, t in timings.items() if label.startswith("profkit")))
+        kw, nw = timings["profkit report kernels, cached"], timings["profkit report nvtx, cached"]
+        warm_sums.append(kw.best + nw.best)
 
         def row(label: str, seconds: float, mb: str, kernels: int = e.kernels) -> list[str]:
             return [label, f"{seconds:.2f}", mb, f"{1000 * seconds / kernels:.4f}"]
 
         rows = [row(f"`{t.label}`", t.best, f"{t.peak:,.0f}") for t in timings.values()]
-        rows.insert(2, row("**profkit kernels + nvtx** (sum)", both, f"{max(k.peak, n.peak):,.0f} (larger)"))
+        rows.insert(2, row("**profkit kernels + nvtx** (sum, no cache)", both, f"{max(k.peak, n.peak):,.0f} (larger)"))
+        rows.insert(5, row("**profkit kernels + nvtx, cached** (sum)", warm_sums[-1],
+                           f"{max(kw.peak, nw.peak):,.0f} (larger)"))
         rows.append(["profkit kernels + nvtx, as a share of nvtx_kern_sum's time", f"{100 * both / nvtx_kern:.1f} %",
                      "", ""])
+        rows.append(["the same, cached", f"{100 * warm_sums[-1] / nvtx_kern:.2f} %", "", ""])
         sections += [f"### {e.kernels:,} kernels ({e.copies:,} copies)", "",
                      markdown_table(["tool", "seconds", "peak MB", "s per 1 k kernels"], rows, align="lrrr"), ""]
 
@@ -318,6 +361,8 @@ def main() -> None:
     big = exports[-1]
     share = sums[-1] / nvtx_sum_times[-1]
     share_ok = share <= MAX_SHARE
+    warm_share = warm_sums[-1] / nvtx_sum_times[-1]
+    warm_ok = warm_share <= MAX_WARM_SHARE
     peak_ok = max(peaks) < MAX_PEAK_MB
     per_1k = [1000 * s / e.kernels for s, e in zip(sums, exports, strict=True)]
     slopes = [1000 * (sums[i] - sums[i - 1]) / (exports[i].kernels - exports[i - 1].kernels)
@@ -329,6 +374,8 @@ def main() -> None:
         f"{big.kernels:,}-kernel export: {ok_word[share_ok]} — {sums[-1]:.2f} s against {nvtx_sum_times[-1]:.2f} s, "
         f"{100 * share:.1f} % (per size: " + ", ".join(f"{e.kernels:,}: {100 * s / t:.1f} %"
                                              for e, s, t in zip(exports, sums, nvtx_sum_times, strict=True)) + ").",
+        f"- Both reports served from profkit's cache ≤ {MAX_WARM_SHARE:.0%} of nvtx_kern_sum's time: "
+        f"{ok_word[warm_ok]} — {warm_sums[-1]:.3f} s, {100 * warm_share:.2f} %.",
         f"- Peak memory of every profkit run < {MAX_PEAK_MB} MB: {ok_word[peak_ok]} — largest {max(peaks):,.0f} MB "
         f"(per size: " + ", ".join(f"{e.kernels:,}: {m:,.0f} MB" for e, m in zip(exports, peaks, strict=True)) + ").",
         f"- Time linear in kernel count: {ok_word[linear_ok] if len(slopes) >= 2 else 'not judged (one size)'} — "
@@ -340,8 +387,9 @@ def main() -> None:
         + f" (the criterion: the last marginal cost at most {MAX_SLOPE_GROWTH}x the first; per-1 k time at small "
         "sizes is mostly interpreter start and imports).",
     ]
-    met = [g for g, ok in (("time", share_ok), ("memory", peak_ok), ("linearity", linear_ok)) if ok]
-    missed = [g for g, ok in (("time", share_ok), ("memory", peak_ok), ("linearity", linear_ok)) if not ok]
+    judged = (("time", share_ok), ("cached time", warm_ok), ("memory", peak_ok), ("linearity", linear_ok))
+    met = [g for g, ok in judged if ok]
+    missed = [g for g, ok in judged if not ok]
 
     size_rows = [[f"{e.copies:,}", f"{e.kernels:,}", f"{e.runtime:,}", f"{e.nvtx_ranges:,}", f"{e.memcpy:,}",
                   f"{e.memset:,}", f"{e.mb:,.0f}", "cached" if e.build_s is None else f"{e.build_s:.1f}"]

@@ -89,3 +89,15 @@ def real_nsys():  # -> profkit.nsys.Nsys
         if os.environ.get("PROFKIT_REQUIRE_NSYS"):
             raise
         pytest.skip("no nsys here (scripts/install_nsys.sh installs one)")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The report cache of every test goes to a temporary folder, never the user's ~/.cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old

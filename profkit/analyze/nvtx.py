@@ -60,21 +60,26 @@ def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
     n = len(r)
     starts, ends = r["start_ns"].to_numpy(), r["end_ns"].to_numpy()
     tids, pids = r["global_tid"].to_numpy(), r["global_pid"].to_numpy()
-    parent = np.full(n, -1, dtype=np.int64)
+    # The loops below run over plain lists: indexing a numpy array from Python costs several
+    # times a list's (115 k ranges: reports/bench.md).
+    s_list, e_list, t_list = starts.tolist(), ends.tolist(), tids.tolist()
+    parent_list = [-1] * n
     # Same-thread nesting: the parent is the innermost open range that contains the range.
     # Ranges of different NVTX domains (profkit's, PyTorch's per-op ones) need not nest: one
     # that outlives the range open when it started is placed under an outer one that holds it.
     stack: list[int] = []
     for i in range(n):
-        if i and tids[i] != tids[i - 1]:
+        if i and t_list[i] != t_list[i - 1]:
             stack = []
-        while stack and ends[stack[-1]] <= starts[i]:
+        s_i, e_i = s_list[i], e_list[i]
+        while stack and e_list[stack[-1]] <= s_i:
             stack.pop()
         for j in reversed(stack):
-            if ends[j] >= ends[i]:
-                parent[i] = j
+            if e_list[j] >= e_i:
+                parent_list[i] = j
                 break
         stack.append(i)
+    parent = np.array(parent_list, dtype=np.int64)
     grafted = np.zeros(n, dtype=bool)
     timelines = thread_timelines(r)
     same_thread_parent = parent.copy()
@@ -87,13 +92,14 @@ def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
     depth = _depths(parent)
     rehome = _backward_op_homes(r, parent, names) if "seq" in r.columns else {}
     paths: list[str | None] = [None] * n
+    up = parent.tolist()
 
     def path_of(i: int) -> str:
         chain = []
         j = i
         while j >= 0 and paths[j] is None and j not in rehome:
             chain.append(j)
-            j = int(parent[j])
+            j = up[j]
         if j >= 0 and paths[j] is None:  # a backward op re-homed under its forward op's module
             paths[j] = f"{_as_backward(path_of(rehome[j]))}/{names[j]}"
         prefix = paths[j] if j >= 0 else ""
@@ -119,18 +125,19 @@ def _as_backward(path: str) -> str:
 
 
 def _depths(parent: np.ndarray) -> np.ndarray:
-    depth = np.full(len(parent), -1, dtype=np.int64)
-    for i in range(len(parent)):
+    up = parent.tolist()
+    depth = [-1] * len(up)
+    for i in range(len(up)):
         chain = []
         j = i
         while j >= 0 and depth[j] < 0:
             chain.append(j)
-            j = int(parent[j])
+            j = up[j]
         d = depth[j] + 1 if j >= 0 else 0
         for k in reversed(chain):
             depth[k] = d
             d += 1
-    return depth
+    return np.array(depth, dtype=np.int64)
 
 
 WRAPPER = "autograd::engine::evaluate_function: "
@@ -151,7 +158,10 @@ def _backward_op_homes(r: pd.DataFrame, parent: np.ndarray, names: list[str]) ->
     `backward`: step_0/forward/layer_3/mlp/aten::mm -> step_0/backward/layer_3/mlp/MmBackward0.
     """
     seq = r["seq"].tolist()
-    tids, pids, starts = r["global_tid"].to_numpy(), r["global_pid"].to_numpy(), r["start_ns"].to_numpy()
+    if all(sq is pd.NA for sq in seq):
+        return {}  # no per-op ranges with sequence numbers: nothing to re-home
+    tids, pids, starts = r["global_tid"].tolist(), r["global_pid"].tolist(), r["start_ns"].tolist()
+    up = parent.tolist()
     is_op = [_is_op(nm, sq) for nm, sq in zip(names, seq, strict=True)]
     creators: dict[tuple[int, int], int] = {}
     for i, (nm, sq) in enumerate(zip(names, seq, strict=True)):
@@ -162,24 +172,24 @@ def _backward_op_homes(r: pd.DataFrame, parent: np.ndarray, names: list[str]) ->
             creators[key] = i  # the outermost op of that sequence number
     # evaluate_function wrappers carry no sequence number: take their node's (the child op range).
     for i in range(len(names)):
-        p = int(parent[i])
+        p = int(up[i])
         if seq[i] is not pd.NA and p >= 0 and names[p].startswith(WRAPPER) and seq[p] is pd.NA:
             seq[p] = seq[i]
     homes: dict[int, int] = {}
     for i, (nm, sq) in enumerate(zip(names, seq, strict=True)):
         if sq is pd.NA or "Backward" not in nm:
             continue
-        j = int(parent[i])
+        j = int(up[i])
         while j >= 0 and tids[j] == tids[i] and is_op[j]:
-            j = int(parent[j])
+            j = int(up[j])
         if j >= 0 and tids[j] == tids[i]:
             continue  # a range of its own thread (profkit's per-layer backward) places it already
         creator = creators.get((int(pids[i]), int(sq)))
         if creator is None:
             continue
-        home = int(parent[creator])
+        home = int(up[creator])
         while home >= 0 and is_op[home]:
-            home = int(parent[home])
+            home = int(up[home])
         if home >= 0:
             homes[i] = home
     return homes
@@ -214,24 +224,26 @@ def _step(times: list[int], owner: list[int]) -> Timeline:
 def _nested_timeline(idx: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Timeline | None:
     """The step function by a stack walk; None as soon as two ranges overlap without nesting."""
     order = idx[np.lexsort((-ends[idx], starts[idx]))]
+    s_of, e_of = starts[order].tolist(), ends[order].tolist()  # lists: see nvtx_tree
     times: list[int] = []
     owner: list[int] = []
-    stack: list[int] = []
-    for i in order:
-        s = int(starts[i])
-        while stack and ends[stack[-1]] <= s:
+    stack: list[int] = []  # positions in `order`
+    ids = order.tolist()
+    for k, i in enumerate(ids):
+        s = s_of[k]
+        while stack and e_of[stack[-1]] <= s:
             closed = stack.pop()
-            times.append(int(ends[closed]))
-            owner.append(stack[-1] if stack else -1)
-        if stack and ends[i] > ends[stack[-1]]:
+            times.append(e_of[closed])
+            owner.append(ids[stack[-1]] if stack else -1)
+        if stack and e_of[k] > e_of[stack[-1]]:
             return None
-        stack.append(int(i))
+        stack.append(k)
         times.append(s)
-        owner.append(int(i))
+        owner.append(i)
     while stack:
         closed = stack.pop()
-        times.append(int(ends[closed]))
-        owner.append(stack[-1] if stack else -1)
+        times.append(e_of[closed])
+        owner.append(ids[stack[-1]] if stack else -1)
     return _step(times, owner)
 
 

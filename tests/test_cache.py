@@ -1,0 +1,155 @@
+"""The report cache (profkit.cache) and the fast reader (ADBC) against the plain-sqlite one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from profkit import cache, parse
+from profkit.cli import cli
+
+DATA = Path(__file__).parent / "data"
+ENCODER = DATA / "h100_encoder_layer_nsys2023" / "profile.sqlite"
+FIXTURES = sorted(DATA.glob("*/profile.sqlite"))
+
+
+@pytest.fixture()
+def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.delenv(cache.NO_CACHE_ENV, raising=False)
+    return home / "profkit"
+
+
+def entries(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_key_changes_when_the_file_does(tmp_path: Path) -> None:
+    p = tmp_path / "a.sqlite"
+    shutil.copyfile(ENCODER, p)
+    k0 = cache.file_key(p)
+    assert cache.file_key(p) == k0
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    k1 = cache.file_key(p)
+    raw = bytearray(p.read_bytes())
+    raw[100] ^= 1  # in the first 4 KiB (SQLite's header), same size
+    p.write_bytes(bytes(raw))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert len({k0, k1, cache.file_key(p)}) == 3
+
+
+def test_put_get_atomic_and_corrupt_entries_are_rebuilt(xdg: Path) -> None:
+    c = cache.for_export(ENCODER)
+    assert c is not None and c.folder.parent == xdg
+    calls = []
+
+    def make() -> str:
+        calls.append(1)
+        return "report\n"
+
+    assert cache.memo_text(c, "kernels-x", make) == "report\n"
+    assert cache.memo_text(c, "kernels-x", make) == "report\n"
+    assert len(calls) == 1
+    assert [p.name for p in entries(xdg)] == ["kernels-x"]  # no temporary file left
+    entry = c.folder / "kernels-x"
+    entry.write_bytes(entry.read_bytes()[:-2] + b"?\n")  # altered payload, same length
+    assert cache.memo_text(c, "kernels-x", make) == "report\n" and len(calls) == 2
+    entry.write_bytes(b"PKCACHE1")  # truncated
+    assert c.get("kernels-x") is None and not entry.exists()
+
+
+def test_eviction_keeps_the_cache_bounded(xdg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cache.MAX_MB_ENV, str(1.5 / 1024))  # 1.5 KiB
+    old, new = cache.Cache(xdg / "old"), cache.Cache(xdg / "new")
+    assert old.put("e", b"x" * 1000)
+    os.utime(old.folder, ns=(1, 1))  # least recently used
+    assert new.put("e", b"y" * 1000)
+    assert not old.folder.exists() and new.get("e") == b"y" * 1000
+
+
+def test_disabled_and_never_beside_the_export(xdg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cache.for_export(ENCODER, enabled=False) is None
+    monkeypatch.setenv(cache.NO_CACHE_ENV, "1")
+    assert cache.for_export(ENCODER) is None
+    monkeypatch.delenv(cache.NO_CACHE_ENV)
+    folder = tmp_path / "capture"
+    folder.mkdir()
+    shutil.copyfile(ENCODER, folder / "profile.sqlite")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    assert cache.for_export(folder / "profile.sqlite") is None
+
+
+def run(*args: object) -> str:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize("command", [["kernels", "--top", "0", "--format", "csv"], ["nvtx", "--format", "json"],
+                                     ["kernels", "--range", "backward", "--by", "category"]])
+def test_cached_reports_equal_fresh_ones(xdg: Path, command: list[str]) -> None:
+    fresh = run("report", command[0], ENCODER, *command[1:], "--no-cache")
+    assert entries(xdg) == []  # --no-cache writes nothing
+    assert run("report", command[0], ENCODER, *command[1:]) == fresh  # computed, stored
+    assert len(entries(xdg)) == 1
+    assert run("report", command[0], ENCODER, *command[1:]) == fresh  # from the cache
+
+
+def test_read_only_capture_folder(xdg: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "capture"
+    shutil.copytree(ENCODER.parent, folder)
+    for p in folder.iterdir():
+        p.chmod(stat.S_IRUSR | stat.S_IRGRP)
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        before = sorted(p.name for p in folder.iterdir())
+        first = run("report", "nvtx", folder, "--format", "csv")
+        assert run("report", "nvtx", folder, "--format", "csv") == first
+        assert sorted(p.name for p in folder.iterdir()) == before
+        assert len(entries(xdg)) == 1
+    finally:
+        folder.chmod(stat.S_IRWXU)
+
+
+def test_a_changed_rules_file_misses(xdg: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\ncategory = "mine"\npattern = "gemm"\n')
+    a = run("report", "kernels", ENCODER, "--by", "category", "--rules", rules)
+    rules.write_text('[[rule]]\ncategory = "yours"\npattern = "gemm"\n')
+    b = run("report", "kernels", ENCODER, "--by", "category", "--rules", rules)
+    assert "mine" in a and "yours" in b and "mine" not in b
+
+
+@pytest.mark.skipif(parse._adbc_modules() is None, reason="ADBC's SQLite driver is not installed")
+@pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
+def test_adbc_reader_equals_plain_sqlite(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = parse.load(export, allow_incomplete=True)
+    monkeypatch.setenv(parse.READER_ENV, "sqlite3")
+    plain = parse.load(export, allow_incomplete=True)
+    for name in ("kernels", "nvtx", "memcpy", "memset", "gpus"):
+        pd.testing.assert_frame_equal(getattr(fast, name), getattr(plain, name), check_exact=True)
+
+
+@pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
+def test_launch_join_equals_sqlites(export: Path) -> None:
+    """The numpy join (launch calls first, all calls as the fallback) pairs as SQLite's LEFT JOIN."""
+    k = parse.load(export, allow_incomplete=True).kernels
+    db = sqlite3.connect(f"file:{export}?mode=ro", uri=True)
+    rows = db.execute("SELECT coalesce(r.start, -1), coalesce(r.globalTid, -1) FROM CUPTI_ACTIVITY_KIND_KERNEL k "
+                      "LEFT JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = k.correlationId AND "
+                      f"(r.globalTid & {parse.PID_MASK}) = k.globalPid").fetchall()
+    db.close()
+    expected = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    assert len(k) == len(expected)
+    np.testing.assert_array_equal(k["launch_ns"].to_numpy(), expected[:, 0])
+    np.testing.assert_array_equal(k["launch_tid"].to_numpy(), expected[:, 1])
