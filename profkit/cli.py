@@ -167,9 +167,14 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
                                   user_args=list(nsys_args), check=check_capture, force=force, status=say)
 
     folder = library(go)
+    from profkit import layout
+    from profkit.report.timeline import step_line
+
     click.echo(f"capture: {folder}/")
     for f in sorted(folder.iterdir()):
         click.echo(f"  {f.name:<20} {f.stat().st_size / 2**20:8.2f} MiB")
+    click.echo(step_line(library(lambda: layout.RunRecord.read(folder)).steps_ms) + " (under nsys)")
+    click.echo(f"next: profkit report {folder}")
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +18,7 @@ from profkit.layout import RunRecord
 from profkit.report.tables import mib
 
 console = Console(stderr=True)
+PLAIN_EVERY_S = 5.0
 
 
 @contextlib.contextmanager
@@ -26,8 +29,20 @@ def progress(cfg: RunConfig) -> Iterator[Callable[[str, int, int], None]]:
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
     tasks: dict[str, Any] = {}
+    last = [0.0]
+
+    def plain(phase: str, i: int, n: int) -> None:
+        # A log gets a line when a phase starts and then at most one every PLAIN_EVERY_S seconds.
+        now = time.monotonic()
+        if i == 0 or now - last[0] >= PLAIN_EVERY_S:
+            last[0] = now
+            print(f"{cfg.label}: {phase} step {i + 1}/{n}", flush=True)
 
     def report(phase: str, i: int, n: int) -> None:
+        if not console.is_terminal:
+            if not sys.stdout.isatty():  # piped to a file or a log: plain lines on stdout, errors alone on stderr
+                plain(phase, i, n)
+            return
         if not tasks:
             bar.start()  # lazily: an error before the first step prints alone
         if phase not in tasks:

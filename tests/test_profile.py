@@ -299,6 +299,8 @@ def test_end_to_end_capture_on_cpu(tmp_path: Path) -> None:
     folder = tmp_path / "tiny"
     assert sorted(p.name for p in folder.iterdir()) == ["nsys.log", "profile.nsys-rep", "profile.sqlite", "run.json"]
     assert f"capture: {folder}/" in result.stdout
+    assert "Step time (2 measured steps): median " in result.stdout and "(under nsys)" in result.stdout
+    assert result.stdout.endswith(f"next: profkit report {folder}\n")
     # run.json names the final folder, not the .partial one it was written in, and is not world-writable
     # (nsys runs the program with umask 0).
     run = json.loads((folder / "run.json").read_text())
