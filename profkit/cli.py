@@ -373,7 +373,7 @@ def compare(profiles: tuple[Path, ...], top: int, fmt: str, output: Path | None,
 
     if len(profiles) < 2:
         raise bad_input("compare needs at least two captures")
-    analyses = [_load(p, rules, allow_incomplete, nvtx=False) for p in profiles]
+    analyses = [_load(p, rules, allow_incomplete) for p in profiles]  # NVTX: the step_i ranges count the steps
     emit(library(lambda: reports.compare(analyses, reports.labels(list(profiles)), top=top, fmt=fmt)), output)
 
 

@@ -88,8 +88,24 @@ def test_nvtx_json_contract(by: str, key: str) -> None:
 
 def test_compare_reports_deltas() -> None:
     out = invoke("report", "compare", ENCODER, ENCODER).stdout
-    assert "| gemm | 6.003 (66.8%) | 6.003 (66.8%) | +0.000 (+0.0) |" in out
-    assert "### h100_encoder_layer_nsys2023" in out
+    # Per measured step (3 steps in the encoder capture: 6.003 ms of GEMMs in all), labels told apart.
+    assert ("| gemm | 2.001 (66.8%) | 2.001 (66.8%) | +0.000 (+0.0) |" in out)
+    assert "| measured steps | 3 | 3 |  |" in out
+    assert "h100_encoder_layer_nsys2023 (1) ms/step (%)" in out and "h100_encoder_layer_nsys2023 (2) ms/step (%)" in out
+    assert "## Kernels, matched by name" in out
+
+
+def test_compare_runs_per_step_with_config_differences(tmp_path: Path) -> None:
+    """A 2-step eager capture against a 2-step compiled one: ms/step and what differs in the configs."""
+    flash, compiled = DATA / "h100_small_step_bf16_flash", DATA / "h100_small_step_bf16_flash_compile"
+    out = invoke("report", "compare", flash, compiled).stdout
+    assert "| ms/step (median, under nsys) | 94.35 | 38.30 | -56.05 (-59.4%) |" in out
+    assert "| config: compile | False | True |  |" in out
+    assert "config: dtype" not in out  # the same in both
+    rows = json.loads(invoke("report", "compare", flash, compiled, "--format", "json").stdout)
+    gemm = {r["capture"]: r for r in rows if r["category"] == "gemm"}
+    assert gemm[compiled.name]["per_step_ns"] == gemm[compiled.name]["total_ns"] / 2
+    assert gemm[compiled.name]["delta_ns"] == gemm[compiled.name]["per_step_ns"] - gemm[flash.name]["per_step_ns"]
 
 
 def test_capture_folder_gets_report_md(tmp_path: Path) -> None:

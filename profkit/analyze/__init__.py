@@ -12,6 +12,7 @@ from profkit.analyze.categories import categorize, load_rules, triton_fuses
 from profkit.analyze.kernels import (
     category_shares,
     category_steps,
+    compare_kernels,
     compare_shares,
     in_ranges,
     kernel_frame,
@@ -33,7 +34,8 @@ from profkit.analyze.nvtx import (
 )
 from profkit.analyze.timeline import timeline, union_ns, what_to_try
 
-__all__ = ["OPEN_END", "attribute", "categorize", "category_shares", "category_steps", "compare_shares",
-           "fold_steps", "in_ranges", "innermost_at", "kernel_frame", "load_rules", "lookup_categorical",
-           "nvtx_summary", "nvtx_tree", "project", "rank_kernels", "step_of", "thread_timelines", "timeline",
-           "triton_fuses", "unattributed_pct", "union_ns", "what_to_try", "with_owner"]
+__all__ = ["OPEN_END", "attribute", "categorize", "category_shares", "category_steps", "compare_kernels",
+           "compare_shares", "fold_steps", "in_ranges", "innermost_at", "kernel_frame", "load_rules",
+           "lookup_categorical", "nvtx_summary", "nvtx_tree", "project", "rank_kernels", "step_of",
+           "thread_timelines", "timeline", "triton_fuses", "unattributed_pct", "union_ns", "what_to_try",
+           "with_owner"]

@@ -140,27 +140,66 @@ def with_owner(kernels: pd.DataFrame, ranges: pd.DataFrame, owner: np.ndarray) -
         codes.astype(np.int32), categories=pd.Index(uniq, dtype=object)))
 
 
-def compare_shares(shares: list[pd.DataFrame], labels: list[str]) -> pd.DataFrame:
-    """Category shares of several captures in one long table, with deltas against the first.
+def compare_shares(shares: list[pd.DataFrame], steps: list[int], labels: list[str]) -> pd.DataFrame:
+    """Category time of several captures in one long table, per measured step, with deltas
+    against the first, so that captures of different step counts compare.
 
     Args:
-        shares: category_shares() of each capture.
+        shares: category_shares() of each capture (totals over the capture).
+        steps: each capture's number of measured steps (1 where it has no step_i ranges).
         labels: one distinct label per capture.
 
     Returns:
-        One row per (category, capture): category, capture, total_ns, pct, delta_ns, delta_pp
-        (against the first capture; 0 for the first), categories ordered by the first capture's
-        time, then each capture in the order given.
+        One row per (category, capture): category, capture, steps, total_ns (the capture's),
+        per_step_ns, pct, delta_ns (per step, against the first capture; 0 for the first) and
+        delta_pp; categories ordered by the first capture's time, captures in the order given.
     """
     indexed = [s.set_index("category") for s in shares]
     order = sorted(set().union(*(s.index for s in indexed)), key=lambda c: (-indexed[0]["total_ns"].get(c, 0), c))
     rows = []
     for c in order:
-        base_ns, base_pct = int(indexed[0]["total_ns"].get(c, 0)), float(indexed[0]["pct"].get(c, 0.0))
-        for label, s in zip(labels, indexed, strict=True):
+        base = float(indexed[0]["total_ns"].get(c, 0)) / steps[0]
+        base_pct = float(indexed[0]["pct"].get(c, 0.0))
+        for label, s, n in zip(labels, indexed, steps, strict=True):
             ns, pct = int(s["total_ns"].get(c, 0)), float(s["pct"].get(c, 0.0))
-            rows.append((c, label, ns, pct, ns - base_ns, pct - base_pct))
-    return pd.DataFrame(rows, columns=["category", "capture", "total_ns", "pct", "delta_ns", "delta_pp"])
+            rows.append((c, label, n, ns, ns / n, pct, ns / n - base, pct - base_pct))
+    return pd.DataFrame(rows, columns=["category", "capture", "steps", "total_ns", "per_step_ns", "pct", "delta_ns",
+                                       "delta_pp"])
+
+
+def compare_kernels(ranked: list[pd.DataFrame], steps: list[int], labels: list[str], *,
+                    top: int = 10) -> pd.DataFrame:
+    """The kernels that matter in any capture, matched by name, time per step in each, deltas
+    against the first: the `top` largest of each capture, largest in the first capture first.
+
+    Args:
+        ranked: rank_kernels() of each capture (all rows, not folded).
+        steps: measured steps of each capture.
+
+    Returns:
+        One row per kernel name: name, category, then `<label> per_step_ns` per capture and
+        `<label> delta_ns` per capture after the first.
+    """
+    names: list[str] = []
+    for r in ranked:
+        names += [n for n in r["name"].head(top).astype(str) if n not in names]
+    out = pd.DataFrame({"name": names})
+    cats: dict[str, str] = {}
+    for r in ranked:
+        cats.update({str(n): str(c) for n, c in zip(r["name"], r["category"], strict=True) if str(n) not in cats})
+    out["category"] = out["name"].map(cats)
+    per = []
+    for label, r, n in zip(labels, ranked, steps, strict=True):
+        t = r.assign(name=r["name"].astype(str)).set_index("name")["total_ns"]
+        col = out["name"].map(t).fillna(0).astype(float) / n
+        out[f"{label} per_step_ns"] = col
+        per.append(col)
+    for label, col in zip(labels[1:], per[1:], strict=True):
+        out[f"{label} delta_ns"] = col - per[0]
+    first = out[f"{labels[0]} per_step_ns"]
+    return out.assign(_first=first, _max=pd.concat(per, axis=1).max(axis=1)).sort_values(
+        ["_first", "_max", "name"], ascending=[False, False, True], kind="stable").drop(
+        columns=["_first", "_max"]).reset_index(drop=True)
 
 
 def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:

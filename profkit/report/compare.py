@@ -1,7 +1,10 @@
-"""`profkit report compare`: category shares and top kernels of several captures side by side."""
+"""`profkit report compare`: several captures side by side, per measured step, deltas against
+the first: the runs (ms/step, peak memory, what differs in their configs), category time and
+the kernels that matter, matched by name."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +12,10 @@ import pandas as pd
 from profkit import analyze, layout
 from profkit.pipeline import Analysis
 from profkit.report.formats import render
-from profkit.report.tables import kernels_markdown, markdown_table
+from profkit.report.names import unique_names
+from profkit.report.tables import markdown_table, mib
+
+CONFIG_FIELDS = ("model", "mode", "dtype", "attn", "compile", "batch_size", "context_length", "nvtx", "nvtx_depth")
 
 
 def labels(paths: list[Path]) -> list[str]:
@@ -25,26 +31,75 @@ def labels(paths: list[Path]) -> list[str]:
     return [f"{n} ({names[:i].count(n) + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
+def steps_of(a: Analysis) -> int:
+    """Measured steps in the capture: its step_i ranges (else its run.json's, else 1)."""
+    n = int(analyze.step_of(a.ranges["path"]).nunique()) if len(a.ranges) else 0
+    return n or (a.run.config.steps if a.run else 1)
+
+
 def compare(analyses: list[Analysis], names: list[str], *, top: int = 10, fmt: str = "markdown") -> str:
-    """Category shares side by side with deltas against the first; in markdown, each one's top kernels."""
+    """Category time per step side by side with deltas against the first; in markdown, the runs
+    first and the top kernels matched by name after."""
     for a in analyses:
         a.require_kernels()
+    steps = [steps_of(a) for a in analyses]
     shares = [analyze.category_shares(a.kernels, a.data.memcpy, a.data.memset) for a in analyses]
-    table = analyze.compare_shares(shares, names)
-    return render(table, fmt, _markdown(table, analyses, names, top))
+    table = analyze.compare_shares(shares, steps, names)
+    if fmt != "markdown":
+        return render(table, fmt, "")
+    ranked = [analyze.rank_kernels(a.kernels) for a in analyses]
+    kernels = analyze.compare_kernels(ranked, steps, names, top=top)
+    return "\n".join(_runs_markdown(analyses, names, steps) + _categories_markdown(table, names)
+                     + _kernels_markdown(kernels, names))
 
 
-def _markdown(table: pd.DataFrame, analyses: list[Analysis], names: list[str], top: int) -> str:
-    header = ["category"] + [f"{n} ms (%)" for n in names] + [f"Δ {n} ms (pp)" for n in names[1:]]
+def _runs_markdown(analyses: list[Analysis], names: list[str], steps: list[int]) -> list[str]:
+    runs = [a.run for a in analyses]
+    rows = [["measured steps", *[f"{n:,}" for n in steps], *["" for _ in names[1:]]]]
+    if all(r is not None for r in runs):
+        med = [r.summary.median_ms for r in runs if r is not None]
+        rows.append(["ms/step (median, under nsys)", *[f"{m:,.2f}" for m in med],
+                     *[f"{m - med[0]:+,.2f} ({100 * (m - med[0]) / med[0]:+.1f}%)" for m in med[1:]]])
+        peaks = [r.peak_memory_bytes for r in runs if r is not None]
+        rows.append(["peak allocated MiB", *[mib(p) for p in peaks],
+                     *[f"{(p - peaks[0]) / 2**20:+,.1f}" if p is not None and peaks[0] is not None else "—"
+                       for p in peaks[1:]]])
+        configs = [dataclasses.asdict(r.config) for r in runs if r is not None]
+        resolved = [r.resolved for r in runs if r is not None]
+        for f in CONFIG_FIELDS:
+            values = [c[f] for c in configs]
+            if f == "batch_size":
+                values = [res.batch_size for res in resolved]
+            if f == "context_length":
+                values = [res.context_length for res in resolved]
+            if len({str(v) for v in values}) > 1:
+                rows.append([f"config: {f}", *[str(v) for v in values], *["" for _ in names[1:]]])
+    header = ["", *names, *[f"Δ {n}" for n in names[1:]]]
+    note = [] if all(r is not None for r in runs) else ["(ms/step and configs need each capture's run.json.)", ""]
+    return ["## Runs", "", markdown_table(header, rows), "", *note]
+
+
+def _categories_markdown(table: pd.DataFrame, names: list[str]) -> list[str]:
+    header = ["category"] + [f"{n} ms/step (%)" for n in names] + [f"Δ {n} ms/step (pp)" for n in names[1:]]
     rows = []
     for category, g in table.groupby("category", sort=False):
-        cells = [str(category)] + [f"{r.total_ns / 1e6:,.3f} ({r.pct:.1f}%)" for r in g.itertuples()]
+        cells = [str(category)] + [f"{r.per_step_ns / 1e6:,.3f} ({r.pct:.1f}%)" for r in g.itertuples()]
         cells += [f"{r.delta_ns / 1e6:+,.3f} ({r.delta_pp:+.1f})" for r in list(g.itertuples())[1:]]
         rows.append(cells)
-    totals = table.groupby("capture", sort=False)["total_ns"].sum().reindex(names)
+    totals = table.groupby("capture", sort=False)["per_step_ns"].sum().reindex(names)
     rows.append(["**all kernels**"] + [f"{t / 1e6:,.3f}" for t in totals]
                 + [f"{(t - totals.iloc[0]) / 1e6:+,.3f}" for t in totals.iloc[1:]])
-    parts = ["## Categories", "", markdown_table(header, rows), "", "## Top kernels", ""]
-    for name, a in zip(names, analyses, strict=True):
-        parts += [f"### {name}", "", kernels_markdown(analyze.rank_kernels(a.kernels, top_k=top)), ""]
-    return "\n".join(parts)
+    return ["## Categories, per measured step", "", markdown_table(header, rows), ""]
+
+
+def _kernels_markdown(kernels: pd.DataFrame, names: list[str]) -> list[str]:
+    short = unique_names(kernels["name"].astype(str).tolist())
+    header = ["kernel", "category", *[f"{n} ms/step" for n in names], *[f"Δ {n}" for n in names[1:]]]
+    rows = []
+    for label, r in zip(short, kernels.itertuples(index=False), strict=True):
+        values = [getattr(r, f"_{2 + i}") for i in range(len(names) * 2 - 1)]
+        per, deltas = values[:len(names)], values[len(names):]
+        rows.append([label, str(r.category), *[f"{v / 1e6:,.3f}" for v in per], *[f"{d / 1e6:+,.3f}" for d in deltas]])
+    align = "ll" + "r" * (len(header) - 2)
+    return ["## Kernels, matched by name (the largest of each capture), per measured step", "",
+            markdown_table(header, rows, align=align), ""]
