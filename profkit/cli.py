@@ -323,6 +323,26 @@ def nvtx(profile: Path, by: str, fmt: str, output: Path | None, rules: Path | No
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("profile", type=click.Path(path_type=Path))
+@output_options
+@report_options
+def modules(profile: Path, fmt: str, output: Path | None, rules: Path | None, allow_incomplete: bool) -> None:
+    """Per module: forward and backward GPU ms per measured step, their ratio, share of the step.
+
+    One row per module path below step_i/forward and step_i/backward (JSON keys module,
+    fwd_gpu_ns, bwd_gpu_ns, bwd_fwd_ratio, step_pct, kernels).
+
+    \b
+    Example:
+        profkit report modules profiles/small-step
+        profkit report modules profiles/llama-step --format json
+    """
+    from profkit import report as reports
+
+    emit(reports.modules(_load(profile, rules, allow_incomplete), fmt=fmt), output)
+
+
+@report.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("profiles", type=click.Path(path_type=Path), nargs=-1, required=True)
 @click.option("--top", type=int, default=10, show_default=True, help="Top kernels listed per capture (markdown).")
 @output_options

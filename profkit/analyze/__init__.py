@@ -2,7 +2,8 @@
 
 - `nvtx`: the NVTX range tree across threads, kernel attribution, projection, range summaries;
 - `kernels`: kernel names and categories per row, the ranking, category shares, filters;
-- `categories`: the ordered rule table that names each kernel's category.
+- `categories`: the ordered rule table that names each kernel's category;
+- `modules`: per module path, forward against backward GPU time per step.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from profkit.analyze.kernels import (
     unattributed_pct,
     with_owner,
 )
+from profkit.analyze.modules import module_table
 from profkit.analyze.nvtx import OPEN_END, attribute, innermost_at, nvtx_summary, nvtx_tree, project, thread_timelines
 
 __all__ = ["OPEN_END", "attribute", "categorize", "category_shares", "compare_shares", "in_ranges", "innermost_at",
-           "kernel_frame", "load_rules", "lookup_categorical", "nvtx_summary", "nvtx_tree", "project",
+           "kernel_frame", "load_rules", "lookup_categorical", "module_table", "nvtx_summary", "nvtx_tree", "project",
            "rank_kernels", "thread_timelines", "triton_fuses", "unattributed_pct", "with_owner"]

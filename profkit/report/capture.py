@@ -5,7 +5,13 @@ from __future__ import annotations
 from profkit import analyze
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
-from profkit.report.tables import categories_markdown, kernels_markdown, markdown_table, nvtx_markdown
+from profkit.report.tables import (
+    categories_markdown,
+    kernels_markdown,
+    markdown_table,
+    modules_markdown,
+    nvtx_markdown,
+)
 
 
 def run_lines(run: RunRecord) -> list[str]:
@@ -49,4 +55,16 @@ def capture_markdown(a: Analysis, *, title: str, top: int = 15) -> str:
             note = ("GPU kernel ms: kernels launched while the range was open, nested ranges and other threads "
                     "(backward's autograd thread) included.")
         lines += ["## NVTX ranges, by name (all instances added)", "", note, "", table, ""]
+        lines += modules_section(a)
     return "\n".join(lines)
+
+
+def modules_section(a: Analysis) -> list[str]:
+    """report.md's module table: forward against backward per module, when kernels ran in them."""
+    table = analyze.module_table(a.ranges)
+    if table.empty or a.kernels.empty:
+        return []
+    return ["## Modules: forward against backward (mean per measured step)", "",
+            "GPU ms of the kernels under `step_i/forward/MODULE` and `step_i/backward/MODULE`, nested ranges "
+            "included; bwd/fwd near 2 is usual for matmul-heavy modules; step %: both phases, of the step's GPU "
+            "time.", "", modules_markdown(table), ""]

@@ -109,3 +109,14 @@ def nvtx_markdown(summary: Any, by: str = "path") -> str:
 def categories_markdown(shares: Any) -> str:
     rows = [[str(r.category), _ms(r.total_ns), f"{r.pct:.1f}"] for r in shares.itertuples()]
     return markdown_table(["category", "GPU ms", "share %"], rows)
+
+
+def _ratio(x: float) -> str:
+    return "—" if x != x else f"{x:.2f}"
+
+
+def modules_markdown(table: Any) -> str:
+    """analyze.module_table() as a table: per module, mean per measured step."""
+    rows = [[str(r.module), _ms(r.fwd_gpu_ns), _ms(r.bwd_gpu_ns), _ratio(r.bwd_fwd_ratio), f"{r.step_pct:.1f}",
+             f"{r.kernels:,.1f}"] for r in table.itertuples()]
+    return markdown_table(["module", "fwd GPU ms", "bwd GPU ms", "bwd/fwd", "step %", "kernels"], rows)
