@@ -229,3 +229,19 @@ def test_real_transformers_model(nvtx_recorder: Recorder, kind: str) -> None:
     attn = "attn" if kind == "gpt2" else "self_attn"
     layers = "transformer/h.0" if kind == "gpt2" else "model/layers.0"
     assert f"backward/{layers}/{attn}" in backward
+
+
+@pytest.mark.parametrize("kind,small", [
+    ("gpt2", dict(n_layer=2, n_embd=64, n_head=2, vocab_size=256)),
+    ("llama", dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=128, vocab_size=256)),
+])
+def test_scripts_hf_models(nvtx_recorder: Recorder, kind: str, small: dict[str, int]) -> None:
+    """scripts/hf_models.py's factories, shrunk: the contract holds and the ranges nest."""
+    pytest.importorskip("transformers")
+    from scripts import hf_models
+
+    model, make_batch = hf_models.build(kind, 2, 16, **small)
+    kwargs, targets = make_batch(torch.device("cpu"))
+    assert targets is None
+    _check(model, lambda: model(**kwargs).loss, nvtx_recorder, 3)
