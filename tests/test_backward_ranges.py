@@ -245,3 +245,15 @@ def test_scripts_hf_models(nvtx_recorder: Recorder, kind: str, small: dict[str, 
     kwargs, targets = make_batch(torch.device("cpu"))
     assert targets is None
     _check(model, lambda: model(**kwargs).loss, nvtx_recorder, 3)
+
+
+def test_module_paths_are_the_range_paths(nvtx_recorder: Recorder) -> None:
+    model, make_batch = hf_like.causal_lm_with_labels(batch_size=1, context_length=4)
+    hooks.add_module_ranges(model, 3)
+    kwargs, _ = make_batch(torch.device("cpu"))
+    with torch.no_grad():
+        model(**kwargs)
+    pushed = {p for _, p in nvtx_recorder.paths()}
+    paths = [p for p, _ in hooks.module_paths(model, 3)]
+    assert "model/layers.0/self_attn" in paths and len(paths) == len(list(hooks.module_ranges(model, 3)))
+    assert set(paths) == pushed

@@ -105,20 +105,37 @@ def module_ranges(model: nn.Module, depth: int) -> Iterator[tuple[str, nn.Module
     >>> [n for n, _ in module_ranges(nn.Sequential(nn.Linear(1, 1), nn.ReLU()), 1)]
     ['0', '1']
     """
+    for name, _, module in _walk(model, depth):
+        yield name, module
+
+
+def module_paths(model: nn.Module, depth: int) -> Iterator[tuple[str, nn.Module]]:
+    """module_ranges' modules with their path below `step_i/forward` (and `step_i/backward`).
+
+    >>> [p for p, _ in module_paths(nn.Sequential(nn.Sequential(nn.ReLU())), 2)]
+    ['0', '0/0']
+    """
+    for _, path, module in _walk(model, depth):
+        yield path, module
+
+
+def _walk(model: nn.Module, depth: int) -> Iterator[tuple[str, str, nn.Module]]:
+    """(range name, path, module) for every module that gets a range, in definition order."""
     containers = (nn.ModuleList, nn.ModuleDict)
 
-    def walk(module: nn.Module, level: int, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    def walk(module: nn.Module, level: int, path: str, prefix: str) -> Iterator[tuple[str, str, nn.Module]]:
         for child_name, child in module.named_children():
             name = f"{prefix}{child_name}"
             if isinstance(child, containers):
-                yield from walk(child, level, f"{name}.")
+                yield from walk(child, level, path, f"{name}.")
                 continue
-            yield name, child
+            full = f"{path}/{name}" if path else name
+            yield name, full, child
             if level < depth:
-                yield from walk(child, level + 1, "")
+                yield from walk(child, level + 1, full, "")
 
     if depth >= 1:
-        yield from walk(model, 1, "")
+        yield from walk(model, 1, "", "")
 
 
 def add_module_ranges(model: nn.Module, depth: int, *, backward: bool = True) -> list[RemovableHandle]:

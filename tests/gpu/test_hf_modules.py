@@ -8,7 +8,6 @@ more than their parent. Needs CUDA, nsys and transformers; skipped elsewhere.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,27 +18,10 @@ pytest.importorskip("transformers")
 
 from profkit import analyze, pipeline  # noqa: E402
 from profkit.cli import cli  # noqa: E402
+from profkit.collect.hooks import module_paths  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available() or shutil.which("nsys") is None,
                                                   reason="needs a CUDA GPU and nsys")]
-
-
-def ranged_paths(model: torch.nn.Module, depth: int) -> Iterator[tuple[str, torch.nn.Module]]:
-    """hooks.module_ranges' modules with their whole path (`model/layers.3/self_attn`)."""
-    containers = (torch.nn.ModuleList, torch.nn.ModuleDict)
-
-    def walk(module: torch.nn.Module, level: int, path: str, prefix: str) -> Iterator[tuple[str, torch.nn.Module]]:
-        for child_name, child in module.named_children():
-            name = f"{prefix}{child_name}"
-            if isinstance(child, containers):
-                yield from walk(child, level, path, f"{name}.")
-                continue
-            full = f"{path}/{name}" if path else name
-            yield full, child
-            if level < depth:
-                yield from walk(child, level + 1, full, "")
-
-    yield from walk(model, 1, "", "")
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
@@ -54,7 +36,7 @@ def test_every_module_with_parameters_has_backward_time(tmp_path: Path, kind: st
     assert result.exit_code == 0, result.output
     table = analyze.module_table(pipeline.load(tmp_path / kind).ranges).set_index("module")
     model, _ = hf_models.build(kind, 1, 8)
-    with_params = [p for p, m in ranged_paths(model, depth) if any(True for _ in m.parameters())]
+    with_params = [p for p, m in module_paths(model, depth) if any(True for _ in m.parameters())]
     assert with_params and set(with_params) <= set(table.index)
     no_backward = [p for p in with_params if not table.loc[p, "bwd_gpu_ns"] > 0]
     assert not no_backward, no_backward
