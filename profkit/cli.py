@@ -339,7 +339,8 @@ def modules(profile: Path, fmt: str, output: Path | None, rules: Path | None, al
     """
     from profkit import report as reports
 
-    emit(reports.modules(_load(profile, rules, allow_incomplete), fmt=fmt), output)
+    a = _load(profile, rules, allow_incomplete)
+    emit(library(lambda: reports.modules(a, fmt=fmt)), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from profkit import analyze, pipeline
 from profkit.cli import cli
-from tests.conftest import TESTS
+from tests.conftest import ENCODER, TESTS, export_variant
 
 STEP_BF16 = TESTS / "data" / "h100_small_step_bf16"
 
@@ -125,3 +125,10 @@ def test_report_md_has_the_modules_section(step_bf16: pipeline.Analysis) -> None
     text = capture_markdown(step_bf16, title="t")
     assert "## Modules: forward against backward (mean per measured step)" in text
     assert "| layer_0/attention | 0.142 | 0.208 | 1.46 | 2.9 | 97.0 |" in text
+
+
+def test_report_modules_needs_kernels(tmp_path: Path) -> None:
+    variant = export_variant(tmp_path, "DROP TABLE CUPTI_ACTIVITY_KIND_KERNEL", source=ENCODER)
+    result = CliRunner().invoke(cli, ["report", "modules", str(variant)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {variant} has no kernels table: nsys recorded no CUDA kernels")

@@ -42,5 +42,6 @@ def nvtx(a: Analysis, *, by: str = "path", fmt: str = "markdown") -> str:
 
 def modules(a: Analysis, *, fmt: str = "markdown") -> str:
     """`profkit report modules`: per module path, forward and backward GPU time per measured step."""
+    a.require_kernels()
     table = analyze.module_table(a.ranges)
     return render(table, fmt, modules_markdown(table))

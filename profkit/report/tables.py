@@ -111,12 +111,12 @@ def categories_markdown(shares: Any) -> str:
     return markdown_table(["category", "GPU ms", "share %"], rows)
 
 
-def _ratio(x: float) -> str:
-    return "—" if x != x else f"{x:.2f}"
+def _fixed(x: float, digits: int) -> str:
+    return "—" if x != x else f"{x:,.{digits}f}"  # NaN: no forward time, or no step time
 
 
 def modules_markdown(table: Any) -> str:
     """analyze.module_table() as a table: per module, mean per measured step."""
-    rows = [[str(r.module), _ms(r.fwd_gpu_ns), _ms(r.bwd_gpu_ns), _ratio(r.bwd_fwd_ratio), f"{r.step_pct:.1f}",
+    rows = [[str(r.module), _ms(r.fwd_gpu_ns), _ms(r.bwd_gpu_ns), _fixed(r.bwd_fwd_ratio, 2), _fixed(r.step_pct, 1),
              f"{r.kernels:,.1f}"] for r in table.itertuples()]
     return markdown_table(["module", "fwd GPU ms", "bwd GPU ms", "bwd/fwd", "step %", "kernels"], rows)
