@@ -11,16 +11,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
-from profkit import ranges
+from profkit import pipeline, ranges
+from profkit.cli import cli
 from profkit.collect import hooks
 from tests import hf_like
-from tests.conftest import Recorder
+from tests.conftest import TESTS, Recorder, real_nsys
 
 
 def _walk(events: list[tuple[str, str, int]]) -> tuple[dict[int, list[str]], list[tuple[str, str, int]]]:
@@ -257,3 +260,22 @@ def test_module_paths_are_the_range_paths(nvtx_recorder: Recorder) -> None:
     paths = [p for p, _ in hooks.module_paths(model, 3)]
     assert "model/layers.0/self_attn" in paths and len(paths) == len(list(hooks.module_ranges(model, 3)))
     assert set(paths) == pushed
+
+
+@pytest.mark.nsys
+def test_backward_paths_mirror_forward_in_a_real_capture(tmp_path: Path) -> None:
+    """Under the real nsys on CPU: the export's backward paths are the forward paths, phase swapped."""
+    nsys = real_nsys()
+    env = {"PYTHONPATH": f"{TESTS}:{TESTS.parent}"}
+    result = CliRunner(env=env).invoke(cli, [
+        "profile", "--model", "hf_like:causal_lm_with_labels", "--mode", "fwd_bwd", "--device", "cpu",
+        "--warmup", "0", "--steps", "1", "--batch-size", "1", "--context-length", "8", "--nvtx-depth", "3",
+        "--name", "hf", "--out-dir", str(tmp_path), "--nsys", str(nsys.path)])
+    assert result.exit_code == 0, result.output
+    paths = pipeline.load(tmp_path / "hf").ranges["path"].tolist()
+    forward = {p.removeprefix("step_0/forward/") for p in paths if p.startswith("step_0/forward/")}
+    backward = {p.removeprefix("step_0/backward/") for p in paths if p.startswith("step_0/backward/")}
+    assert "model/layers.1/self_attn" in backward and "model/embed_tokens" in backward
+    # Every backward path is a forward path; forward-only: the loss and modules whose outputs need no grad.
+    assert backward <= forward
+    assert forward - backward == {"loss", "model/rotary_emb"}
