@@ -284,13 +284,25 @@ def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor], depth: int = 0) -> Any
     return obj
 
 
-def _needs_grad(leaves: list[Tensor]) -> Callable[[Tensor], Tensor]:
-    def collect(t: Tensor) -> Tensor:
-        if t.requires_grad:
-            leaves.append(t)
-        return t
-
-    return collect
+def _grad_tensors(obj: Any, found: list[Tensor], depth: int = 0) -> None:
+    """Append to `found` every tensor in `obj` that requires grad, in map_tensors' order (a
+    lean walk: it runs for every call of every ranged module, and mostly finds one tensor)."""
+    if isinstance(obj, Tensor):
+        if obj.requires_grad:
+            found.append(obj)
+    elif depth >= _MAX_DEPTH:
+        return
+    elif isinstance(obj, (tuple, list)):
+        for x in obj:
+            _grad_tensors(x, found, depth + 1)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _grad_tensors(x, found, depth + 1)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name, None)
+            if v is not None:
+                _grad_tensors(v, found, depth + 1)
 
 
 def _replace_with(new: Iterator[Tensor]) -> Callable[[Tensor], Tensor]:
@@ -327,7 +339,8 @@ def module_hooks(module: nn.Module, name: str, *, backward: bool = True) -> list
         call = _Call(name)
         calls.append(call)
         leaves: list[Tensor] = []
-        map_tensors((args, kwargs), _needs_grad(leaves))
+        _grad_tensors(args, leaves)
+        _grad_tensors(kwargs, leaves)
         if not leaves:
             return None
         call.closer = True
@@ -343,14 +356,15 @@ def module_hooks(module: nn.Module, name: str, *, backward: bool = True) -> list
             return None
         closed, call.closed_inputs = call.closed_inputs, ()
         leaves: list[Tensor] = []
-        map_tensors(out, _needs_grad(leaves))
+        _grad_tensors(out, leaves)
         if not leaves:
             return None
         if not call.closer:
             accumulators = _leaf_accumulators(leaves)
             call.waiting = len(accumulators)
             call.handles = [node.register_hook(call.leaf_done) for node in accumulators]
-        return map_tensors(out, _replace_with(iter(_Open.apply(call, len(leaves), *leaves, *closed))))
+        opened = _Open.apply(call, len(leaves), *leaves, *closed)
+        return opened[0] if out is leaves[0] else map_tensors(out, _replace_with(iter(opened)))
 
     return [module.register_forward_pre_hook(before, with_kwargs=True),
             module.register_forward_hook(after, always_call=True)]
