@@ -197,6 +197,7 @@ class Frozen:
     Frozen(torch.ones(1), b=(torch.ones(2), None)),
     hf_like.CausalLMOutput(loss=torch.ones(()), logits=torch.ones(2)),
     {"x": [torch.ones(1), {"y": torch.ones(1)}]},
+    torch.ones(2, 3).max(dim=0),  # torch.return_types.max: .values and .indices kept
 ])
 def test_map_tensors_keeps_structure(value: Any) -> None:
     out = hooks.map_tensors(value, lambda t: t + 1)

@@ -261,9 +261,14 @@ def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor], depth: int = 0) -> Any
         items = [map_tensors(x, fn, depth + 1) for x in obj]
         if all(a is b for a, b in zip(items, obj, strict=True)):
             return obj
-        if isinstance(obj, list):
-            return items
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+        if isinstance(obj, list) or type(obj) is tuple:
+            return items if isinstance(obj, list) else tuple(items)
+        if hasattr(obj, "_fields"):  # a namedtuple
+            return type(obj)(*items)
+        try:
+            return type(obj)(items)  # torch.return_types and other tuple subclasses built from a sequence
+        except TypeError:
+            return tuple(items)
     if isinstance(obj, dict):
         changed = {k: v2 for k, v in obj.items() if (v2 := map_tensors(v, fn, depth + 1)) is not v}
         if not changed:
