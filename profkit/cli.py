@@ -357,6 +357,34 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("profile", type=click.Path(path_type=Path))
+@output_options
+@report_options
+def modules(profile: Path, fmt: str, output: Path | None, rules: Path | None, allow_incomplete: bool,
+            no_cache: bool) -> None:
+    """Per module: forward and backward GPU ms per measured step, their ratio, share of the step.
+
+    One row per module path below step_i/forward and step_i/backward (JSON keys module,
+    fwd_gpu_ns, bwd_gpu_ns, bwd_fwd_ratio, step_pct, kernels).
+
+    \b
+    Example:
+        profkit report modules profiles/small-step
+        profkit report modules profiles/llama-step --format json
+    """
+    from profkit import pipeline
+
+    def make() -> str:
+        from profkit import report as reports
+
+        return reports.modules(_load(profile, rules, allow_incomplete), fmt=fmt)
+
+    options: dict[str, object] = {"fmt": fmt, "allow_incomplete": allow_incomplete}
+    emit(library(lambda: pipeline.cached_report(profile, "modules", options, make, rules=rules,
+                                                use_cache=not no_cache)), output)
+
+
+@report.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("profiles", type=click.Path(path_type=Path), nargs=-1, required=True)
 @click.option("--top", type=int, default=10, show_default=True, help="Top kernels listed per capture (markdown).")
 @output_options

@@ -4,12 +4,14 @@
 modes: ok_no_ranges (report and an export without profkit's ranges), analysis_failed (no
 report), partial_analysis (analysis failed, report and export written anyway),
 warns_but_works (warns of an unknown call, then exports fine but for the ranges),
-program_fails, no_kernels (export without a kernels table). With FAKE_NSYS_CALLS=FILE it
-appends each call's arguments to FILE.
+program_fails, no_kernels (export without a kernels table), runs_program (runs the profiled
+program itself and exits with its code). With FAKE_NSYS_CALLS=FILE it appends each call's
+arguments to FILE.
 """
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +29,9 @@ if args == ["--version"]:
 if args[0] == "profile":
     output = next(a.split("=", 1)[1] for a in args if a.startswith("--output="))
     run_out = Path(args[args.index("--out") + 1])
+    if mode == "runs_program":
+        program = args[args.index("--force-overwrite=true") + 1:]
+        sys.exit(subprocess.run(program, stderr=subprocess.STDOUT).returncode)
     if mode == "program_fails":
         print("Traceback (most recent call last):\nRuntimeError: boom")
         sys.exit(1)

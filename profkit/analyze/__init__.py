@@ -4,6 +4,7 @@
 - `kernels`: kernel names and categories per row, the ranking, category shares, filters;
 - `categories`: the ordered rule table that names each kernel's category;
 - `timeline`: GPU busy and idle time per phase, the verdict, and what to try.
+- `modules`: per module path, forward against backward GPU time per step.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from profkit.analyze.kernels import (
     unattributed_pct,
     with_owner,
 )
+from profkit.analyze.modules import module_table
 from profkit.analyze.nvtx import (
     OPEN_END,
     attribute,
@@ -36,6 +38,6 @@ from profkit.analyze.timeline import timeline, union_ns, what_to_try
 
 __all__ = ["OPEN_END", "attribute", "categorize", "category_shares", "category_steps", "compare_kernels",
            "compare_shares", "fold_steps", "in_ranges", "innermost_at", "kernel_frame", "load_rules",
-           "lookup_categorical", "nvtx_summary", "nvtx_tree", "project", "rank_kernels", "step_of",
+           "lookup_categorical", "module_table", "nvtx_summary", "nvtx_tree", "project", "rank_kernels", "step_of",
            "thread_timelines", "timeline", "triton_fuses", "unattributed_pct", "union_ns", "what_to_try",
            "with_owner"]

@@ -19,19 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import profkit.models as models
 from profkit import layout, ranges
-from profkit.collect import hooks
+from profkit.collect import hooks, outputs
 from profkit.collect.env import environment
 from profkit.config import RunConfig
 from profkit.errors import RunError
 from profkit.models.attention import SDPA_BACKENDS, AttentionBackendError, check_backend
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-BatchFn = Callable[[torch.device], tuple[Any, Tensor]]
+BatchFn = Callable[[torch.device], tuple[Any, Tensor | None]]
 
 
 @dataclass(slots=True)
@@ -131,11 +130,15 @@ def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: to
 
     def forward() -> Tensor:
         with ranges.phase("forward"), autocast:
-            out = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+            if isinstance(inputs, dict):
+                out = model(**inputs)
+            else:
+                out = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
             with ranges.phase("loss"):
-                if out.dim() == 0:
-                    return out
-                return F.cross_entropy(out.flatten(0, -2).float(), targets.flatten())
+                try:
+                    return outputs.loss_of(out, targets)
+                except outputs.UnsupportedOutput as e:
+                    raise RunError(f"--model {cfg.model}: {e}") from None
 
     def step() -> None:
         with torch.nn.attention.sdpa_kernel(SDPA_BACKENDS[cfg.attn]) if pin else contextlib.nullcontext():

@@ -16,9 +16,9 @@ from profkit.pipeline import Analysis
 from profkit.report.capture import capture_markdown
 from profkit.report.compare import compare, labels
 from profkit.report.formats import FORMATS, ReportError, render
-from profkit.report.tables import kernels_markdown, nvtx_markdown, steps_markdown
+from profkit.report.tables import kernels_markdown, modules_markdown, nvtx_markdown, steps_markdown
 
-__all__ = ["FORMATS", "ReportError", "capture_markdown", "compare", "kernels", "labels", "nvtx", "render"]
+__all__ = ["FORMATS", "ReportError", "capture_markdown", "compare", "kernels", "labels", "modules", "nvtx", "render"]
 
 
 def kernels(a: Analysis, *, range_regex: str | None = None, top: int = 20, by: str = "name",
@@ -50,3 +50,10 @@ def nvtx(a: Analysis, *, by: str = "path", steps: str = "each", depth: int | Non
     if depth is not None:
         summary = summary[summary[by].astype(str).str.count("/") < depth] if by == "path" else summary
     return render(summary, fmt, nvtx_markdown(summary, by))
+
+
+def modules(a: Analysis, *, fmt: str = "markdown") -> str:
+    """`profkit report modules`: per module path, forward and backward GPU time per measured step."""
+    a.require_kernels()
+    table = analyze.module_table(a.ranges)
+    return render(table, fmt, modules_markdown(table))

@@ -5,7 +5,13 @@ from __future__ import annotations
 from profkit import analyze
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
-from profkit.report.tables import categories_markdown, category_steps_markdown, kernels_markdown, steps_markdown
+from profkit.report.tables import (
+    categories_markdown,
+    category_steps_markdown,
+    kernels_markdown,
+    modules_markdown,
+    steps_markdown,
+)
 from profkit.report.timeline import step_line, verdict_section
 
 RANGE_DEPTH = 3  # report.md's range table: step > phase > layer > part
@@ -58,4 +64,16 @@ def capture_markdown(a: Analysis, *, title: str, top: int = 15) -> str:
                       note + " Warm-up and compile are outside the steps and not counted; `profkit report nvtx "
                       "--steps merged` lists every level.", "",
                       steps_markdown(folded, gpu=not k.empty, top=RANGE_ROWS), ""]
+        lines += modules_section(a)
     return "\n".join(lines)
+
+
+def modules_section(a: Analysis) -> list[str]:
+    """report.md's module table: forward against backward per module, when kernels ran in them."""
+    table = analyze.module_table(a.ranges)
+    if table.empty or a.kernels.empty:
+        return []
+    return ["## Modules: forward against backward (mean per measured step)", "",
+            "GPU ms of the kernels under `step_i/forward/MODULE` and `step_i/backward/MODULE`, nested ranges "
+            "included; bwd/fwd near 2 is usual for matmul-heavy modules; step %: both phases, of the step's GPU "
+            "time.", "", modules_markdown(table), ""]

@@ -113,3 +113,14 @@ def steps_markdown(folded: Any, *, gpu: bool = True, top: int | None = None) -> 
                                "top kernel"], rows, align="lrrrrl")
     rows = [[str(r.path), f"{r.instances_per_step:,.1f}", _ms(r.cpu_ns_per_step)] for r in rows_in.itertuples()]
     return markdown_table(["path (steps merged)", "instances", "CPU ms"], rows)
+
+
+def _fixed(x: float, digits: int) -> str:
+    return "—" if x != x else f"{x:,.{digits}f}"  # NaN: no forward time, or no step time
+
+
+def modules_markdown(table: Any) -> str:
+    """analyze.module_table() as a table: per module, mean per measured step."""
+    rows = [[str(r.module), _ms(r.fwd_gpu_ns), _ms(r.bwd_gpu_ns), _fixed(r.bwd_fwd_ratio, 2), _fixed(r.step_pct, 1),
+             f"{r.kernels:,.1f}"] for r in table.itertuples()]
+    return markdown_table(["module", "fwd GPU ms", "bwd GPU ms", "bwd/fwd", "step %", "kernels"], rows)
