@@ -7,7 +7,6 @@ more than their parent. Needs CUDA, nsys and transformers; skipped elsewhere.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,17 @@ pytest.importorskip("transformers")
 from profkit import analyze, pipeline  # noqa: E402
 from profkit.cli import cli  # noqa: E402
 from profkit.collect.hooks import module_paths  # noqa: E402
+from profkit.nsys import NsysNotFound, find_nsys  # noqa: E402
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available() or shutil.which("nsys") is None,
+
+def _nsys() -> str | None:
+    try:
+        return str(find_nsys().path)
+    except NsysNotFound:
+        return None
+
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available() or _nsys() is None,
                                                   reason="needs a CUDA GPU and nsys")]
 
 
