@@ -167,15 +167,16 @@ def verdict(idle_pct: float, median_queue_ns: float, span_ns: int) -> str:
 NOTABLE_PCT = 10.0
 
 
-def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None = None, compiled: bool = False,
-                fused_optimizer: bool = False, peak_bytes: int | None = None,
+def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None = None, builtin: bool = True,
+                compiled: bool = False, fused_optimizer: bool = False, peak_bytes: int | None = None,
                 gpu_bytes: int | None = None) -> list[str]:
     """Suggestions the capture holds evidence for, each naming its evidence.
 
     Args:
         phases: timeline(by="phase") rows.
         kernels: kernel rows of the measured steps (name, category, dur_ns, range_path).
-        attn, compiled, fused_optimizer, peak_bytes, gpu_bytes: what the run record says, when known.
+        attn, builtin, compiled, fused_optimizer, peak_bytes, gpu_bytes: what the run record says, when
+            known (`builtin`: one of profkit's models, whose attention `--attn` chooses).
     """
     out: list[str] = []
     step = phases.set_index("name").loc["step"] if "step" in set(phases["name"]) else None
@@ -201,8 +202,10 @@ def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None
         if cast_pct >= 5.0:
             out.append(f"bf16 weights (or a cast cache): autocast's fp32→16-bit copies are {cast_pct:.1f}% of the "
                        f"steps' kernel time ({len(casts):,} kernels)")
-        if attn == "naive":
-            soft = in_steps[in_steps["category"].astype(str) == "softmax"]
+        if attn == "naive" and builtin:
+            # softmax inside attention only: a model's loss runs a (log-)softmax over the vocabulary too
+            in_attention = in_steps["range_path"].astype(str).str.contains(r"/attention(?:/|$)|attn_softmax")
+            soft = in_steps[(in_steps["category"].astype(str) == "softmax") & in_attention.to_numpy()]
             soft_pct = 100.0 * soft["dur_ns"].sum() / total
             if soft_pct >= 2.0:
                 out.append(f"an SDPA backend (`--attn flash`): naive attention's softmax alone is {soft_pct:.1f}% of "

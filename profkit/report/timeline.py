@@ -84,6 +84,7 @@ def verdict_section(a: Analysis) -> list[str]:
               timeline_markdown(t, per_step=steps), ""]
     run = a.run
     tries = analyze.what_to_try(t, a.kernels, attn=run.config.attn if run else None,
+                                builtin=not (run and ":" in run.config.model),
                                 compiled=bool(run and run.config.compile),
                                 peak_bytes=run.peak_memory_bytes if run else None,
                                 gpu_bytes=run.environment.gpu_memory_bytes if run else None)
