@@ -8,6 +8,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from profkit.config import RunConfig  # noqa: E402
-
 __all__ = ["RunConfig", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """RunConfig on first use: `import profkit` stays cheap for a cached report (profkit.fastpath)."""
+    if name == "RunConfig":
+        from profkit.config import RunConfig
+
+        return RunConfig
+    raise AttributeError(f"module 'profkit' has no attribute {name!r}")

@@ -348,7 +348,8 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
     def make() -> str:
         from profkit import report as reports
 
-        return reports.nvtx(_load(profile, rules, allow_incomplete), by=by, steps=steps, depth=depth, fmt=fmt)
+        a = _load(profile, rules, allow_incomplete, activity=False)  # ranges and kernels only
+        return reports.nvtx(a, by=by, steps=steps, depth=depth, fmt=fmt)
 
     options: dict[str, object] = {"by": by, "steps": steps, "depth": depth, "fmt": fmt,
                                   "allow_incomplete": allow_incomplete}

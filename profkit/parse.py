@@ -137,6 +137,8 @@ class Reader:
         self.path, self.db = path, db
         self._adbc: Any = None
         self._modules = _adbc_modules()
+        self.calls: dict[str | None, list[np.ndarray]] = {}
+        """launch_calls() already read, by pattern (load() reads every pattern it needs in one scan)."""
 
     def close(self) -> None:
         if self._adbc is not None:
@@ -208,6 +210,8 @@ def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launc
     minority of a trace's runtime calls; their names are the StringIds that mention Launch.
     memcpy and memset come from calls named so (cudaMemcpyAsync, cudaMemsetAsync...).
     """
+    if like in reader.calls:
+        return list(reader.calls[like])
     where = ""
     have = _columns(reader.db, RUNTIME_TABLE)
     if like is not None and "nameId" in have:
@@ -215,6 +219,25 @@ def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launc
     corr, tid, start = reader.ints(f"SELECT coalesce(correlationId, -1), coalesce(globalTid, -1), start "
                                    f"FROM {RUNTIME_TABLE}{where}", 3)
     return [corr, pid_of(tid), start, tid]
+
+
+def read_launch_calls(reader: Reader, tables: set[str], likes: list[str]) -> None:
+    """Read the runtime calls of several name patterns in one scan of the runtime table (each
+    table read costs a scan of every call), then keep each pattern's rows, in table order, for
+    launch_calls(). Nothing read when there is no runtime table or no nameId column."""
+    if RUNTIME_TABLE not in tables or "nameId" not in _columns(reader.db, RUNTIME_TABLE):
+        return
+    ids = {like: np.array([r[0] for r in reader.db.execute("SELECT id FROM StringIds WHERE value LIKE ?", (like,))],
+                          dtype=np.int64) for like in likes}
+    wanted = np.unique(np.concatenate(list(ids.values())))
+    if not len(wanted):
+        return
+    corr, tid, start, name = reader.ints(
+        "SELECT coalesce(correlationId, -1), coalesce(globalTid, -1), start, nameId FROM "
+        f"{RUNTIME_TABLE} WHERE nameId IN ({', '.join(map(str, wanted.tolist()))})", 4)
+    for like, mine in ids.items():
+        keep = np.isin(name, mine)
+        reader.calls[like] = [corr[keep], pid_of(tid[keep]), start[keep], tid[keep]]
 
 
 def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -247,8 +270,13 @@ def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) ->
     return start, tid
 
 
-def load_kernels(db: sqlite3.Connection | Reader, tables: set[str], *, launches: bool = True) -> pd.DataFrame:
-    """Kernels, each joined (when `launches`) to the runtime call that launched it."""
+def load_kernels(db: sqlite3.Connection | Reader, tables: set[str], *, launches: bool = True,
+                 lean: bool = False) -> pd.DataFrame:
+    """Kernels, each joined (when `launches`) to the runtime call that launched it.
+
+    `lean` reads only what the reports use: no device_id and stream_id, and without `launches`
+    no correlation_id and global_pid either (every column read costs ~0.1 s per million kernels).
+    """
     reader = db if isinstance(db, Reader) else Reader(Path(), db)
     cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", "name_id", "short_id",
             "launch_ns", "launch_tid"]
@@ -260,9 +288,13 @@ def load_kernels(db: sqlite3.Connection | Reader, tables: set[str], *, launches:
         raise ProfileError("the kernels table has no name column (demangledName, shortName, mangledName)")
     short = "shortName" if "shortName" in have else name
     pid = "coalesce(globalPid, 0)" if "globalPid" in have else "0"
-    sql = (f"SELECT start, end, deviceId, streamId, coalesce(correlationId, -1), {pid}, {name}, {short} "
-           f"FROM {KERNEL_TABLE}")
-    columns = dict(zip(cols[:8], reader.ints(sql, 8), strict=True))
+    exprs = dict(zip(cols[:8], ["start", "end", "deviceId", "streamId", "coalesce(correlationId, -1)", pid, name,
+                                short], strict=True))
+    if lean:
+        for c in ["device_id", "stream_id"] + ([] if launches else ["correlation_id", "global_pid"]):
+            del exprs[c]
+    sql = f"SELECT {', '.join(exprs.values())} FROM {KERNEL_TABLE}"
+    columns = dict(zip(exprs, reader.ints(sql, len(exprs)), strict=True))
     n = len(columns["start_ns"])
     launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
     if launches and RUNTIME_TABLE in tables and n:
@@ -281,7 +313,9 @@ def load_kernels(db: sqlite3.Connection | Reader, tables: set[str], *, launches:
             launch_ns, launch_tid = join_launches(corr, kp, calls)
     columns["launch_ns"], columns["launch_tid"] = launch_ns, launch_tid
     columns["dur_ns"] = columns["end_ns"] - columns["start_ns"]
-    return pd.DataFrame(columns, copy=False)
+    if lean:
+        return pd.DataFrame(columns, copy=False)
+    return pd.DataFrame({c: columns[c] for c in [*cols, "dur_ns"]}, copy=False)
 
 
 def load_names(db: sqlite3.Connection) -> pd.Series:
@@ -319,8 +353,13 @@ def load_nvtx(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
     frame["end_ns"] = frame["end_ns"].astype("Int64")
     frame["global_tid"] = frame["global_tid"].fillna(0).astype("int64")
     frame["global_pid"] = pid_of(frame["global_tid"])
-    frame["kind"] = frame["type"].map(lambda t: "push_pop" if types[t] == "NvtxPushPopRange" else "start_end")
-    frame["name"], frame["seq"] = split_op_names(frame["name"].fillna("").astype(object))
+    push_pop = [t for t, n in types.items() if n == "NvtxPushPopRange"]
+    frame["kind"] = np.where(frame["type"].isin(push_pop).to_numpy(), "push_pop", "start_end").astype(object)
+    # Range names repeat (115 k ranges, a few hundred names): split each distinct name once.
+    codes, uniq = pd.factorize(frame["name"].fillna("").astype(object))
+    clean, seq = split_op_names(pd.Series(uniq, dtype=object))
+    frame["name"] = clean.to_numpy(object)[codes]
+    frame["seq"] = seq.array[codes]
     return frame[[*cols, "seq"]]
 
 
@@ -418,7 +457,7 @@ def _empty_activity(extra: list[str]) -> pd.DataFrame:
 
 
 def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = True, nvtx: bool = True,
-         activity: bool = True) -> ProfileData:
+         activity: bool = True, lean: bool = False) -> ProfileData:
     """Read an nsys SQLite export (read-only).
 
     Args:
@@ -428,6 +467,7 @@ def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = T
         nvtx: read the NVTX ranges; False leaves `nvtx` empty (the completeness check still runs,
             on the ranges' last end alone).
         activity: read memcpy, memset and the GPUs; False leaves them empty.
+        lean: read only the kernel columns the reports use (load_kernels).
 
     Returns:
         ProfileData with every table profkit reads; missing (or skipped) tables are empty frames.
@@ -440,8 +480,11 @@ def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = T
     reader = Reader(path, db)
     memcpy_cols, memset_cols = ["bytes", "copyKind"], ["bytes"]
     try:
+        if activity:  # the launches of kernels, memcpy and memset: one scan of the runtime calls
+            likes = ["%Launch%"] if launches else []
+            read_launch_calls(reader, tables, [*likes, "%emcpy%", "%emset%"])
         data = ProfileData(
-            kernels=load_kernels(reader, tables, launches=launches),
+            kernels=load_kernels(reader, tables, launches=launches, lean=lean),
             names=load_names(db),
             nvtx=load_nvtx(db, tables) if nvtx else load_nvtx(db, set()),
             memcpy=(_load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", memcpy_cols, like="%emcpy%")

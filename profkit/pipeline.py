@@ -142,7 +142,8 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
     from profkit import parse
 
     export = resolve_input(path)
-    data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx, nvtx=nvtx, activity=activity)
+    data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx, nvtx=nvtx, activity=activity,
+                      lean=True)
     return analyze_data(data, rules=rules, nvtx=nvtx, run=run_of(path))
 
 
@@ -152,19 +153,20 @@ def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bo
     import pandas as pd
 
     from profkit import analyze
+    from profkit.analyze.nvtx import tree_and_timelines
 
     rule_list = analyze.load_rules(rules)
     ids = pd.Series(pd.unique(data.kernels["name_id"]))
     names = ids.map(data.names).fillna("<unknown>")
     cats = pd.Series(analyze.categorize(names, rule_list).to_numpy(), index=ids.to_numpy())
     kernels = analyze.kernel_frame(data.kernels, data.names, cats)
-    tree = analyze.nvtx_tree(data.nvtx if nvtx else data.nvtx.iloc[:0])
-    owner = analyze.attribute(kernels, tree)
+    tree, timelines = tree_and_timelines(data.nvtx if nvtx else data.nvtx.iloc[:0])
+    owner = analyze.attribute(kernels, tree, timelines)
     ranges = analyze.project(kernels, tree, owner)
     cols = ["start_ns", "end_ns", "dur_ns", "launch_ns", "launch_tid"]
     transfers = pd.concat([data.memcpy[cols].assign(kind="memcpy"), data.memset[cols].assign(kind="memset")],
                           ignore_index=True)
-    transfers = transfers.assign(owner=analyze.attribute(transfers, tree))
+    transfers = transfers.assign(owner=analyze.attribute(transfers, tree, timelines))
     return Analysis(data, analyze.with_owner(kernels, ranges, owner), ranges, transfers, run)
 
 

@@ -6,6 +6,8 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,80 @@ def test_launch_join_equals_sqlites(export: Path) -> None:
     assert len(k) == len(expected)
     np.testing.assert_array_equal(k["launch_ns"].to_numpy(), expected[:, 0])
     np.testing.assert_array_equal(k["launch_tid"].to_numpy(), expected[:, 1])
+
+
+# --- profkit.fastpath: a cache hit before the command line loads ---------------------------------------------------
+
+FAST_COMMANDS = [["kernels"], ["kernels", "--top", "0", "--format", "csv"], ["kernels", "--by=category", "--top", "3"],
+                 ["kernels", "--range", "backward", "--name", "short"], ["nvtx", "--format", "json"],
+                 ["nvtx", "--steps", "merged", "--depth", "2"], ["nvtx", "--by", "name"], ["timeline"],
+                 ["timeline", "--by", "name", "--format", "csv"]]
+
+
+def test_fastpath_defaults_and_choices_are_clis() -> None:
+    import click
+
+    from profkit import fastpath, layout
+    from profkit.cli import report
+
+    assert (fastpath.EXPORT, fastpath.RUN_FILE) == (layout.EXPORT, layout.RUN_FILE)
+    for name, spec in fastpath.SPECS.items():
+        command = report.commands[name]
+        options = {o: p for p in command.params for o in p.opts if o.startswith("--")}
+        assert set(spec) == set(options) - {"--allow-incomplete", "--rules", "--no-cache", "--output"}
+        for flag, (_, _, default, choices) in spec.items():  # the keys: the next test (a wrong one misses)
+            param = options[flag]
+            given = param.default if isinstance(param.default, (int, str)) else None  # click 8.3: UNSET for none
+            assert given == default, flag
+            assert (tuple(param.type.choices) if isinstance(param.type, click.Choice) else None) == choices, flag
+
+
+@pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
+def test_fastpath_serves_what_the_cli_computed(xdg: Path, export: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from profkit import fastpath
+
+    for command in FAST_COMMANDS:
+        argv = ["report", command[0], str(export), *command[1:]]
+        assert not fastpath.serve(argv)  # nothing cached yet
+        fresh = run(*argv)
+        assert fastpath.serve(argv), command
+        assert capsys.readouterr().out == fresh, command
+
+
+def test_fastpath_misses_stale_and_damaged_entries(xdg: Path, tmp_path: Path) -> None:
+    from profkit import fastpath
+
+    p = tmp_path / "a.sqlite"
+    shutil.copyfile(ENCODER, p)
+    argv = ["report", "nvtx", str(p), "--format", "csv"]
+    fresh = run(*argv)
+    assert fastpath.serve(argv)
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # the file changed: its key too
+    assert not fastpath.serve(argv)
+    assert run(*argv) == fresh
+    (entry,) = [e for e in entries(xdg) if cache.file_key(p) in str(e)]
+    entry.write_bytes(entry.read_bytes()[:-1])  # truncated
+    assert not fastpath.serve(argv) and not entry.exists()
+    assert run(*argv) == fresh and fastpath.serve(argv)
+
+
+@pytest.mark.parametrize("argv", [["report", "kernels", "x.sqlite", "-o", "f"], ["report", "kernels", "x.sqlite",
+                                  "--rules", "r.toml"], ["report", "kernels", "x.sqlite", "--by", "bogus"],
+                                  ["report", "nvtx", "x.sqlite", "--depth", "0"], ["report", "kernels", "--top", "3"],
+                                  ["report", "x.sqlite"], ["report", "kernels", "x.sqlite", "--no-cache"]])
+def test_fastpath_leaves_the_rest_to_click(argv: list[str]) -> None:
+    from profkit import fastpath
+
+    assert fastpath.parse_args(argv) is None
+
+
+def test_a_cache_hit_imports_no_click_pandas_numpy_or_torch(xdg: Path, tmp_path: Path) -> None:
+    p = tmp_path / "a.sqlite"
+    shutil.copyfile(ENCODER, p)
+    run("report", "kernels", p)
+    code = ("import sys; from profkit.fastpath import serve; "
+            f"assert serve(['report', 'kernels', {str(p)!r}]); "
+            "heavy = {'click', 'pandas', 'numpy', 'torch'} & set(sys.modules); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, XDG_CACHE_HOME=str(xdg.parent)),
+                   stdout=subprocess.DEVNULL)

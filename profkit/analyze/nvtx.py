@@ -35,7 +35,14 @@ OPEN_END = np.iinfo(np.int64).max  # a range still open when the capture stopped
 
 
 def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
-    """Give each NVTX range its parent, depth and path, across threads.
+    """Give each NVTX range its parent, depth and path, across threads (tree_and_timelines()'s
+    tree)."""
+    return tree_and_timelines(nvtx)[0]
+
+
+def tree_and_timelines(nvtx: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict[int, Timeline]]]:
+    """Give each NVTX range its parent, depth and path, across threads; with the tree's
+    thread_timelines(), which attribute() takes instead of building them again.
 
     Args:
         nvtx: ranges with start_ns, end_ns (NaN/NA when still open), global_tid, global_pid, name.
@@ -111,7 +118,7 @@ def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
     for i in range(n):
         if paths[i] is None:
             path_of(i)
-    return r.assign(range_id=np.arange(n), parent=parent, grafted=grafted, depth=depth, path=paths)
+    return r.assign(range_id=np.arange(n), parent=parent, grafted=grafted, depth=depth, path=paths), timelines
 
 
 def _as_backward(path: str) -> str:
@@ -295,17 +302,20 @@ def _innermost_elsewhere(timelines: dict[int, dict[int, Timeline]], parent: np.n
     return best
 
 
-def attribute(kernels: pd.DataFrame, tree: pd.DataFrame) -> np.ndarray:
+def attribute(kernels: pd.DataFrame, tree: pd.DataFrame,
+              timelines: dict[int, dict[int, Timeline]] | None = None) -> np.ndarray:
     """The owner range_id of each kernel (-1: launched outside every range, or launch unknown).
 
     Same thread first; then, for launches no range of their thread covers, the innermost range
-    open at that moment on another thread of the same process (latest start wins).
+    open at that moment on another thread of the same process (latest start wins). `timelines`:
+    thread_timelines(tree), when the caller has them (tree_and_timelines()).
     """
     require(kernels, ["launch_ns", "launch_tid"], "kernels")
     owner = np.full(len(kernels), -1, dtype=np.int64)
     if tree.empty or kernels.empty:
         return owner
-    timelines = thread_timelines(tree)
+    if timelines is None:
+        timelines = thread_timelines(tree)
     starts = tree["start_ns"].to_numpy()
     launch_ns = kernels["launch_ns"].to_numpy()
     launch_tid = kernels["launch_tid"].to_numpy()
