@@ -202,3 +202,19 @@ def test_nvtx_off_capture_on_cpu(tmp_path: Path) -> None:
     assert run["resolved"]["nvtx"] is False and run["config"]["out"] == str(folder)
     assert stat.S_IMODE((folder / "run.json").stat().st_mode) == 0o644
     assert invoke("report", "nvtx", folder, "--format", "json").stdout == "[]\n"  # an export without ranges
+
+
+@pytest.mark.nsys
+def test_an_option_this_nsys_lacks_is_refused_before_capturing(tmp_path: Path) -> None:
+    """README's `-- --pytorch=autograd-nvtx` with an nsys that has no --pytorch (2023.4.4, as CI
+    installs): one line before anything runs, not a failed capture."""
+    from profkit.nsys import profile_flags
+
+    nsys = real_nsys()
+    if "--pytorch" in profile_flags(nsys):
+        pytest.skip(f"nsys {nsys.version_str} has --pytorch")
+    result = invoke("profile", "--model", "tiny", "--device", "cpu", "--name", "x", "--out-dir", tmp_path / "p",
+                    "--nsys", nsys.path, "--", "--pytorch=autograd-nvtx")
+    assert_one_error(result, f"nsys {nsys.version_str} has no --pytorch option (see `{nsys.path} profile --help`); "
+                             "drop it, or use a newer nsys (profkit doctor says how)")
+    assert not (tmp_path / "p").exists()
