@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from profkit import layout  # noqa: E402
 from profkit.layout import RunRecord  # noqa: E402
 from profkit.nsys import find_nsys  # noqa: E402
 from profkit.scrub import scrub_export  # noqa: E402
@@ -75,8 +76,8 @@ def main() -> None:
         dest = a.dest / name
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        counts = scrub_export(a.work / name / "profile.sqlite", dest / "profile.sqlite")
-        shutil.copyfile(a.work / name / "run.json", dest / "run.json")
+        counts = scrub_export(a.work / name / layout.EXPORT, dest / layout.EXPORT)
+        shutil.copyfile(a.work / name / layout.RUN_FILE, dest / layout.RUN_FILE)
         run = RunRecord.read(dest)
         env, res, cfg = run.environment, run.resolved, run.config
         shown = [c for c in cmd if c != "--force"]
@@ -86,7 +87,7 @@ def main() -> None:
             gpu=env.gpu, driver=env.driver, torch=env.torch, cuda=env.cuda,
             label=f"{cfg.model} {cfg.mode} {cfg.dtype} attn={cfg.attn}" + (" compiled" if cfg.compile else ""),
             batch=res.batch_size, context=res.context_length, steps=cfg.steps, warmup=cfg.warmup))
-        size = (dest / "profile.sqlite").stat().st_size / 2**20
+        size = (dest / layout.EXPORT).stat().st_size / 2**20
         print(f"   {dest}: {size:.2f} MiB, scrubbed {counts}", flush=True)
 
 

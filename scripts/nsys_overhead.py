@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from profkit.layout import RunRecord  # noqa: E402
+from profkit.layout import EXPORT, RunRecord  # noqa: E402
 from profkit.nsys import find_nsys  # noqa: E402
 from profkit.pipeline import summarize_export  # noqa: E402
 from profkit.report.tables import markdown_table  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
                 continue
             folder = a.work / "captures" / name
             median = RunRecord.read(folder).summary.median_ms
-            kernels = summarize_export(folder / "profile.sqlite").kernels
+            kernels = summarize_export(folder / EXPORT).kernels
             ratio = f" (x{median / bare:.2f})" if bare else ""
             row.append(f"{median:.1f}{ratio}, {kernels:,} kernels")
         rows.append(row)
