@@ -238,6 +238,9 @@ def check_report_md(text: str, fixture: str, run: dict | None) -> None:
         assert f"mean {statistics.fmean(steps_ms):.2f} ± {statistics.stdev(steps_ms):.2f} ms per step" in text
         assert (f"Step time ({len(steps_ms)} measured steps): median {statistics.median(steps_ms):.2f} ms, "
                 f"min {min(steps_ms):.2f}, max {max(steps_ms):.2f}") in text
+        if run["peak_memory_bytes"] is not None:
+            assert (f"(torch.cuda.max_memory_allocated): {run['peak_memory_bytes'] / 2**20:,.1f} MiB; "
+                    f"{run['resident_memory_bytes'] / 2**20:,.1f} MiB was allocated when they began") in text
     # Categories per measured step (memcpy and memset included), largest first: mean, min, max, share.
     per_step = category_per_step(fixture)
     means = {c: sum(v) / len(v) for c, v in per_step.items()}

@@ -9,6 +9,7 @@ from profkit.report.tables import (
     categories_markdown,
     category_steps_markdown,
     kernels_markdown,
+    mib,
     modules_markdown,
     steps_markdown,
 )
@@ -29,7 +30,10 @@ def run_lines(run: RunRecord) -> list[str]:
         f"{res.params:,} parameters, {len(run.steps_ms)} measured steps.", "",
         machine + f"Under the profiler: mean {s.mean_ms:.2f} ± {s.std_ms:.2f} ms per step (profiled times are "
         "not bare times).", "", step_line(run.steps_ms), "",
-    ]
+    ] + ([f"Peak allocated memory over the measured steps (torch.cuda.max_memory_allocated): "
+          f"{mib(run.peak_memory_bytes)} MiB; {mib(run.resident_memory_bytes)} MiB was allocated when they began "
+          "(what warm-up left: weights, optimizer state, kept gradients).", ""]
+         if run.peak_memory_bytes is not None else [])
 
 
 def capture_markdown(a: Analysis, *, title: str, top: int = 15) -> str:
