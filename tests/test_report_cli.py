@@ -237,6 +237,7 @@ def test_cpu_capture_report_shows_host_time(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     text = (tmp_path / "cpu" / "report.md").read_text()
     assert "On CPU (" in text and "No CUDA kernels in this capture" in text
+    assert "## Where the step's time goes (no GPU work in this capture)" in text and "What bounds the step" not in text
     # Per measured step: the warm-up step (whole program captured on CPU) is not counted.
     ranges = text.split("## Ranges, per measured step")[1]
     assert "| path (steps merged) | instances | CPU ms |" in ranges and "| backward | 1.0 |" in ranges

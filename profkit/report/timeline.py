@@ -70,6 +70,10 @@ def verdict_section(a: Analysis) -> list[str]:
     if t.empty:
         return []
     steps = int(t.loc[t["name"] == "step", "instances"].iloc[0]) if "step" in set(t["name"]) else None
+    if (t["verdict"] == "no GPU work").all():  # a CPU capture: host time is all there is to show
+        rows = [[str(r.name), f"{int(r.instances):,}", _ms(r.wall_ns / (steps or 1))] for r in t.itertuples()]
+        return ["## Where the step's time goes (no GPU work in this capture)", "",
+                markdown_table(["phase", "instances", "wall ms" + (" per step" if steps else "")], rows), ""]
     lines = ["## What bounds the step", ""]
     for r in t.itertuples():
         lines.append(f"- **{r.name}**: {r.verdict} — GPU busy {_ms(r.gpu_busy_ns / (steps or 1))} of "
