@@ -38,6 +38,9 @@ def test_tiny_runs_each_mode_and_writes_run_json(tmp_path: Path, mode: str) -> N
     assert s["tokens_per_s"] == pytest.approx(64 / (s["mean_ms"] / 1e3))
     assert run["environment"]["torch"].startswith("2.") and run["environment"]["gpu"] is None
     assert "ms/step (mean ± std)" in result.stdout and "tokens/s" in result.stdout
+    # Brackets are text, not rich markup: the label and the [min, max] values both print.
+    assert "ms/step median [min, max]" in result.stdout
+    assert f"[{s['min_ms']:.2f}, {s['max_ms']:.2f}]" in result.stdout
     # stdout is not a terminal here: plain progress lines, one when each phase starts.
     assert f"tiny-{mode}-fp32-naive: warmup step 1/1\n" in result.stdout
     assert f"tiny-{mode}-fp32-naive: measure step 1/3\n" in result.stdout
