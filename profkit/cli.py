@@ -432,3 +432,90 @@ def timeline(profile: Path, by: str, fmt: str, output: Path | None, rules: Path 
     options: dict[str, object] = {"by": by, "fmt": fmt, "allow_incomplete": allow_incomplete}
     emit(library(lambda: pipeline.cached_report(profile, "timeline", options, make, rules=rules,
                                                 use_cache=not no_cache)), output)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--model", default=RunConfig().model, show_default=True,
+              help=f"Size ({', '.join(SIZES)}) or package.module:factory.")
+@click.option("--mode", default=RunConfig().mode, show_default=True, help=f"One of {', '.join(MODES)}.")
+@click.option("--attn", default=RunConfig().attn, show_default=True, help=f"One of {', '.join(ATTN_BACKENDS)}.")
+@click.option("--dtype", default=RunConfig().dtype, show_default=True, help=f"One of {', '.join(DTYPES)}.")
+@click.option("--batch-size", type=int, help="Default: the size's.")
+@click.option("--context-length", type=int, help="Default: the size's.")
+@click.option("--nvtx-depth", type=int, default=RunConfig().nvtx_depth, show_default=True,
+              help="Module levels with ranges, for your own model.")
+@click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Write flops.json into this run or capture folder.")
+def flops(model: str, mode: str, attn: str, dtype: str, batch_size: int | None, context_length: int | None,
+          nvtx_depth: int, fmt: str, out: Path | None) -> None:
+    """FLOPs and minimum bytes per NVTX path of one step, counted on the meta device (CPU is
+    enough): the paths a capture of the same config has, under step_0.
+
+    \b
+    Example:
+        profkit flops --model small --mode step --dtype bf16 --attn flash
+        profkit flops --model small --mode step --dtype bf16 --out profiles/small-step
+    """
+    try:
+        cfg = RunConfig(model=model, mode=mode, attn=attn, dtype=dtype, batch_size=batch_size,
+                        context_length=context_length, nvtx_depth=nvtx_depth, device="cpu")
+    except ValueError as e:
+        raise bad_input(str(e)) from None
+    from profkit.collect import flops as counting
+
+    result = library(lambda: counting.count(cfg))
+    if out is not None:
+        click.echo(f"wrote {library(lambda: counting.write(result, out))}", err=True)
+        return
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(result, indent=1))
+        return
+    click.echo("| path | GFLOP | vector GFLOP | MB |\n| --- | ---: | ---: | ---: |")
+    for r in result["paths"]:
+        click.echo(f"| {r['path']} | {r['flops'] / 1e9:,.3f} | {r['vector_flops'] / 1e9:,.3f} | "
+                   f"{r['bytes'] / 1e6:,.1f} |")
+
+
+def _flops_of(profile: Path, a: Any) -> Any:
+    """The capture's flops.json, or counted from its run.json when torch is importable."""
+    import importlib.util
+
+    from profkit.report import flops as flops_report
+
+    try:
+        return flops_report.read_flops(profile)
+    except flops_report.FlopsMissing as e:
+        if a.run is None or importlib.util.find_spec("torch") is None:
+            raise bad_input(str(e)) from None
+    from profkit.collect import flops as counting
+
+    return library(lambda: counting.count(a.run.config))
+
+
+@report.command("flops", context_settings=CONTEXT_SETTINGS)
+@click.argument("profile", type=click.Path(path_type=Path))
+@click.option("--peaks", type=click.Choice(["datasheet", "measured"]), default="datasheet", show_default=True,
+              help="The peak table to compare with (measured: this project's measured ceilings).")
+@click.option("--png", type=click.Path(path_type=Path), help="Write a roofline PNG (needs matplotlib).")
+@output_options
+@report_options
+def flops_command(profile: Path, peaks: str, png: Path | None, fmt: str, output: Path | None, rules: Path | None,
+                  allow_incomplete: bool, no_cache: bool) -> None:
+    """FLOPs and bytes beside GPU time per NVTX path: achieved TFLOP/s, % of peak, intensity,
+    compute- or memory-bound, whole-step MFU and the floor. Reads the capture's flops.json.
+
+    \b
+    Example:
+        profkit report flops profiles/small-step
+        profkit report flops profiles/small-step --format json
+    """
+    from profkit.report import flops as flops_report
+
+    a = _load(profile, rules, allow_incomplete)
+    counted = _flops_of(profile, a)
+    emit(library(lambda: flops_report.report(a, counted, fmt=fmt, measured=peaks == "measured")), output)
+    if png is not None:  # pragma: no cover - needs matplotlib
+        t, s, peak = library(lambda: flops_report.table(a, counted, measured=peaks == "measured"))
+        click.echo(flops_report.roofline_png(t, peak, s.precision, png), err=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import nvtx
@@ -35,7 +36,8 @@ DOMAIN = "profkit"
 _ENABLED = True  # every range
 _INNER = True  # ranges inside models (`annotate`, module hooks)
 _NULL = contextlib.nullcontext()
-_CACHE: dict[str, nvtx.annotate] = {}
+_CACHE: dict[str, Any] = {}
+_SINK: tuple[Callable[[str], None], Callable[[str], None]] | None = None
 
 
 def tool_attached() -> bool:
@@ -64,12 +66,52 @@ def inner_enabled() -> bool:
     return _INNER
 
 
-def _range(name: str) -> nvtx.annotate:
+class _SinkRange:
+    """A range whose push and pop go to `redirect`'s functions instead of NVTX."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        assert _SINK is not None
+        _SINK[0](self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        assert _SINK is not None
+        _SINK[1](self.name)
+
+
+def _range(name: str) -> Any:
     # nvtx.annotate registers its string once; reusing the object keeps push/pop cheap.
     r = _CACHE.get(name)
     if r is None:
-        r = _CACHE[name] = nvtx.annotate(name, domain=DOMAIN)
+        r = _CACHE[name] = nvtx.annotate(name, domain=DOMAIN) if _SINK is None else _SinkRange(name)
     return r
+
+
+@contextlib.contextmanager
+def redirect(on_push: Callable[[str], None], on_pop: Callable[[str], None], *, inner: bool = True) -> Iterator[None]:
+    """Every range (phase, annotate, push/pop) calls `on_push(name)`/`on_pop(name)` instead of NVTX,
+    all of them switched on (inner=False: the phases only, as for a compiled model), until the
+    block ends: `profkit flops` counts FLOPs under exactly the names a capture's ranges have.
+    Not reentrant; the NVTX ranges and switches come back after.
+
+    >>> seen = []
+    >>> with redirect(lambda n: seen.append("+" + n), lambda n: seen.append("-" + n)):
+    ...     with phase("step_0"), annotate("attn_softmax"):
+    ...         pass
+    >>> seen
+    ['+step_0', '+attn_softmax', '-attn_softmax', '-step_0']
+    """
+    global _SINK, _CACHE, _ENABLED, _INNER
+    saved = _SINK, _CACHE, _ENABLED, _INNER
+    _SINK, _CACHE, _ENABLED, _INNER = (on_push, on_pop), {}, True, inner
+    try:
+        yield
+    finally:
+        _SINK, _CACHE, _ENABLED, _INNER = saved
 
 
 def annotate(name: str) -> contextlib.AbstractContextManager[Any]:

@@ -40,7 +40,7 @@ STAGE_OF = {
     "profkit.cli": "cli",
     "profkit.__main__": "cli",
 }
-TORCH_ALLOWED = {"profkit.collect.workload", "profkit.collect.hooks", "profkit.collect.env",
+TORCH_ALLOWED = {"profkit.collect.workload", "profkit.collect.flops", "profkit.collect.hooks", "profkit.collect.env",
                  "profkit.collect.outputs"}
 TORCH_IN_FUNCTION_ONLY = {"profkit.collect.doctor"}
 

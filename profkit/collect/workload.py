@@ -119,11 +119,14 @@ def check_attention(cfg: RunConfig, device: torch.device) -> None:
 def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: torch.device) -> Callable[[], None]:
     """One step of `cfg.mode`, with its phases as NVTX ranges; `model` may be w.model compiled."""
     dtype = DTYPES[cfg.dtype]
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    # On `meta` (profkit flops' replay) there is no autocast nor GradScaler: FLOPs do not depend on them.
+    meta = device.type == "meta"
+    autocast: Any = (contextlib.nullcontext() if meta
+                     else torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32))
     train = cfg.mode != "fwd"
     w.model.train(train)
     opt = torch.optim.AdamW(w.model.parameters(), lr=1e-4) if cfg.mode == "step" else None
-    scaler = torch.amp.GradScaler(device.type) if (train and cfg.dtype == "fp16") else None
+    scaler = torch.amp.GradScaler(device.type) if (train and cfg.dtype == "fp16" and not meta) else None
     # For a user's model, a pinned backend covers every SDPA call it makes.
     pin = (not w.builtin and cfg.attn != "naive")
     inputs, targets = w.make_batch(device)
