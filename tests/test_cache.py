@@ -232,3 +232,30 @@ def test_a_cache_hit_imports_no_click_pandas_numpy_or_torch(xdg: Path, tmp_path:
             "heavy = {'click', 'pandas', 'numpy', 'torch'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, XDG_CACHE_HOME=str(xdg.parent)),
                    stdout=subprocess.DEVNULL)
+
+
+def test_the_console_script_takes_the_fast_path(xdg: Path, tmp_path: Path) -> None:
+    """`profkit` (the console script) and `python -m profkit` both serve a hit before click loads, and
+    both run the CLI on a miss, printing what the CLI prints."""
+    from importlib.metadata import entry_points
+
+    import profkit.__main__ as entry
+
+    (script,) = entry_points(group="console_scripts", name="profkit")
+    assert script.value == "profkit.__main__:main" and script.load() is entry.main
+    p = tmp_path / "a.sqlite"
+    shutil.copyfile(ENCODER, p)
+    expected = run("report", "kernels", p, "--top", "3", "--no-cache")
+    env = dict(os.environ, XDG_CACHE_HOME=str(xdg.parent))
+    probe = (f"import sys; sys.argv = ['profkit', 'report', 'kernels', {str(p)!r}, '--top', '3']; "
+             "from profkit.__main__ import main; main(); "
+             "print('HEAVY', sorted({'click', 'pandas', 'numpy'} & set(sys.modules)))")
+    miss = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False)
+    assert miss.stdout.startswith(expected)  # a miss: the click CLI computed it (and exited before the probe)
+    hit = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert hit.stdout == expected + "HEAVY []\n"  # a hit: served with no click, pandas or numpy
+    installed = Path(sys.executable).with_name("profkit")
+    if installed.exists():  # the script pip wrote: the same text
+        out = subprocess.run([str(installed), "report", "kernels", str(p), "--top", "3"], env=env,
+                             capture_output=True, text=True, check=True)
+        assert out.stdout == expected
