@@ -98,6 +98,11 @@ class Cache:
 
     def get(self, name: str) -> bytes | None:
         """The payload of entry `name`, or None (missing, or failing its check: then removed)."""
+        view = self.get_view(name)
+        return None if view is None else bytes(view)
+
+    def get_view(self, name: str) -> memoryview | None:
+        """get() without copying the payload (a view of the file's bytes as read)."""
         path = self.folder / name
         try:
             with open(path, "rb") as f:
@@ -106,7 +111,7 @@ class Cache:
             return None
         if len(raw) >= HEADER.size:
             magic, length, digest = HEADER.unpack_from(raw)
-            payload = raw[HEADER.size:]
+            payload = memoryview(raw)[HEADER.size:]
             if magic == MAGIC and length == len(payload) and hashlib.sha256(payload).digest() == digest:
                 try:
                     os.utime(self.folder)  # recently used: evicted last
@@ -119,16 +124,22 @@ class Cache:
             pass
         return None
 
-    def put(self, name: str, payload: bytes) -> bool:
-        """Write entry `name` atomically (temporary file, rename); False when it could not be."""
-        header = HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
+    def put(self, name: str, payload: bytes | list[memoryview]) -> bool:
+        """Write entry `name` atomically (temporary file, rename); False when it could not be. The payload
+        may come in parts (written one after another, never joined in memory)."""
+        parts = [payload] if isinstance(payload, bytes) else payload
+        sha = hashlib.sha256()
+        for part in parts:
+            sha.update(part)
+        header = HEADER.pack(MAGIC, sum(len(memoryview(p).cast("B")) for p in parts), sha.digest())
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(header)
-                    f.write(payload)
+                    for part in parts:
+                        f.write(part)
                 os.replace(tmp, self.folder / name)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

@@ -229,11 +229,12 @@ def emit(text: str, output: Path | None) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
-def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool = True, activity: bool = True) -> Any:
+def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool = True, activity: bool = True,
+          use_cache: bool = False) -> Any:
     from profkit import pipeline
 
     return library(lambda: pipeline.load(profile, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx,
-                                         activity=activity))
+                                         activity=activity, use_cache=use_cache))
 
 
 @cli.group(cls=DefaultGroup, default="capture", default_if_no_args=True, context_settings=CONTEXT_SETTINGS)
@@ -287,7 +288,8 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, rules: Path
     title = layout.capture_title(profile)
     text = library(lambda: pipeline.cached_report(
         profile, "capture", {"top": top, "title": title, "allow_incomplete": allow_incomplete},
-        lambda: capture_markdown(_load(profile, rules, allow_incomplete), title=title, top=top),
+        lambda: capture_markdown(_load(profile, rules, allow_incomplete, use_cache=not no_cache), title=title,
+                                  top=top),
         rules=rules, use_cache=not no_cache))
     library(lambda: layout.write_text(out, text))
     click.echo(f"report: {out}")
@@ -316,7 +318,7 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
     def make() -> str:
         from profkit import report as reports
 
-        a = _load(profile, rules, allow_incomplete, nvtx=bool(range_regex), activity=False)
+        a = _load(profile, rules, allow_incomplete, nvtx=bool(range_regex), activity=False, use_cache=not no_cache)
         return library(lambda: reports.kernels(a, range_regex=range_regex, top=top, by=by, name=name, fmt=fmt))
 
     options: dict[str, object] = {"range": range_regex, "top": top, "by": by, "name": name, "fmt": fmt,
@@ -348,7 +350,7 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
     def make() -> str:
         from profkit import report as reports
 
-        a = _load(profile, rules, allow_incomplete, activity=False)  # ranges and kernels only
+        a = _load(profile, rules, allow_incomplete, activity=False, use_cache=not no_cache)  # ranges, kernels
         return reports.nvtx(a, by=by, steps=steps, depth=depth, fmt=fmt)
 
     options: dict[str, object] = {"by": by, "steps": steps, "depth": depth, "fmt": fmt,
@@ -378,7 +380,7 @@ def modules(profile: Path, fmt: str, output: Path | None, rules: Path | None, al
     def make() -> str:
         from profkit import report as reports
 
-        return reports.modules(_load(profile, rules, allow_incomplete), fmt=fmt)
+        return reports.modules(_load(profile, rules, allow_incomplete, use_cache=not no_cache), fmt=fmt)
 
     options: dict[str, object] = {"fmt": fmt, "allow_incomplete": allow_incomplete}
     emit(library(lambda: pipeline.cached_report(profile, "modules", options, make, rules=rules,
@@ -427,7 +429,7 @@ def timeline(profile: Path, by: str, fmt: str, output: Path | None, rules: Path 
     def make() -> str:
         from profkit.report.timeline import timeline as timeline_report
 
-        return timeline_report(_load(profile, rules, allow_incomplete), by=by, fmt=fmt)
+        return timeline_report(_load(profile, rules, allow_incomplete, use_cache=not no_cache), by=by, fmt=fmt)
 
     options: dict[str, object] = {"by": by, "fmt": fmt, "allow_incomplete": allow_incomplete}
     emit(library(lambda: pipeline.cached_report(profile, "timeline", options, make, rules=rules,

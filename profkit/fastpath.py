@@ -1,5 +1,6 @@
-"""A repeated report served before the command line loads: `python -m profkit report kernels|nvtx|timeline
-EXPORT [options]` whose result profkit.cache holds is printed with nothing but the cache's own imports
+"""A repeated report served before the command line loads: `profkit report kernels|nvtx|timeline
+EXPORT [options]` (the console script, profkit.__main__.main, or `python -m profkit ...`) whose
+result profkit.cache holds is printed with nothing but the cache's own imports
 (no click, pandas or numpy; a third of a warm run's time was importing them).
 
 Only plain invocations qualify: one export (a .sqlite or a capture folder holding profile.sqlite),
@@ -114,3 +115,4 @@ def serve(argv: list[str]) -> bool:
 def serve_argv() -> bool:
     """serve(sys.argv[1:]) unless $PROFKIT_NO_FASTPATH is set (then always False)."""
     return os.environ.get("PROFKIT_NO_FASTPATH", "") in ("", "0") and serve(sys.argv[1:])
+

@@ -196,19 +196,19 @@ class Timing:
         return max(self.peak_mb)
 
 
-def timed(cmd: list[str], stdout: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+def timed(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, cwd: Path = REPO) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB, the largest process of the tree) of one fresh run of `cmd`."""
     with tempfile.NamedTemporaryFile(suffix=".rss") as rss, open(stdout, "wb") as out, \
             open(stdout.with_suffix(stdout.suffix + ".err"), "wb") as err:
         if TIME_BIN.exists():
             t0 = time.perf_counter()
             proc = subprocess.run([str(TIME_BIN), "-f", "%M", "-o", rss.name, *cmd], stdout=out, stderr=err, env=env,
-                                  cwd=REPO)
+                                  cwd=cwd)
             seconds = time.perf_counter() - t0
             rc, kib = proc.returncode, int(Path(rss.name).read_text().split()[-1])
         else:  # the child's own rusage, from wait4
             t0 = time.perf_counter()
-            child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO)
+            child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
             _, status, usage = os.wait4(child.pid, 0)
             seconds = time.perf_counter() - t0
             child.returncode = rc = os.waitstatus_to_exitcode(status)
@@ -281,6 +281,73 @@ def compare_totals(profkit_csv: Path, nsys_csv: Path) -> tuple[bool, str]:
                       if differ else ""))
 
 
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def before_after(e: Export, commit: str, repeat: int, work: Path) -> tuple[list[list[str]], list[str]]:
+    """`report kernels`, `report nvtx` and report.md on export `e`, profkit at `commit` (a `git archive` of it,
+    run with this interpreter) against this checkout, interleaved in one run; rows and the load before/after."""
+    old = Path(tempfile.mkdtemp(prefix=f"profkit-{commit[:7]}-"))
+    archive = subprocess.run(["git", "archive", commit], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    out = work / "out" / f"{e.path.stem}-before-after"
+    out.mkdir(parents=True, exist_ok=True)
+    py = [sys.executable, "-m", "profkit", "report"]
+    commands = {"report kernels": ["kernels", str(e.path), "--format", "csv", "--top", "0"],
+                "report nvtx": ["nvtx", str(e.path), "--format", "csv"],
+                "report.md": ["capture", str(e.path), "--force"]}
+    times: dict[tuple[str, str], Timing] = {}
+    load = [loadavg()]
+    for i in range(repeat):
+        for label, args in commands.items():
+            for side, cwd, extra in (("before", old, []), ("after", REPO, ["--no-cache"])):
+                seconds, mb = timed([*py, *args, *extra], out / f"{side}-{label.replace(' ', '_')}.txt", cwd=cwd)
+                t = times.setdefault((label, side), Timing(label))
+                t.seconds.append(seconds)
+                t.peak_mb.append(mb)
+                print(f"  [{i + 1}/{repeat}] {side} {label}: {seconds:.2f} s, {mb:,.0f} MB", flush=True)
+    load.append(loadavg())
+    shutil.rmtree(old, ignore_errors=True)
+    rows = []
+    for label in commands:
+        b, a = times[(label, "before")], times[(label, "after")]
+        rows.append([f"`{label}`", f"{b.best:.2f}", f"{a.best:.2f}", f"{a.best / b.best:.2f}x", f"{b.peak:,.0f}",
+                     f"{a.peak:,.0f}"])
+    return rows, load
+
+
+def time_sections(path: Path) -> None:
+    """In-process seconds of report.md's parts on one export (printed as `label seconds` lines)."""
+    from profkit import analyze, parse, pipeline
+    from profkit.report import capture as cap
+    from profkit.report import tables
+    from profkit.report import timeline as tl
+
+    def clock(label: str, fn: object) -> object:
+        t0 = time.perf_counter()
+        value = fn()  # type: ignore[operator]
+        print(f"{label}\t{time.perf_counter() - t0:.3f}", flush=True)
+        return value
+
+    a = clock("read and analyze (parse.load + analyze_data)",
+              lambda: pipeline.analyze_data(parse.load(path, lean=True)))
+    clock("whole report.md text (capture_markdown)", lambda: cap.capture_markdown(a, title="x"))
+    k = a.kernels
+    clock("issue 9: verdict and timeline (verdict_section)", lambda: tl.verdict_section(a))
+    clock("issue 9: categories per measured step", lambda: tables.category_steps_markdown(
+        analyze.category_steps(k, a.transfers, a.ranges)))
+    clock("issue 9: ranges per measured step (fold_steps)", lambda: tables.steps_markdown(
+        analyze.fold_steps(a.ranges, k, depth=cap.RANGE_DEPTH), gpu=True, top=cap.RANGE_ROWS))
+    clock("issue 9: modules (modules_section)", lambda: cap.modules_section(a))
+    clock("categories of the whole capture (before issue 9)", lambda: tables.categories_markdown(
+        analyze.category_shares(k, a.data.memcpy, a.data.memset)))
+    clock("top kernels", lambda: tables.kernels_markdown(analyze.rank_kernels(k, top_k=15)))
+
+
 # --- the report ----------------------------------------------------------------------------------------------------
 
 def machine() -> str:
@@ -314,10 +381,17 @@ def main() -> None:
     p.add_argument("--report", type=Path, default=Path("reports/bench.md"))
     p.add_argument("--nsys", help="The nsys to use (else $PROFKIT_NSYS, PATH, .tools/nsys).")
     p.add_argument("--floor", type=Path, help=argparse.SUPPRESS)  # one timed floor run (a subprocess of this)
+    p.add_argument("--sections", type=Path, help=argparse.SUPPRESS)  # report.md's parts, timed in-process
+    p.add_argument("--before", default="8c2c7e1", help="The commit timed as `before` against this checkout on the "
+                   "largest export (report kernels, nvtx, report.md; default %(default)s); '' skips it.")
     a = p.parse_args()
     if a.floor:
         floor(a.floor)
         return
+    if a.sections:
+        time_sections(a.sections)
+        return
+    load_start = loadavg()
     started = time.perf_counter()
     sizes = sorted(int(s.replace("_", "")) for s in a.sizes.split(","))
     nsys = find_nsys(a.nsys)
@@ -357,8 +431,38 @@ def main() -> None:
         sections += [f"### {e.kernels:,} kernels ({e.copies:,} copies)", "",
                      markdown_table(["tool", "seconds", "peak MB", "s per 1 k kernels"], rows, align="lrrr"), ""]
 
-    # Goals.
+    # Issue 9's check: before (a commit) against after (this checkout), and report.md's parts in-process.
     big = exports[-1]
+    compare_lines: list[str] = []
+    if a.before:
+        print(f"timing {a.before} against this checkout on {big.kernels:,} kernels", flush=True)
+        ba_rows, ba_load = before_after(big, a.before, a.repeat, a.work)
+        parts = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sections", str(big.path)],
+                               cwd=REPO, check=True, capture_output=True, text=True).stdout
+        part_rows = [line.split("\t") for line in parts.strip().splitlines()]
+        part_load = loadavg()
+        by = {label: float(sec) for label, sec in part_rows}
+        issue9 = sum(v for k, v in by.items() if k.startswith("issue 9"))
+        whole = by["read and analyze (parse.load + analyze_data)"] + by["whole report.md text (capture_markdown)"]
+        compare_lines = [
+            "## Before and after (issue 9's check)", "",
+            f"`profkit report kernels`, `report nvtx` and report.md on the {big.kernels:,}-kernel export: profkit at "
+            f"commit {a.before} (a `git archive` of it, run with the same interpreter and packages; it has no cache) "
+            "against this checkout (`--no-cache`), interleaved, best of "
+            f"{a.repeat}, one run; `/proc/loadavg` {ba_load[0]} before, {ba_load[1]} after.", "",
+            markdown_table(["command", "before s", "after s", "after / before", "before peak MB", "after peak MB"],
+                           ba_rows, align="lrrrrr"), "",
+            f"What this isolates and what it does not: {a.before} is the restructure (issue 7), before issue 9's "
+            "report work and before issue 8's speed work; \"after\" holds both, so issue 8's speedups (lean reads, "
+            "the numpy launch join, the vectorized timeline) hide whatever issue 9 costs here. report.md also "
+            "gained sections in issue 9, so its two columns do not do the same work. The cost of those sections "
+            "alone, timed in-process on the same export (one fresh process, "
+            f"`/proc/loadavg` {part_load} after):", "",
+            markdown_table(["part of report.md", "seconds"], [[k, v] for k, v in part_rows], align="lr"), "",
+            f"Issue 9's sections together: {issue9:.2f} s of {whole:.2f} s (reading, analysis and the whole text), "
+            f"{100 * issue9 / whole:.0f} %.", ""]
+
+    # Goals.
     share = sums[-1] / nvtx_sum_times[-1]
     share_ok = share <= MAX_SHARE
     warm_share = warm_sums[-1] / nvtx_sum_times[-1]
@@ -402,6 +506,8 @@ def main() -> None:
         f"{version('pandas')}, numpy {version('numpy')}, nsys {nsys.version_str}. One run of this script "
         f"({total_s:.0f} s in all, builds included).", "",
         "## Summary", "",
+        f"**Load.** `/proc/loadavg` read {load_start} when this run started and {loadavg()} when it ended (the "
+        "machine is shared; ratios are from this one run).", "",
         f"Goals met: {', '.join(met) or 'none'}; not met: {', '.join(missed) or 'none'}.", "",
         *goals, "",
         f"Kernel totals against `nsys stats -r cuda_gpu_kern_sum` (Total Time (ns) and Instances per kernel name, "
@@ -424,6 +530,7 @@ def main() -> None:
         "stats runs on a separate copy of it, made fresh for this run, because nsys stats may write into an export "
         "(its first run on a file can be slower than the rest).", "",
         *sections,
+        *compare_lines,
         "## Commands", "",
         "The report was produced by:", "", "```", command, "```", "",
         "The commands timed, as run on the largest export (the same for every size, on its own files):", "", "```",

@@ -103,7 +103,7 @@ def test_cached_reports_equal_fresh_ones(xdg: Path, command: list[str]) -> None:
     fresh = run("report", command[0], ENCODER, *command[1:], "--no-cache")
     assert entries(xdg) == []  # --no-cache writes nothing
     assert run("report", command[0], ENCODER, *command[1:]) == fresh  # computed, stored
-    assert len(entries(xdg)) == 1
+    assert len([e for e in entries(xdg) if not e.name.startswith("analysis-")]) == 1
     assert run("report", command[0], ENCODER, *command[1:]) == fresh  # from the cache
 
 
@@ -118,7 +118,7 @@ def test_read_only_capture_folder(xdg: Path, tmp_path: Path) -> None:
         first = run("report", "nvtx", folder, "--format", "csv")
         assert run("report", "nvtx", folder, "--format", "csv") == first
         assert sorted(p.name for p in folder.iterdir()) == before
-        assert len(entries(xdg)) == 1
+        assert len(entries(xdg)) == 2  # the report and its analysis
     finally:
         folder.chmod(stat.S_IRWXU)
 
@@ -207,7 +207,7 @@ def test_fastpath_misses_stale_and_damaged_entries(xdg: Path, tmp_path: Path) ->
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # the file changed: its key too
     assert not fastpath.serve(argv)
     assert run(*argv) == fresh
-    (entry,) = [e for e in entries(xdg) if cache.file_key(p) in str(e)]
+    (entry,) = [e for e in entries(xdg) if cache.file_key(p) in str(e) and not e.name.startswith("analysis-")]
     entry.write_bytes(entry.read_bytes()[:-1])  # truncated
     assert not fastpath.serve(argv) and not entry.exists()
     assert run(*argv) == fresh and fastpath.serve(argv)
@@ -232,3 +232,115 @@ def test_a_cache_hit_imports_no_click_pandas_numpy_or_torch(xdg: Path, tmp_path:
             "heavy = {'click', 'pandas', 'numpy', 'torch'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, XDG_CACHE_HOME=str(xdg.parent)),
                    stdout=subprocess.DEVNULL)
+
+
+def test_the_console_script_takes_the_fast_path(xdg: Path, tmp_path: Path) -> None:
+    """`profkit` (the console script) and `python -m profkit` both serve a hit before click loads, and
+    both run the CLI on a miss, printing what the CLI prints."""
+    from importlib.metadata import entry_points
+
+    import profkit.__main__ as entry
+
+    (script,) = entry_points(group="console_scripts", name="profkit")
+    assert script.value == "profkit.__main__:main" and script.load() is entry.main
+    p = tmp_path / "a.sqlite"
+    shutil.copyfile(ENCODER, p)
+    expected = run("report", "kernels", p, "--top", "3", "--no-cache")
+    env = dict(os.environ, XDG_CACHE_HOME=str(xdg.parent))
+    probe = (f"import sys; sys.argv = ['profkit', 'report', 'kernels', {str(p)!r}, '--top', '3']; "
+             "from profkit.__main__ import main; main(); "
+             "print('HEAVY', sorted({'click', 'pandas', 'numpy'} & set(sys.modules)))")
+    miss = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False)
+    assert miss.stdout.startswith(expected)  # a miss: the click CLI computed it (and exited before the probe)
+    hit = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert hit.stdout == expected + "HEAVY []\n"  # a hit: served with no click, pandas or numpy
+    installed = Path(sys.executable).with_name("profkit")
+    if installed.exists():  # the script pip wrote: the same text
+        out = subprocess.run([str(installed), "report", "kernels", str(p), "--top", "3"], env=env,
+                             capture_output=True, text=True, check=True)
+        assert out.stdout == expected
+
+
+# --- the analysis stage: kernel columns, owners, ranges and transfers cached for any report's options -------------
+
+def _assert_same_analysis(a: object, b: object) -> None:
+    from pandas.testing import assert_frame_equal, assert_series_equal
+
+    for name in ("kernels", "ranges", "transfers"):
+        assert_frame_equal(getattr(a, name), getattr(b, name))
+    for name in ("kernels", "nvtx", "memcpy", "memset", "gpus"):
+        assert_frame_equal(getattr(a.data, name), getattr(b.data, name))  # type: ignore[attr-defined]
+    assert_series_equal(a.data.names, b.data.names)  # type: ignore[attr-defined]
+    assert (a.data.tables, a.data.nvtx_end_ns) == (b.data.tables, b.data.nvtx_end_ns)  # type: ignore[attr-defined]
+
+
+def analysis_entries(root: Path) -> list[Path]:
+    return [p for p in entries(root) if p.name.startswith("analysis-")]
+
+
+@pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
+def test_cached_analysis_equals_a_fresh_one(xdg: Path, export: Path) -> None:
+    from profkit import pipeline
+
+    for nvtx, activity in ((False, False), (True, False), (True, True)):
+        fresh = pipeline.load(export, nvtx=nvtx, activity=activity)
+        stored = pipeline.load(export, nvtx=nvtx, activity=activity, use_cache=True)
+        again = pipeline.load(export, nvtx=nvtx, activity=activity, use_cache=True)
+        _assert_same_analysis(fresh, stored)
+        _assert_same_analysis(fresh, again)
+    assert len(analysis_entries(xdg)) == 3
+
+
+OTHER_OPTIONS = [["kernels", "--top", "0", "--format", "csv"], ["kernels", "--top", "3", "--by", "category"],
+                 ["kernels", "--range", "forward", "--format", "json"], ["nvtx", "--format", "csv"],
+                 ["nvtx", "--by", "name"],
+                 ["nvtx", "--steps", "merged", "--depth", "2"], ["timeline", "--format", "json"],
+                 ["timeline", "--by", "name"]]
+
+
+@pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
+def test_reports_from_a_cached_analysis_equal_uncached_ones(xdg: Path, export: Path) -> None:
+    """A second report with other options reads the analysis back; its text is the uncached one's."""
+    fresh = {tuple(c): run("report", c[0], export, *c[1:], "--no-cache") for c in OTHER_OPTIONS}
+    assert entries(xdg) == []
+    for c in OTHER_OPTIONS:  # each but the first of a kind finds the analysis another option set stored
+        assert run("report", c[0], export, *c[1:]) == fresh[tuple(c)], c
+    assert len(analysis_entries(xdg)) == 3  # kernels without NVTX, with NVTX (--range, nvtx), timeline's
+
+
+def test_stale_and_damaged_analysis_entries_are_rebuilt(xdg: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from profkit import pipeline
+
+    p = tmp_path / "a.sqlite"
+    shutil.copyfile(ENCODER, p)
+    calls = []
+    real = pipeline.analyze_data
+    monkeypatch.setattr(pipeline, "analyze_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fresh = pipeline.load(p, use_cache=True)
+    pipeline.load(p, use_cache=True)
+    assert len(calls) == 1  # the second from the cache
+    (entry,) = analysis_entries(xdg)
+    raw = entry.read_bytes()
+    entry.write_bytes(raw[: len(raw) // 2])  # truncated: fails its check, is removed and rebuilt
+    _assert_same_analysis(fresh, pipeline.load(p, use_cache=True))
+    assert len(calls) == 2 and analysis_entries(xdg)[0].read_bytes() == raw
+    damaged = bytearray(raw)
+    damaged[-100] ^= 0xFF  # altered: the SHA-256 differs
+    analysis_entries(xdg)[0].write_bytes(bytes(damaged))
+    _assert_same_analysis(fresh, pipeline.load(p, use_cache=True))
+    assert len(calls) == 3
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # the export changed: a new key misses
+    _assert_same_analysis(fresh, pipeline.load(p, use_cache=True))
+    assert len(calls) == 4 and len(analysis_entries(xdg)) == 2
+    pipeline.load(p, use_cache=False)  # --no-cache: neither read nor written
+    assert len(calls) == 5 and len(analysis_entries(xdg)) == 2
+
+
+def test_a_missing_rules_file_is_an_error_even_with_a_cached_analysis(xdg: Path, tmp_path: Path) -> None:
+    p = tmp_path / "a.sqlite"
+    shutil.copyfile(ENCODER, p)
+    run("report", "kernels", p, "--top", "3")
+    result = CliRunner().invoke(cli, ["report", "kernels", str(p), "--top", "4", "--rules", str(tmp_path / "no.toml")])
+    assert result.exit_code != 0

@@ -14,6 +14,8 @@ phase (forward, backward, optimizer) of the measured steps, with the evidence fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -87,6 +89,25 @@ def _unions(s: np.ndarray, e: np.ndarray, seg: np.ndarray, lo_t: np.ndarray, hi_
     return np.add.reduceat(run, np.flatnonzero(np.r_[True, run_seg[1:] != run_seg[:-1]]))
 
 
+GATHER_ROWS = 1 << 18
+"""About this many work rows are gathered at once per phase in timeline(): sums are additive,
+so a phase's instances are taken a chunk at a time and peak memory stays bounded."""
+
+
+def _chunks(sizes: np.ndarray, limit: int) -> list[slice]:
+    """Consecutive slices of `sizes`, a new one wherever the running total (before an item)
+    crosses a multiple of `limit`: each slice holds under `limit` plus one item.
+
+    >>> _chunks(np.array([3, 3, 3, 9, 1]), 6)
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    if not len(sizes):
+        return []
+    before = np.concatenate([[0], np.cumsum(sizes)[:-1]]) // limit
+    cuts = np.flatnonzero(np.r_[True, before[1:] != before[:-1]]).tolist() + [len(sizes)]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
 def _euler(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Preorder entry index and last descendant's entry index of each node of a forest."""
     n = len(parent)
@@ -108,6 +129,17 @@ def _euler(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         stack.append((node, True))
         stack.extend((c, False) for c in reversed(children[node]))
     return tin, tout
+
+
+def per_distinct(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> np.ndarray:
+    """`test(values.astype(str))` as a boolean array, computed once per distinct value (a million
+    kernels carry a few hundred names and paths; string methods cost a microsecond a row).
+
+    >>> per_distinct(pd.Series(["ab", None, "ab", "c"]), lambda s: s.str.startswith("a")).tolist()
+    [True, False, True, False]
+    """
+    codes, uniq = pd.factorize(values, use_na_sentinel=False)
+    return np.asarray(test(pd.Series(uniq, dtype=object).astype(str)), dtype=bool)[codes]
 
 
 def phase_of(ranges: pd.DataFrame) -> pd.Series:
@@ -162,16 +194,19 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame, *, by: str = "phase")
             continue
         idx = np.asarray(idx)
         instances, wall = len(idx), int(wall_r[idx].sum())
-        busy_at = idx[hi[idx] > lo[idx]]  # the instances with GPU work, all at once
-        g, seg = _gather(lo[busy_at], hi[busy_at])
+        busy_at = idx[hi[idx] > lo[idx]]  # the instances with GPU work, a chunk of them at a time
         span = busy = kernels = 0
-        if len(g):
-            at = _starts(lo[busy_at], hi[busy_at])
+        qs = []
+        for part in _chunks(hi[busy_at] - lo[busy_at], GATHER_ROWS):
+            chunk = busy_at[part]
+            g, seg = _gather(lo[chunk], hi[chunk])
+            at = _starts(lo[chunk], hi[chunk])
             s_first, e_last = np.minimum.reduceat(s[g], at), np.maximum.reduceat(e[g], at)
-            span = int((e_last - s_first).sum())
-            busy = int(_unions(s[g], e[g], seg, s_first, e_last).sum())
-            kernels = int(is_k[g].sum())
-        q = queue[g][counted[g]]
+            span += int((e_last - s_first).sum())
+            busy += int(_unions(s[g], e[g], seg, s_first, e_last).sum())
+            kernels += int(is_k[g].sum())
+            qs.append(queue[g][counted[g]])
+        q = np.concatenate(qs) if qs else np.zeros(0, np.int64)
         idle = 100.0 * (span - busy) / span if span else 0.0
         median_q = float(np.median(q)) if len(q) else float("nan")
         rows.append({"name": key, "instances": instances, "wall_ns": wall, "gpu_span_ns": span,
@@ -222,7 +257,8 @@ def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None
     """
     out: list[str] = []
     step = phases.set_index("name").loc["step"] if "step" in set(phases["name"]) else None
-    in_steps = kernels[kernels["range_path"].astype(str).str.match(r"^step_\d+(/|$)")] if len(kernels) else kernels
+    in_steps = (kernels[per_distinct(kernels["range_path"], lambda p: p.str.match(r"^step_\d+(/|$)"))]
+                if len(kernels) else kernels)
     total = float(in_steps["dur_ns"].sum()) if len(in_steps) else 0.0
     if step is not None and step["verdict"] == "launch-bound":
         if not compiled:
@@ -233,21 +269,22 @@ def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None
             out.append(f"a larger batch: launch-bound, and the peak ({peak_bytes / 2**30:.1f} GiB) uses "
                        f"{100 * peak_bytes / gpu_bytes:.0f}% of the GPU's {gpu_bytes / 2**30:.0f} GiB")
     if total:
-        names = in_steps["name"].astype(str)
-        foreach = in_steps[names.str.contains("multi_tensor_apply_kernel", regex=False)]
+        names = in_steps["name"]
+        foreach = in_steps[per_distinct(names, lambda n: n.str.contains("multi_tensor_apply_kernel", regex=False))]
         opt_pct = 100.0 * foreach["dur_ns"].sum() / total
         if not fused_optimizer and opt_pct >= NOTABLE_PCT:
             out.append(f"`torch.optim.AdamW(fused=True)`: the foreach optimizer runs {len(foreach):,} "
                        f"multi_tensor_apply kernels, {opt_pct:.1f}% of the steps' kernel time")
-        casts = in_steps[names.str.contains(r"(?:bfloat16|float16)_copy_kernel", regex=True)]
+        casts = in_steps[per_distinct(names, lambda n: n.str.contains(r"(?:bfloat16|float16)_copy_kernel", regex=True))]
         cast_pct = 100.0 * casts["dur_ns"].sum() / total
         if cast_pct >= 5.0:
             out.append(f"bf16 weights (or a cast cache): autocast's fp32→16-bit copies are {cast_pct:.1f}% of the "
                        f"steps' kernel time ({len(casts):,} kernels)")
         if attn == "naive" and builtin:
             # softmax inside attention only: a model's loss runs a (log-)softmax over the vocabulary too
-            in_attention = in_steps["range_path"].astype(str).str.contains(r"/attention(?:/|$)|attn_softmax")
-            soft = in_steps[(in_steps["category"].astype(str) == "softmax") & in_attention.to_numpy()]
+            in_attention = per_distinct(in_steps["range_path"],
+                                        lambda p: p.str.contains(r"/attention(?:/|$)|attn_softmax"))
+            soft = in_steps[per_distinct(in_steps["category"], lambda c: c == "softmax") & in_attention]
             soft_pct = 100.0 * soft["dur_ns"].sum() / total
             if soft_pct >= 2.0:
                 out.append(f"an SDPA backend (`--attn flash`): naive attention's softmax alone is {soft_pct:.1f}% of "
