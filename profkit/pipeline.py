@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from profkit import cache, layout
+from profkit import cache, frame_store, layout
 from profkit.errors import ProfkitError
 
 # parse and analyze (pandas, numpy: a third of a second to import) load when first needed, so a
@@ -150,7 +150,7 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
     name = cache.options_name("analysis", {"allow_incomplete": allow_incomplete, "nvtx": nvtx, "activity": activity,
                                            "rules": _digest(rules), "rules_given": rules is not None})
     if store is not None:
-        hit = _get_frames(store, name)
+        hit = frame_store.get_frames(store, name)
         cached = _analysis_from(hit, export, run_of(path)) if hit is not None else None
         if cached is not None:
             return cached
@@ -158,7 +158,7 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
                       lean=True)
     a = analyze_data(data, rules=rules, nvtx=nvtx, run=run_of(path))
     if store is not None:
-        _put_frames(store, name, _analysis_frames(a))
+        frame_store.put_frames(store, name, _analysis_frames(a))
     return a
 
 
@@ -197,112 +197,6 @@ def _analysis_from(frames: dict[str, object], export: Path, run: layout.RunRecor
                                  path=export, tables=set(meta["tables"]), nvtx_end_ns=meta["nvtx_end_ns"])
         return Analysis(data, kernels, frames["a_ranges"], frames["a_transfers"], run)  # type: ignore[arg-type]
     except (KeyError, AssertionError, TypeError):
-        return None
-
-
-ALIGN = 64
-
-
-def _put_frames(store: cache.Cache, name: str, frames: dict[str, object]) -> None:
-    """Store frames (int, float, bool, Int64, category, str and object columns, default index) and JSON
-    values as one entry: the header's length, a JSON header, then each column's raw bytes (64-byte
-    aligned), read back without a copy. A frame of another shape is not stored (then only the cache
-    is lost)."""
-    import numpy as np
-    import pandas as pd
-
-    buffers: list[memoryview] = []
-    offset = 0
-
-    def add(values: np.ndarray) -> list[object]:
-        nonlocal offset
-        values = np.ascontiguousarray(values)
-        pad = -offset % ALIGN
-        if pad:
-            buffers.append(memoryview(bytes(pad)))
-            offset += pad
-        spec: list[object] = [offset, values.dtype.str, len(values)]
-        buffers.append(memoryview(values.view(np.uint8)))  # type: ignore[arg-type]
-        offset += values.nbytes
-        return spec
-
-    header: dict[str, object] = {}
-    try:
-        for key, frame in frames.items():
-            if isinstance(frame, dict) and set(frame) == {"json"}:
-                header[key] = frame
-                continue
-            assert isinstance(frame, pd.DataFrame)
-            if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0 or frame.index.step != 1:
-                return
-            cols: list[list[object]] = []
-            for col, values in frame.items():
-                dt = values.dtype
-                if isinstance(dt, pd.CategoricalDtype):
-                    cats = dt.categories
-                    cols.append([col, "category", add(values.cat.codes.to_numpy()), bool(dt.ordered), str(cats.dtype),
-                                 cats.to_numpy(object).tolist()])
-                elif isinstance(dt, np.dtype) and dt.kind in "biuf":
-                    cols.append([col, "numpy", add(values.to_numpy())])
-                elif str(dt) == "Int64":
-                    cols.append([col, "Int64", add(values.to_numpy(dtype=np.int64, na_value=0)),
-                                 add(values.isna().to_numpy())])
-                elif pd.api.types.is_object_dtype(dt) or isinstance(dt, pd.StringDtype):
-                    codes, uniq = pd.factorize(values)
-                    cols.append([col, "strings", add(codes), str(dt), pd.Series(uniq, dtype=object).tolist()])
-                else:
-                    return
-            header[key] = {"rows": len(frame), "columns": cols}
-        head = json.dumps(header).encode()
-    except (TypeError, ValueError):  # a value JSON cannot hold: not stored
-        return
-    lead = len(head).to_bytes(8, "little") + head
-    lead += bytes(-len(lead) % ALIGN)
-    store.put(name, [memoryview(lead), *buffers])
-
-
-def _get_frames(store: cache.Cache, name: str) -> dict[str, object] | None:
-    """The frames of entry `name` (_put_frames), or None: missing, damaged or not of this shape."""
-    import numpy as np
-    import pandas as pd
-
-    raw = store.get_view(name)
-    if raw is None:
-        return None
-    try:
-        length = int.from_bytes(raw[:8], "little")
-        header = json.loads(bytes(raw[8:8 + length]))
-        base = 8 + length + (-(8 + length) % ALIGN)
-
-        def array(spec: list[object]) -> np.ndarray:
-            off, dtype, n = spec
-            return np.frombuffer(raw, dtype=np.dtype(str(dtype)), count=int(n), offset=base + int(off))  # type: ignore[call-overload]
-
-        out: dict[str, object] = {}
-        for key, spec in header.items():
-            if "json" in spec:
-                out[key] = spec["json"]
-                continue
-            data: dict[str, object] = {}
-            for col, kind, first, *rest in spec["columns"]:
-                if kind == "category":
-                    ordered, cat_dtype, cats = rest
-                    dt = pd.CategoricalDtype(pd.Index(cats, dtype=pd.api.types.pandas_dtype(cat_dtype)), ordered)
-                    data[col] = pd.Categorical.from_codes(array(first), dtype=dt)
-                elif kind == "numpy":
-                    data[col] = array(first)
-                elif kind == "Int64":
-                    data[col] = pd.arrays.IntegerArray(array(first), array(rest[0]))
-                else:
-                    dtype, uniq = rest
-                    values = np.array([*uniq, None], dtype=object)[array(first)]  # -1: the None at the end
-                    data[col] = pd.array(values, dtype=pd.api.types.pandas_dtype(dtype))
-            frame = pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=pd.RangeIndex(spec["rows"]))
-            if len(frame) != spec["rows"]:
-                return None
-            out[key] = frame
-        return out
-    except (ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError):
         return None
 
 
