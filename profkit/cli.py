@@ -10,9 +10,10 @@ import click
 from click_default_group import DefaultGroup
 
 from profkit import __version__
-from profkit.config import DEVICES, DTYPES, MODES, RunConfig
+from profkit.config import COMPILE_MODES, DEVICES, DTYPES, MODES, OPTIMIZERS, RunConfig
 from profkit.errors import ProfkitError
 from profkit.sizes import ATTN_BACKENDS, SIZES
+from profkit.sweeps import DEFAULT_DB
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BAD_INPUT = 2  # exit code for anything the user can fix, as click uses for usage errors
@@ -73,6 +74,12 @@ def run_options(f: Any) -> Any:
         click.option("--attn", default=d.attn, show_default=True, help=f"One of {', '.join(ATTN_BACKENDS)}."),
         click.option("--dtype", default=d.dtype, show_default=True, help=f"One of {', '.join(DTYPES)} (autocast)."),
         click.option("--compile/--no-compile", "compile_", default=d.compile, help="torch.compile the model."),
+        click.option("--compile-mode", default=d.compile_mode, show_default=True,
+                     help=f"torch.compile mode with --compile: {', '.join(COMPILE_MODES)}."),
+        click.option("--grad-accum", type=int, default=d.grad_accum, show_default=True,
+                     help="Micro-batches (forward+backward) per step, gradients accumulated, one optimizer step."),
+        click.option("--optimizer", default=d.optimizer, show_default=True,
+                     help=f"mode step's optimizer: {', '.join(OPTIMIZERS)}."),
         click.option("--batch-size", type=int, default=d.batch_size, help="Default: the size's (CS336: 4)."),
         click.option("--context-length", type=int, default=d.context_length,
                      help="Default: the size's (CS336: 256)."),
@@ -521,3 +528,200 @@ def flops_command(profile: Path, peaks: str, png: Path | None, fmt: str, output:
     if png is not None:  # pragma: no cover - needs matplotlib
         t, s, peak = library(lambda: flops_report.table(a, counted, measured=peaks == "measured"))
         click.echo(flops_report.roofline_png(t, peak, s.precision, png), err=True)
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+
+def sweep_options(f: Any) -> Any:
+    """Options every `profkit sweep` command shares."""
+    f = click.option("--force", is_flag=True, help="Replace an existing report in --report DIR.")(f)
+    f = click.option("--report", "report_dir", type=click.Path(path_type=Path),
+                     help="Write markdown tables and PNG plots of the table into this folder.")(f)
+    f = click.option("--redo", is_flag=True, help="Run again the points already in the database.")(f)
+    f = click.option("--db", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
+                     help="The results database (SQLite; created when missing).")(f)
+    f = click.option("--device", type=click.Choice(DEVICES), help="Default: cuda if available.")(f)
+    return f
+
+
+def _grid(fn: Any) -> Any:
+    try:
+        return fn()
+    except ValueError as e:
+        raise bad_input(str(e)) from None
+
+
+def _sweep(kind: str, run: Any, db: Path, report_dir: Path | None, force: bool, report_args: dict[str, Any]) -> None:
+    """Run a sweep under the progress bar, say what it wrote, then the report; Ctrl-C says how to resume."""
+    from profkit import results
+    from profkit.console import sweep_progress
+
+    if report_dir is not None and (report_dir / f"{kind}.md").exists() and not force:
+        raise bad_input(f"{report_dir / f'{kind}.md'} exists; pass --force to replace it, or give another --report")
+    try:
+        with sweep_progress(f"sweep {kind}") as bar:
+            summary = library(lambda: run(bar))
+    except KeyboardInterrupt:
+        click.echo(f"Error: interrupted; every finished point is in {db} (the one in progress is lost). Run the "
+                   "same command again to resume.", err=True)
+        sys.exit(130)
+    statuses = ", ".join(f"{n} {s}" for s, n in summary.statuses.items()) or "nothing new"
+    click.echo(f"{db} ({kind}): {summary.written} written ({statuses}), {summary.skipped} already there, "
+               f"{summary.total} in the grid")
+    if report_dir is not None:
+        from profkit.report.sweeps import write_report
+
+        rows = library(lambda: results.read(db, kind))
+        for line in library(lambda: write_report(kind, rows, report_dir, force=True, **report_args)):
+            click.echo(line)
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def sweep() -> None:
+    """Grids of attention shapes or model runs into a results database, with reports.
+
+    Every point is one row of a SQLite database (--db, default results/profkit.db; tables
+    `attention` and `models`) written as soon as it is measured: a rerun skips the points
+    already there (--redo runs them again) and Ctrl-C loses only the point in progress.
+
+    \b
+    Example:
+        profkit sweep attention --preset cs336 --report reports/cs336
+        profkit sweep models --preset nanogpt --report reports/nanogpt
+        profkit sweep report attention --db results/profkit.db --out reports/cs336 --preset cs336
+    """
+
+
+@sweep.command("attention", context_settings=CONTEXT_SETTINGS)
+@click.option("--preset", type=click.Choice(["cs336", "flash2", "mac"]),
+              help="A seed's grid: cs336 (seed 002), flash2 (seed 003), mac (seed 001).")
+@click.option("--impl", "impls", help="Comma list of naive, math, flash, efficient, cudnn, compiled [default: "
+              "naive,math,flash,efficient]; with --preset, only these of its.")
+@click.option("--batch-size", "batch_sizes", help="Comma list [default: 8].")
+@click.option("--heads", help="Comma list [default: 12].")
+@click.option("--seq-len", "seq_lens", help="Comma list [default: 256,1024,4096].")
+@click.option("--head-dim", "head_dims", help="Comma list [default: 64].")
+@click.option("--embed", "embeds", help="Comma list of embedding dims, split over the heads (instead of --head-dim).")
+@click.option("--causal/--no-causal", default=None, help="Causal mask [default: causal].")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), help="[default: bf16]")
+@click.option("--reps", type=int, help="Timed passes per mode [default: 30; presets 100].")
+@click.option("--warmup", type=int, help="Untimed passes per mode first [default: 5].")
+@click.option("--max-seconds", type=float, help="Per point and mode, fewer passes past this [default: 3].")
+@click.option("--seed", type=int, help="Seed of q, k, v [default: 0].")
+@sweep_options
+def sweep_attention(preset: str | None, reps: int | None, warmup: int | None, max_seconds: float | None,
+                    seed: int | None, device: str | None, db: Path, redo: bool, report_dir: Path | None, force: bool,
+                    **grid: Any) -> None:
+    """Time attention implementations over a grid of shapes: forward, backward, forward+backward.
+
+    Per point: the median pass time of each mode (CUDA events, L2 flushed; perf_counter on a
+    CPU), FLOPs by FlashAttention's convention and TFLOP/s, peak memory; OOM and a backend's
+    refusal are recorded with PyTorch's reason and the sweep goes on.
+
+    \b
+    Example:
+        profkit sweep attention --preset cs336 --report reports/cs336
+        profkit sweep attention --impl naive,math --seq-len 64,128 --heads 2 --dtype fp32 --device cpu
+    """
+    from profkit import sweeps
+
+    kinds = {"impls": str, "batch_sizes": int, "heads": int, "seq_lens": int, "head_dims": int, "embeds": int}
+    options = _grid(lambda: {k: (sweeps.split(v, sweeps.flag(k), kinds[k]) if k in kinds else v)
+                              for k, v in grid.items()})
+    grids = _grid(lambda: sweeps.attention_grids(preset, options))
+    d = sweeps.AttentionSettings()
+    settings = _grid(lambda: sweeps.AttentionSettings(
+        reps=reps or (sweeps.ATTENTION_PRESETS[preset].reps if preset else d.reps),
+        warmup=d.warmup if warmup is None else warmup, max_seconds=max_seconds or d.max_seconds,
+        seed=d.seed if seed is None else seed))
+    from profkit.analyze.sweeps import attention_metrics
+    from profkit.collect import sweep as runner
+
+    def run(bar: Any) -> Any:
+        from profkit.collect.workload import resolve_device  # torch
+        from profkit.config import RunConfig as Cfg
+
+        dev = resolve_device(Cfg(device=device)).type
+        return runner.attention(sweeps.attention_points(grids, dev), settings, db, redo=redo,
+                                derive=attention_metrics, progress=bar)
+
+    source = sweeps.ATTENTION_PRESETS[preset].source if preset else ""
+    _sweep("attention", run, db, report_dir, force, {"grids": grids if preset else None, "source": source})
+
+
+@sweep.command("models", context_settings=CONTEXT_SETTINGS)
+@click.option("--preset", type=click.Choice(["nanogpt", "cs336"]),
+              help="nanogpt: seed 000's study; cs336: seed 002's sizes small..2.7B x modes x fp32/bf16.")
+@click.option("--model", "models", help=f"Comma list of sizes ({', '.join(SIZES)}) or package.module:factory.")
+@click.option("--mode", "modes", help="Comma list of fwd, fwd_bwd, step [default: all three].")
+@click.option("--dtype", "dtypes", help="Comma list of fp32, bf16, fp16 [default: fp32,bf16].")
+@click.option("--attn", "attns", help=f"Comma list of {', '.join(ATTN_BACKENDS)} [default: naive].")
+@click.option("--compile", "compiles", help="Comma list of off, on [default: off].")
+@click.option("--compile-mode", "compile_modes", help=f"Comma list of {', '.join(COMPILE_MODES)}.")
+@click.option("--batch-size", "batch_sizes", help="Comma list [default: the size's].")
+@click.option("--context-length", "context_lengths", help="Comma list [default: the size's].")
+@click.option("--grad-accum", "grad_accums", help="Comma list of micro-batches per step [default: 1].")
+@click.option("--optimizer", "optimizers", help=f"Comma list of {', '.join(OPTIMIZERS)} [default: adamw].")
+@click.option("--warmup", type=int, help=f"Warm-up steps per run [default: {RunConfig().warmup}; presets 3].")
+@click.option("--steps", type=int, help=f"Measured steps per run [default: {RunConfig().steps}].")
+@click.option("--seed", type=int, help="[default: 0]")
+@click.option("--profile", is_flag=True, help="Also capture each point with `profkit profile` (nsys), and keep its "
+              "report.md, step verdict, categories and exact FLOPs.")
+@click.option("--timeout", type=float, help="Seconds a point may run before it is stopped (recorded `timeout`).")
+@click.option("--runs-dir", type=click.Path(path_type=Path),
+              help="Each point's run folder goes here [default: runs/ beside --db].")
+@sweep_options
+def sweep_models(preset: str | None, warmup: int | None, steps: int | None, seed: int | None, profile: bool,
+                 timeout: float | None, runs_dir: Path | None, device: str | None, db: Path, redo: bool,
+                 report_dir: Path | None, force: bool, **grid: Any) -> None:
+    """Run model sizes x modes x dtypes x attention x compile, each point a fresh `profkit run`.
+
+    Per point: ms/step and per micro-batch, tokens/s, MFU (PaLM's FLOPs against the datasheet
+    peak), peak memory, and under --compile the compile time and first step. A point that
+    fails (OOM, a refused backend, a crash, --timeout) is recorded with its reason.
+
+    \b
+    Example:
+        profkit sweep models --preset nanogpt --report reports/nanogpt
+        profkit sweep models --model small,medium --mode step --dtype bf16 --attn flash --compile off,on
+    """
+    from profkit import sweeps
+
+    kinds = {"compiles": bool, "batch_sizes": int, "context_lengths": int, "grad_accums": int}
+    options = _grid(lambda: {k: sweeps.split(v, sweeps.flag(k), kinds.get(k, str)) for k, v in grid.items()})
+    grids = _grid(lambda: sweeps.model_grids(preset, options, warmup=warmup, steps=steps, seed=seed))
+    from profkit.analyze.sweeps import model_metrics
+    from profkit.collect import sweep as runner
+
+    def run(bar: Any) -> Any:
+        configs = _grid(lambda: sweeps.model_configs(grids, runner.resolve_device(device)))
+        return runner.models(configs, db, runs_dir or db.parent / "runs", profile=profile, redo=redo,
+                             timeout=timeout, derive=model_metrics, progress=bar)
+
+    source = sweeps.MODEL_PRESETS[preset].source if preset else ""
+    _sweep("models", run, db, report_dir, force, {"source": source})
+
+
+@sweep.command("report", context_settings=CONTEXT_SETTINGS)
+@click.argument("kind", type=click.Choice(["attention", "models"]))
+@click.option("--db", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The folder for KIND.md and its PNGs.")
+@click.option("--preset", help="Group attention points by this preset's grids (cs336, flash2, mac).")
+@click.option("--force", is_flag=True, help="Replace an existing KIND.md and its plots.")
+def sweep_report(kind: str, db: Path, out: Path, preset: str | None, force: bool) -> None:
+    """Write the markdown tables and PNG plots of a database's table (no torch, no GPU).
+
+    \b
+    Example:
+        profkit sweep report attention --db reports/h200/sweeps/profkit.db --out reports/h200/sweeps --preset cs336
+    """
+    from profkit import results, sweeps
+    from profkit.report.sweeps import write_report
+
+    if preset is not None and (kind != "attention" or preset not in sweeps.ATTENTION_PRESETS):
+        raise bad_input(f"--preset {preset}: for attention, one of {', '.join(sweeps.ATTENTION_PRESETS)}")
+    rows = library(lambda: results.read(db, kind))
+    grids = list(sweeps.ATTENTION_PRESETS[preset].grids) if preset else None
+    source = sweeps.ATTENTION_PRESETS[preset].source if preset else ""
+    for line in library(lambda: write_report(kind, rows, out, grids=grids, source=source, force=force)):
+        click.echo(line)

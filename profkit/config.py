@@ -13,6 +13,8 @@ MODES = ("fwd", "fwd_bwd", "step")
 DTYPES = ("fp32", "bf16", "fp16")
 DEVICES = ("cuda", "cpu")
 NVTX_MODES = ("auto", "on", "off")
+OPTIMIZERS = ("adamw", "adamw-fused", "sgd")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 USER_DEFAULT_BATCH, USER_DEFAULT_CONTEXT = 4, 256
 
 
@@ -33,6 +35,14 @@ class RunConfig:
     """Compute precision: fp32, or bf16/fp16 autocast (fp16 adds a GradScaler)."""
     compile: bool = False
     """torch.compile the model; the first step and compile time are reported apart."""
+    compile_mode: str = "default"
+    """torch.compile's mode under --compile: `default`, `reduce-overhead` (CUDA graphs) or `max-autotune`."""
+    grad_accum: int = 1
+    """Micro-batches per step (fwd_bwd, step): each a forward and backward of --batch-size sequences, gradients
+    accumulated (the loss divided by it), then one optimizer step. Seed 000's iteration is 5 of 6 x 1024."""
+    optimizer: str = "adamw"
+    """`step`'s optimizer, lr 1e-4: `adamw` (torch's default foreach AdamW, weight decay 1e-2 as seed 000),
+    `adamw-fused` (the same with fused=True: one kernel per parameter group), `sgd` (plain, no momentum)."""
     batch_size: int | None = None
     """Sequences per step; None takes the size's default (CS336: 4)."""
     context_length: int | None = None
@@ -70,6 +80,16 @@ class RunConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {value}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be 0 or more, got {self.warmup}")
+        _choice(self.optimizer, OPTIMIZERS, "optimizer")
+        _choice(self.compile_mode, COMPILE_MODES, "compile mode")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad-accum must be at least 1, got {self.grad_accum}")
+        if self.grad_accum > 1 and self.mode == "fwd":
+            raise ValueError("grad-accum needs mode fwd_bwd or step (a forward alone accumulates no gradients)")
+        if self.optimizer != "adamw" and self.mode != "step":
+            raise ValueError(f"optimizer {self.optimizer!r} needs mode step (only a step runs the optimizer)")
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"compile mode {self.compile_mode!r} needs --compile")
         if self.nvtx_depth < 0:
             raise ValueError(f"nvtx-depth must be 0 or more, got {self.nvtx_depth}")
         size = SIZES.get(self.model)
@@ -89,9 +109,19 @@ class RunConfig:
 
     @property
     def label(self) -> str:
-        """Short name of the workload: `small-fwd_bwd-bf16-flash[-compile]`."""
+        """Short name of the workload: `small-fwd_bwd-bf16-flash[-compile[-max-autotune]][-accum5][-sgd]`.
+
+        >>> RunConfig(model="nanogpt", mode="step", compile=True, compile_mode="max-autotune", grad_accum=5,
+        ...           optimizer="adamw-fused").label
+        'nanogpt-step-fp32-naive-compile-max-autotune-accum5-adamw-fused'
+        """
         model = self.model.rsplit(":", 1)[-1] if is_user_model(self.model) else self.model
-        return f"{model}-{self.mode}-{self.dtype}-{self.attn}" + ("-compile" if self.compile else "")
+        label = f"{model}-{self.mode}-{self.dtype}-{self.attn}" + ("-compile" if self.compile else "")
+        if self.compile_mode != "default":
+            label += f"-{self.compile_mode}"
+        if self.grad_accum > 1:
+            label += f"-accum{self.grad_accum}"
+        return label + (f"-{self.optimizer}" if self.optimizer != "adamw" else "")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

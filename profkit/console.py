@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -56,6 +65,56 @@ def progress(cfg: RunConfig) -> Iterator[Callable[[str, int, int], None]]:
             bar.stop()
 
 
+class SweepBar:
+    """A sweep's progress: points done and left, the current config, the time left (rich on a
+    terminal; elsewhere one plain line per point on stdout)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
+                            transient=True, disable=not console.is_terminal)
+        self.task: TaskID | None = None
+        self.todo = self.n = 0
+        self.t0 = 0.0
+
+    def begin(self, todo: int, skipped: int) -> None:
+        self.todo = todo
+        note = f", {skipped} already in the database skipped (--redo to run them again)" if skipped else ""
+        console.print(f"{self.what}: {todo} point{'s' if todo != 1 else ''} to run{note}", markup=False,
+                      highlight=False)
+        if console.is_terminal and todo:
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=todo)
+
+    def start(self, label: str) -> None:
+        self.t0 = time.monotonic()
+        if self.task is not None:
+            self.bar.update(self.task, description=f"{self.what}: {label}")
+
+    def done(self, label: str, status: str) -> None:
+        self.n += 1
+        if self.task is not None:
+            self.bar.update(self.task, completed=self.n)
+            if status != "ok":
+                self.bar.console.print(f"  {label}: {status}", markup=False, highlight=False)
+        else:
+            print(f"[{self.n}/{self.todo}] {label}: {status} ({time.monotonic() - self.t0:.1f} s)", flush=True)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.bar.stop()
+
+
+@contextlib.contextmanager
+def sweep_progress(what: str) -> Iterator[SweepBar]:
+    bar = SweepBar(what)
+    try:
+        yield bar
+    finally:
+        bar.stop()
+
+
 @contextlib.contextmanager
 def status() -> Iterator[Callable[[str], None]]:
     """Yields say(text): a spinner with the current stage while a long step (nsys) works."""
@@ -75,8 +134,11 @@ def print_doctor(rows: list[tuple[str, str, str]]) -> None:
 
 def print_run(record: RunRecord) -> None:
     cfg, res, s, env = record.config, record.resolved, record.summary, record.environment
-    title = (f"{cfg.model} · {cfg.mode} · {cfg.dtype} · attn {cfg.attn}" + (" · compiled" if cfg.compile else "")
-             + f" · batch {res.batch_size} × {res.context_length} · {res.params:,} params")
+    title = (f"{cfg.model} · {cfg.mode} · {cfg.dtype} · attn {cfg.attn}"
+             + (f" · compiled ({cfg.compile_mode})" if cfg.compile else "")
+             + f" · batch {res.batch_size} × {res.context_length}"
+             + (f" × {cfg.grad_accum} micro-batches" if cfg.grad_accum > 1 else "")
+             + (f" · {cfg.optimizer}" if cfg.mode == "step" else "") + f" · {res.params:,} params")
     out = Console()
     out.print(title, markup=False)
     table = Table()
@@ -86,6 +148,8 @@ def print_run(record: RunRecord) -> None:
     rows = [("ms/step (mean ± std)", f"{s.mean_ms:.2f} ± {s.std_ms:.2f}"),
             ("ms/step median [min, max]", f"{s.median_ms:.2f} [{s.min_ms:.2f}, {s.max_ms:.2f}]"),
             ("tokens/s", f"{s.tokens_per_s:,.0f}"), ("peak allocated MiB", mib(record.peak_memory_bytes))]
+    if record.micro_batch_ms:
+        rows.append(("ms/micro-batch median (fwd+bwd)", f"{statistics.median(record.micro_batch_ms):.2f}"))
     if record.first_step_ms is not None:
         rows.append(("first warm-up step ms", f"{record.first_step_ms:.1f}"))
     if record.compile_s is not None:

@@ -175,6 +175,8 @@ class RunRecord:
     environment: Environment
     steps_ms: list[float]
     summary: StepSummary
+    micro_batch_ms: list[float] | None = None
+    """With --grad-accum N > 1: each measured micro-batch's forward+backward, in order (N per step)."""
     first_step_ms: float | None = None
     """The first warm-up step, synchronised (includes compilation under --compile)."""
     compile_s: float | None = None
@@ -213,6 +215,8 @@ class RunRecord:
                                            if k in {f.name for f in dataclasses.fields(Environment)}}),
                 steps_ms=[float(t) for t in d["steps_ms"]],
                 summary=StepSummary(**d["summary"]),
+                micro_batch_ms=(None if d.get("micro_batch_ms") is None
+                                else [float(t) for t in d["micro_batch_ms"]]),
                 first_step_ms=d.get("first_step_ms"),
                 compile_s=d.get("compile_s"),
                 peak_memory_bytes=d.get("peak_memory_bytes"),

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from profkit.cli import cli
 from tests.conftest import TESTS, read_run
 
-RUN_KEYS = {"version", "config", "resolved", "environment", "steps_ms", "summary", "first_step_ms", "compile_s",
+RUN_KEYS = {"version", "config", "resolved", "environment", "steps_ms", "micro_batch_ms", "summary", "first_step_ms",
+            "compile_s",
             "peak_memory_bytes", "resident_memory_bytes"}
 
 

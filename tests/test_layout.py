@@ -29,6 +29,8 @@ STAGE_OF = {
     "profkit.layout": "foundation",
     "profkit.ranges": "foundation",
     "profkit.nsys": "foundation",
+    "profkit.sweeps": "foundation",  # grids and presets, pure
+    "profkit.results": "foundation",  # the results database's schema, read and write (sqlite-utils)
     "profkit.models": "models",
     "profkit.collect": "collect",
     "profkit.parse": "parse",
@@ -41,8 +43,8 @@ STAGE_OF = {
     "profkit.__main__": "cli",
 }
 TORCH_ALLOWED = {"profkit.collect.workload", "profkit.collect.flops", "profkit.collect.hooks", "profkit.collect.env",
-                 "profkit.collect.outputs"}
-TORCH_IN_FUNCTION_ONLY = {"profkit.collect.doctor"}
+                 "profkit.collect.outputs", "profkit.collect.attention_bench"}
+TORCH_IN_FUNCTION_ONLY = {"profkit.collect.doctor", "profkit.collect.sweep"}
 
 
 def module_files() -> dict[str, Path]:

@@ -116,8 +116,23 @@ def check_attention(cfg: RunConfig, device: torch.device) -> None:
         raise RunError(str(e)) from None
 
 
-def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: torch.device) -> Callable[[], None]:
-    """One step of `cfg.mode`, with its phases as NVTX ranges; `model` may be w.model compiled."""
+def make_optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """`--optimizer`: AdamW (weight decay 1e-2, torch's default and seed 000's), fused or not, or plain SGD."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=1e-4)
+    # A fused kernel has no `meta` implementation; profkit flops' replay counts the foreach path's FLOPs.
+    fused = cfg.optimizer == "adamw-fused" and device.type != "meta"
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2, fused=fused or None)
+
+
+def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: torch.device,
+              micro: Callable[[int], None] | None = None) -> Callable[[], None]:
+    """One step of `cfg.mode`, with its phases as NVTX ranges; `model` may be w.model compiled.
+
+    With --grad-accum N a step is N forward+backward micro-batches (each loss divided by N, the
+    gradients accumulated) and one optimizer step; `micro(i)` is called before micro-batch i and
+    `micro(N)` after the last backward, before the optimizer (the per-micro-batch timer's marks).
+    """
     dtype = DTYPES[cfg.dtype]
     # On `meta` (profkit flops' replay) there is no autocast nor GradScaler: FLOPs do not depend on them.
     meta = device.type == "meta"
@@ -125,11 +140,14 @@ def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: to
                      else torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32))
     train = cfg.mode != "fwd"
     w.model.train(train)
-    opt = torch.optim.AdamW(w.model.parameters(), lr=1e-4) if cfg.mode == "step" else None
+    opt = make_optimizer(cfg, w.model, device) if cfg.mode == "step" else None
     scaler = torch.amp.GradScaler(device.type) if (train and cfg.dtype == "fp16" and not meta) else None
     # For a user's model, a pinned backend covers every SDPA call it makes.
     pin = (not w.builtin and cfg.attn != "naive")
+    # CUDA graphs (reduce-overhead) reuse their output buffers: each micro-batch starts a new graph step.
+    graphs = cfg.compile and cfg.compile_mode == "reduce-overhead" and not meta
     inputs, targets = w.make_batch(device)
+    mark = micro or (lambda i: None)
 
     def forward() -> Tensor:
         with ranges.phase("forward"), autocast:
@@ -146,13 +164,22 @@ def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: to
     def step() -> None:
         with torch.nn.attention.sdpa_kernel(SDPA_BACKENDS[cfg.attn]) if pin else contextlib.nullcontext():
             if not train:
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 with torch.no_grad():
                     forward()
                 return
             w.model.zero_grad(set_to_none=True)  # frees grads: no kernels, no accumulation
-            loss = forward()
-            with ranges.phase("backward"):
-                (scaler.scale(loss) if scaler else loss).backward()
+            for i in range(cfg.grad_accum):
+                mark(i)
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                loss = forward()
+                if cfg.grad_accum > 1:
+                    loss = loss / cfg.grad_accum  # the mean over the iteration's micro-batches
+                with ranges.phase("backward"):
+                    (scaler.scale(loss) if scaler else loss).backward()
+            mark(cfg.grad_accum)
             if opt is not None:
                 with ranges.phase("optimizer"):
                     if scaler:
@@ -178,16 +205,20 @@ def summarize(times_ms: list[float], tokens_per_step: int) -> layout.StepSummary
 
 
 class _Timer:
-    """Per-step times: CUDA events on the GPU (no sync between steps), a host clock on CPU."""
+    """Per-step times: CUDA events on the GPU (no sync between steps), a host clock on CPU; with
+    micro-batches, a mark before each and one after the last backward (`micro`)."""
 
-    def __init__(self, device: torch.device, n: int) -> None:
+    def __init__(self, device: torch.device, n: int, n_micro: int = 0) -> None:
         self.cuda = device.type == "cuda"
         self.events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                        for _ in range(n)] if self.cuda else []
         self.host: list[float] = []
+        self.n_micro = n_micro
+        self.marks: list[list[Any]] = []  # per measured step: n_micro + 1 events (or perf_counter values)
 
     @contextlib.contextmanager
     def step(self, i: int) -> Iterator[None]:
+        self.marks.append([])
         if self.cuda:
             self.events[i][0].record()
             yield
@@ -197,11 +228,31 @@ class _Timer:
             yield
             self.host.append((time.perf_counter() - t0) * 1e3)
 
+    def micro(self, i: int) -> None:
+        if not self.n_micro or not self.marks:
+            return
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks[-1].append(event)
+        else:
+            self.marks[-1].append(time.perf_counter())
+
     def times_ms(self) -> list[float]:
         if self.cuda:
             torch.cuda.synchronize()
             return [a.elapsed_time(b) for a, b in self.events]
         return self.host
+
+    def micro_ms(self) -> list[float] | None:
+        """Every measured micro-batch's forward+backward time, in order (call after times_ms)."""
+        if not self.n_micro:
+            return None
+        out: list[float] = []
+        for marks in self.marks:
+            for a, b in zip(marks, marks[1:], strict=False):
+                out.append(a.elapsed_time(b) if self.cuda else (b - a) * 1e3)
+        return out
 
 
 def _sync(device: torch.device) -> None:
@@ -258,9 +309,10 @@ def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int],
             hooks.add_backward_ranges(w.model)
         else:
             hooks.add_module_ranges(w.model, cfg.nvtx_depth)
-    model = torch.compile(w.model) if cfg.compile else w.model
-    step = make_step(cfg, w, model, device)
-    tokens = cfg.resolved_batch_size * cfg.resolved_context_length
+    model = torch.compile(w.model, mode=cfg.compile_mode) if cfg.compile else w.model
+    timer = _Timer(device, cfg.steps, cfg.grad_accum if cfg.grad_accum > 1 else 0)
+    step = make_step(cfg, w, model, device, micro=timer.micro)
+    tokens = cfg.resolved_batch_size * cfg.resolved_context_length * cfg.grad_accum
 
     first_ms = None
     with ranges.phase("warmup"):
@@ -277,7 +329,7 @@ def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int],
         torch.cuda.reset_peak_memory_stats(device)
     resident = torch.cuda.memory_allocated(device) if cuda else None
 
-    timer = _Timer(device, cfg.steps)
+    timer.marks.clear()  # warm-up steps marked nothing (no step open), but start clean
     if cuda:
         torch.cuda.profiler.start()
     for i in range(cfg.steps):
@@ -296,6 +348,7 @@ def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int],
             nvtx=emit, nvtx_in_model=emit and not cfg.compile),
         environment=environment(device),
         steps_ms=times,
+        micro_batch_ms=timer.micro_ms(),
         summary=summarize(times, tokens),
         first_step_ms=first_ms,
         compile_s=_compile_seconds() if cfg.compile else None,
