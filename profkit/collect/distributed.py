@@ -260,7 +260,10 @@ def _worker_rank(pid: int) -> int | None:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return None
-    if argv[1:4] != [b"-m", b"profkit", b"run"]:  # python -m profkit run; not nsys or torchrun around it
+    # python [-u] -m profkit run (torchrun adds -u); not the nsys or torchrun around it
+    head = argv[1:5]
+    if b"python" not in Path(argv[0].decode(errors="replace")).name.encode() or not any(
+            head[i:i + 3] == [b"-m", b"profkit", b"run"] for i in range(2)):
         return None
     rank = next((e[5:] for e in environ if e.startswith(b"RANK=")), None)
     return int(rank) if rank is not None and rank.isdigit() else None
@@ -333,20 +336,26 @@ def last_stack(log_text: str) -> list[tuple[str, int, str]]:
 
 
 def where(frames: list[tuple[str, int, str]]) -> tuple[bool, str]:
-    """(waiting at a collective, where) for a rank's stack: a frame of torch.distributed or DDP/FSDP,
-    or of autograd's backward (where DDP waits for its gradient all-reduce), counts as waiting."""
+    """(waiting at a collective, where) for a rank's stack, by its innermost frame: one of
+    torch.distributed or DDP/FSDP waits at a collective, one of autograd's backward waits there
+    too (DDP's gradient all-reduce is waited for inside the engine); anything else is elsewhere.
+
+    >>> where([("/x/torch/autograd/graph.py", 9, "_engine_run_backward"), ("/p/profkit/workload.py", 1, "step")])
+    (True, 'in backward (gradient synchronisation): _engine_run_backward (graph.py:9), from workload.py:1 step')
+    >>> where([("/m/user_models.py", 54, "forward"), ("/x/torch/nn/parallel/distributed.py", 1, "forward")])
+    (False, 'at forward (user_models.py:54)')
+    """
     if not frames:
         return False, "no stack (it had exited, or had not started Python)"
     file, line, func = frames[0]
     here = f"{func} ({Path(file).name}:{line})"
-    ours = next((f"{Path(f).name}:{n} {fn}" for f, n, fn in frames if "/profkit/" in f), None)
-    ctx = f", from {ours}" if ours and not here.endswith(ours) else ""
-    dist = next((fn for f, _, fn in frames if "/torch/distributed/" in f or "/torch/nn/parallel/" in f), None)
-    if dist is not None:
-        return True, f"in {dist}: {here}{ctx}"
-    if any("/torch/autograd/" in f for f, _, _ in frames):
+    ours = next((f"{Path(f).name}:{n} {fn}" for f, n, fn in frames[1:] if "/profkit/" in f), None)
+    ctx = f", from {ours}" if ours else ""
+    if "/torch/distributed/" in file or "/torch/nn/parallel/" in file:
+        return True, f"in a collective: {here}{ctx}"
+    if "/torch/autograd/" in file:
         return True, f"in backward (gradient synchronisation): {here}{ctx}"
-    return False, f"at {here}{ctx}"
+    return False, f"at {here}{ctx if '/profkit/' not in file else ''}"
 
 
 def _rank_logs(folder: Path) -> dict[int, str]:
