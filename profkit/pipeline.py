@@ -162,7 +162,7 @@ def process_of(path: Path, export: Path, rank: int | None) -> int | None:
     Raises:
         InputError: the export has no process of that rank.
     """
-    if rank is None and not single_file(path):
+    if (rank is None or capture_ranks(path)) and not single_file(path):  # one export per rank: all of it
         return None
     from profkit.parse_ranks import process_ranks
 
