@@ -10,7 +10,7 @@ import click
 from click_default_group import DefaultGroup
 
 from profkit import __version__
-from profkit.config import COMPILE_MODES, DEVICES, DTYPES, MODES, OPTIMIZERS, RunConfig
+from profkit.config import COMPILE_MODES, DEVICES, DTYPES, MODES, OPTIMIZERS, STRATEGIES, RunConfig
 from profkit.errors import ProfkitError
 from profkit.sizes import ATTN_BACKENDS, SIZES
 from profkit.sweeps import DEFAULT_DB
@@ -91,6 +91,17 @@ def run_options(f: Any) -> Any:
                      help="NVTX ranges: auto (when nsys or another tool is attached), on, off."),
         click.option("--nvtx-depth", type=int, default=d.nvtx_depth, show_default=True,
                      help="Module levels with ranges, for your own model."),
+        click.option("--strategy", default=d.strategy, show_default=True,
+                     help=f"Data parallelism across ranks: {', '.join(STRATEGIES)} (fsdp2: fully_shard per block)."),
+        click.option("--nproc-per-node", type=int, default=d.nproc_per_node, show_default=True,
+                     help="Ranks on this node, one GPU each, started by torchrun."),
+        click.option("--nnodes", default=d.nnodes, show_default=True, help="torchrun's --nnodes (N or MIN:MAX)."),
+        click.option("--node-rank", type=int, default=d.node_rank, help="torchrun's --node-rank."),
+        click.option("--rdzv-backend", default=d.rdzv_backend, help="torchrun's --rdzv-backend (c10d)."),
+        click.option("--rdzv-endpoint", default=d.rdzv_endpoint, help="torchrun's --rdzv-endpoint HOST:PORT."),
+        click.option("--rdzv-id", default=d.rdzv_id, help="torchrun's --rdzv-id (under srun: SLURM_JOB_ID)."),
+        click.option("--timeout", type=int, default=d.timeout, show_default=True,
+                     help="Seconds a multi-rank job may run before it is ended and its ranks' stacks reported."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -122,6 +133,13 @@ def run(**kwargs: Any) -> None:
         profkit run --model tiny --device cpu --out runs/tiny
     """
     cfg = make_config(**kwargs)
+    from profkit.collect import distributed
+
+    rank = library(distributed.rank_env)
+    if rank is None and cfg.distributed:
+        return _run_ranks(cfg)
+    if rank is not None:
+        return _run_rank(cfg, rank)
     from profkit.collect.workload import run as run_workload  # imports torch
     from profkit.console import print_run, progress
 
@@ -133,6 +151,44 @@ def run(**kwargs: Any) -> None:
     print_run(record)
 
 
+def _run_ranks(cfg: RunConfig) -> None:
+    """`profkit run --nproc-per-node N`: torchrun starts the ranks; one line per rank after."""
+    from profkit import layout
+    from profkit.collect import distributed, workload
+    from profkit.console import print_run, status
+    from profkit.report.timeline import step_line
+
+    def go() -> Path:
+        c = distributed.with_slurm(cfg)
+        device, _ = workload.preflight(c)
+        distributed.check_launch(c, device=device, gpus=workload.gpu_count())
+        with status() as say:
+            return distributed.run_ranks(c, device=device, status=say)
+
+    folder = library(go)
+    print_run(library(lambda: layout.RunRecord.read(folder)))
+    for r, path in layout.rank_files(folder, layout.RANK_RUN).items():
+        click.echo(f"rank {r}: " + step_line(library(lambda p=path: layout.RunRecord.read_file(p)).steps_ms))
+    click.echo(f"run: {folder}/")
+
+
+def _run_rank(cfg: RunConfig, rank: Any) -> None:
+    """One rank of a torchrun job (profkit's or the user's own torchrun)."""
+    import os
+
+    from profkit.collect import distributed
+    from profkit.collect.workload import run as run_workload  # imports torch
+
+    if cfg.strategy == "none" and rank.world_size > 1:
+        raise bad_input(f"running as rank {rank.rank} of {rank.world_size} under torchrun: pass --strategy ddp or "
+                        "fsdp2, or each rank trains its own copy")
+    if os.environ.get(distributed.LAUNCHED_ENV) and cfg.out is not None:
+        library(lambda: distributed.redirect_output(cfg.out, rank.rank))
+    record = library(lambda: run_workload(cfg, rank=rank))
+    s = record.summary
+    click.echo(f"rank {rank.rank}/{rank.world_size}: median {s.median_ms:.2f} ms/step, {s.tokens_per_s:,.0f} tokens/s")
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @run_options
 @click.option("--name", help="Capture folder name (default: <label>-<time>).")
@@ -140,9 +196,11 @@ def run(**kwargs: Any) -> None:
               help="Where capture folders go.")
 @click.option("--nsys", "nsys_path", help="The nsys to use (else $PROFKIT_NSYS, PATH, .tools/nsys).")
 @click.option("--force", is_flag=True, help="Replace an existing capture folder of that name.")
+@click.option("--single-file", is_flag=True, help="Several ranks: one nsys around torchrun, every rank a process "
+              "of one export (default: one nsys per rank, rank{R}.nsys-rep).")
 @click.argument("nsys_args", nargs=-1, type=click.UNPROCESSED)
-def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool, nsys_args: tuple[str, ...],
-            **kwargs: Any) -> None:
+def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool, single_file: bool,
+            nsys_args: tuple[str, ...], **kwargs: Any) -> None:
     """Capture one workload with Nsight Systems and export it to SQLite.
 
     Runs `nsys profile` around `python -m profkit run` with profkit's defaults (on CUDA:
@@ -158,19 +216,32 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
         profkit profile --model tiny --device cpu --name tiny-cpu -- --trace=nvtx,osrt,python-gil
     """
     cfg = make_config(**kwargs)
-    from profkit.collect import launch, workload  # workload imports torch
+    from profkit.collect import distributed, launch, workload  # workload imports torch
     from profkit.console import status
     from profkit.nsys import check_options, find_nsys
     from profkit.pipeline import check_capture
+    from profkit.ranks import check_rank_capture
+
+    if single_file and not cfg.distributed:
+        raise bad_input("--single-file puts several ranks into one export; give --nproc-per-node and --strategy")
+    if library(distributed.rank_env) is not None:
+        raise bad_input("profkit profile starts torchrun itself; run it once per node, not under torchrun")
 
     def go() -> Path:
-        folder_name = launch.capture_name(cfg, name)
-        device, cuda = workload.preflight(cfg)  # everything `run` would refuse, refused before nsys starts
+        c = distributed.with_slurm(cfg)
+        folder_name = launch.capture_name(c, name)
+        device, cuda = workload.preflight(c)  # everything `run` would refuse, refused before nsys starts
+        if c.distributed:
+            distributed.check_launch(c, device=device, gpus=workload.gpu_count())
         nsys = find_nsys(nsys_path)
         check_options(nsys, list(nsys_args))
-        launch.refuse_early(nsys, cfg, device=device, cuda=cuda, user_args=list(nsys_args))
+        launch.refuse_early(nsys, c, device=device, cuda=cuda, user_args=list(nsys_args))
         with status() as say:
-            return launch.profile(nsys, cfg, device=device, name=folder_name, out_dir=out_dir,
+            if c.distributed:
+                return distributed.profile_ranks(nsys, c, device=device, name=folder_name, out_dir=out_dir,
+                                                 user_args=list(nsys_args), single_file=single_file,
+                                                 check=check_rank_capture, force=force, status=say)
+            return launch.profile(nsys, c, device=device, name=folder_name, out_dir=out_dir,
                                   user_args=list(nsys_args), check=check_capture, force=force, status=say)
 
     folder = library(go)
@@ -180,8 +251,11 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
     click.echo(f"capture: {folder}/")
     for f in sorted(folder.iterdir()):
         click.echo(f"  {f.name:<20} {f.stat().st_size / 2**20:8.2f} MiB")
-    click.echo(step_line(library(lambda: layout.RunRecord.read(folder)).steps_ms) + " (under nsys)")
-    click.echo(f"next: profkit report {folder}")
+    records: dict[int | None, Path] = dict(layout.rank_files(folder, layout.RANK_RUN).items())
+    for r, path in (records or {None: folder / layout.RUN_FILE}).items():
+        line = step_line(library(lambda p=path: layout.RunRecord.read_file(p)).steps_ms) + " (under nsys)"
+        click.echo(line if r is None else f"rank {r}: {line}")
+    click.echo(f"next: profkit report {folder}" + (f"; profkit report ranks {folder}" if cfg.distributed else ""))
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -214,6 +288,23 @@ def report_options(f: Any) -> Any:
     return f
 
 
+def rank_option(f: Any) -> Any:
+    return click.option("--rank", type=click.IntRange(min=0), help="In a multi-rank capture, this rank's export "
+                        "(default: rank 0, said on stderr).")(f)
+
+
+def _rank_note(profile: Path, rank: int | None) -> None:
+    """On a multi-rank capture without --rank, say which rank the report is of."""
+    if rank is not None:
+        return
+    from profkit.pipeline import capture_ranks
+
+    ranks = capture_ranks(profile)
+    if ranks:
+        click.echo(f"note: {profile} holds {len(ranks)} ranks; this is rank {ranks[0]}'s (--rank R for another, "
+                   "profkit report ranks for all of them)", err=True)
+
+
 def output_options(f: Any) -> Any:
     f = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file (never over one "
                      "that exists; - for stdout) instead of stdout.")(f)
@@ -237,11 +328,11 @@ def emit(text: str, output: Path | None) -> None:
 
 
 def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool = True, activity: bool = True,
-          use_cache: bool = False) -> Any:
+          use_cache: bool = False, rank: int | None = None) -> Any:
     from profkit import pipeline
 
     return library(lambda: pipeline.load(profile, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx,
-                                         activity=activity, use_cache=use_cache))
+                                         activity=activity, use_cache=use_cache, rank=rank))
 
 
 @cli.group(cls=DefaultGroup, default="capture", default_if_no_args=True, context_settings=CONTEXT_SETTINGS)
@@ -266,8 +357,9 @@ def report() -> None:
 @click.option("--demo", is_flag=True, help="Report on the H100 export that ships with profkit.")
 @click.option("--top", type=int, default=15, show_default=True, help="Kernels listed.")
 @click.option("--force", is_flag=True, help="Replace an existing report.md.")
+@rank_option
 @report_options
-def capture(profile: Path | None, demo: bool, top: int, force: bool, rules: Path | None,
+def capture(profile: Path | None, demo: bool, top: int, force: bool, rank: int | None, rules: Path | None,
             allow_incomplete: bool, no_cache: bool) -> None:
     """Write report.md for a capture: config, categories, top kernels, NVTX ranges.
 
@@ -293,11 +385,25 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, rules: Path
     if out.exists() and not force:
         raise bad_input(f"{out} exists; pass --force to replace it")
     title = layout.capture_title(profile)
-    text = library(lambda: pipeline.cached_report(
-        profile, "capture", {"top": top, "title": title, "allow_incomplete": allow_incomplete},
-        lambda: capture_markdown(_load(profile, rules, allow_incomplete, use_cache=not no_cache), title=title,
-                                  top=top),
-        rules=rules, use_cache=not no_cache))
+    ranks = pipeline.capture_ranks(profile)
+    if ranks:  # a multi-rank capture: the ranks section, then one rank's sections
+        from profkit.ranks import load_ranks
+        from profkit.report.ranks import timeline_png
+
+        merged = library(lambda: load_ranks(profile, rules=rules))
+        png = out.with_name("ranks_timeline.png")
+        note = timeline_png(merged, png)
+        click.echo(note, err=True)
+        r = ranks[0] if rank is None else rank
+        a = _load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=r)
+        text = capture_markdown(a, title=title, top=top, ranks=merged, rank=r,
+                                png=png.name if note.startswith("wrote") else None)
+    else:
+        text = library(lambda: pipeline.cached_report(
+            profile, "capture", {"top": top, "title": title, "allow_incomplete": allow_incomplete},
+            lambda: capture_markdown(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank),
+                                      title=title, top=top),
+            rules=rules, use_cache=not no_cache, rank=rank))
     library(lambda: layout.write_text(out, text))
     click.echo(f"report: {out}")
 
@@ -310,9 +416,10 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, rules: Path
 @click.option("--by", type=click.Choice(["name", "category"]), default="name", show_default=True)
 @click.option("--name", type=click.Choice(["demangled", "short"]), default="demangled", show_default=True)
 @output_options
+@rank_option
 @report_options
 def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str, fmt: str, output: Path | None,
-            rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
+            rank: int | None, rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
     """Kernel time by name (as nsys stats -r cuda_gpu_kern_sum) or by category.
 
     \b
@@ -325,13 +432,15 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
     def make() -> str:
         from profkit import report as reports
 
-        a = _load(profile, rules, allow_incomplete, nvtx=bool(range_regex), activity=False, use_cache=not no_cache)
+        a = _load(profile, rules, allow_incomplete, nvtx=bool(range_regex), activity=False, use_cache=not no_cache,
+                  rank=rank)
         return library(lambda: reports.kernels(a, range_regex=range_regex, top=top, by=by, name=name, fmt=fmt))
 
     options: dict[str, object] = {"range": range_regex, "top": top, "by": by, "name": name, "fmt": fmt,
                                   "allow_incomplete": allow_incomplete}
+    _rank_note(profile, rank)
     emit(library(lambda: pipeline.cached_report(profile, "kernels", options, make, rules=rules,
-                                                use_cache=not no_cache)), output)
+                                                use_cache=not no_cache, rank=rank)), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
@@ -342,9 +451,10 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
 @click.option("--depth", type=click.IntRange(min=1), help="Paths of at most this many parts (below the step when "
               "merged).")
 @output_options
+@rank_option
 @report_options
-def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output: Path | None, rules: Path | None,
-         allow_incomplete: bool, no_cache: bool) -> None:
+def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output: Path | None, rank: int | None,
+         rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
     """GPU time of each NVTX range path (or name), backward's autograd thread included.
 
     \b
@@ -357,21 +467,23 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
     def make() -> str:
         from profkit import report as reports
 
-        a = _load(profile, rules, allow_incomplete, activity=False, use_cache=not no_cache)  # ranges, kernels
+        a = _load(profile, rules, allow_incomplete, activity=False, use_cache=not no_cache, rank=rank)
         return reports.nvtx(a, by=by, steps=steps, depth=depth, fmt=fmt)
 
     options: dict[str, object] = {"by": by, "steps": steps, "depth": depth, "fmt": fmt,
                                   "allow_incomplete": allow_incomplete}
+    _rank_note(profile, rank)
     emit(library(lambda: pipeline.cached_report(profile, "nvtx", options, make, rules=rules,
-                                                use_cache=not no_cache)), output)
+                                                use_cache=not no_cache, rank=rank)), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("profile", type=click.Path(path_type=Path))
 @output_options
+@rank_option
 @report_options
-def modules(profile: Path, fmt: str, output: Path | None, rules: Path | None, allow_incomplete: bool,
-            no_cache: bool) -> None:
+def modules(profile: Path, fmt: str, output: Path | None, rank: int | None, rules: Path | None,
+            allow_incomplete: bool, no_cache: bool) -> None:
     """Per module: forward and backward GPU ms per measured step, their ratio, share of the step.
 
     One row per module path below step_i/forward and step_i/backward (JSON keys module,
@@ -387,11 +499,12 @@ def modules(profile: Path, fmt: str, output: Path | None, rules: Path | None, al
     def make() -> str:
         from profkit import report as reports
 
-        return reports.modules(_load(profile, rules, allow_incomplete, use_cache=not no_cache), fmt=fmt)
+        return reports.modules(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank), fmt=fmt)
 
     options: dict[str, object] = {"fmt": fmt, "allow_incomplete": allow_incomplete}
+    _rank_note(profile, rank)
     emit(library(lambda: pipeline.cached_report(profile, "modules", options, make, rules=rules,
-                                                use_cache=not no_cache)), output)
+                                                use_cache=not no_cache, rank=rank)), output)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
@@ -420,9 +533,10 @@ def compare(profiles: tuple[Path, ...], top: int, fmt: str, output: Path | None,
 @click.option("--by", type=click.Choice(["phase", "name"]), default="phase", show_default=True,
               help="phase: the measured steps' step, forward, backward, optimizer; name: every range name.")
 @output_options
+@rank_option
 @report_options
-def timeline(profile: Path, by: str, fmt: str, output: Path | None, rules: Path | None, allow_incomplete: bool,
-             no_cache: bool) -> None:
+def timeline(profile: Path, by: str, fmt: str, output: Path | None, rank: int | None, rules: Path | None,
+             allow_incomplete: bool, no_cache: bool) -> None:
     """Is the GPU busy? Wall time, GPU span, busy (union of kernel, memcpy, memset) and idle time,
     launch rate, launch-to-start queue and a verdict, per phase or per range name.
 
@@ -436,11 +550,44 @@ def timeline(profile: Path, by: str, fmt: str, output: Path | None, rules: Path 
     def make() -> str:
         from profkit.report.timeline import timeline as timeline_report
 
-        return timeline_report(_load(profile, rules, allow_incomplete, use_cache=not no_cache), by=by, fmt=fmt)
+        return timeline_report(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank), by=by,
+                               fmt=fmt)
 
     options: dict[str, object] = {"by": by, "fmt": fmt, "allow_incomplete": allow_incomplete}
+    _rank_note(profile, rank)
     emit(library(lambda: pipeline.cached_report(profile, "timeline", options, make, rules=rules,
-                                                use_cache=not no_cache)), output)
+                                                use_cache=not no_cache, rank=rank)), output)
+
+
+@report.command("ranks", context_settings=CONTEXT_SETTINGS)
+@click.argument("profile", type=click.Path(path_type=Path))
+@click.option("--png", type=click.Path(path_type=Path), help="Write one step's timeline, a lane per rank (needs "
+              "matplotlib); never over a file that exists.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Processes parsing ranks at once (default: the CPUs).")
+@output_options
+@report_options
+def ranks_command(profile: Path, png: Path | None, jobs: int | None, fmt: str, output: Path | None,
+                  rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
+    """Every rank of a multi-rank capture: step time, compute and communication GPU time by
+    collective, hidden against exposed communication, waits at collectives, bus bandwidth, the
+    slowest rank and why. JSON keys rank, step_ms, compute_ns, comm_ns, comm_hidden_ns,
+    comm_exposed_ns, wait_ns, by_collective (per measured step).
+
+    \b
+    Example:
+        profkit report ranks profiles/small-ddp
+        profkit report ranks profiles/small-ddp --format json --png ranks.png
+    """
+    from profkit.ranks import load_ranks
+    from profkit.report.ranks import ranks_report, timeline_png
+
+    if png is not None and png.exists():
+        raise bad_input(f"{png} exists; choose another --png FILE")
+    merged = library(lambda: load_ranks(profile, rules=rules, jobs=jobs))
+    if png is not None:
+        click.echo(timeline_png(merged, png), err=True)
+    emit(library(lambda: ranks_report(merged, fmt=fmt, png=str(png) if png is not None and png.exists() else None)),
+         output)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -509,9 +656,10 @@ def _flops_of(profile: Path, a: Any) -> Any:
               help="The peak table to compare with (measured: this project's measured ceilings).")
 @click.option("--png", type=click.Path(path_type=Path), help="Write a roofline PNG (needs matplotlib).")
 @output_options
+@rank_option
 @report_options
-def flops_command(profile: Path, peaks: str, png: Path | None, fmt: str, output: Path | None, rules: Path | None,
-                  allow_incomplete: bool, no_cache: bool) -> None:
+def flops_command(profile: Path, peaks: str, png: Path | None, fmt: str, output: Path | None, rank: int | None,
+                  rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
     """FLOPs and bytes beside GPU time per NVTX path: achieved TFLOP/s, % of peak, intensity,
     compute- or memory-bound, whole-step MFU and the floor. Reads the capture's flops.json.
 
@@ -522,7 +670,8 @@ def flops_command(profile: Path, peaks: str, png: Path | None, fmt: str, output:
     """
     from profkit.report import flops as flops_report
 
-    a = _load(profile, rules, allow_incomplete)
+    _rank_note(profile, rank)
+    a = _load(profile, rules, allow_incomplete, rank=rank)
     counted = _flops_of(profile, a)
     emit(library(lambda: flops_report.report(a, counted, fmt=fmt, measured=peaks == "measured")), output)
     if png is not None:  # pragma: no cover - needs matplotlib

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ DEVICES = ("cuda", "cpu")
 NVTX_MODES = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "adamw-fused", "sgd")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+STRATEGIES = ("none", "ddp", "fsdp2")
+DEFAULT_TIMEOUT_S = 1800
+"""A multi-rank job still running this long is ended (30 min: gloo's own collective timeout,
+three times NCCL's 10 min, longer than any step profkit profiles should take)."""
 USER_DEFAULT_BATCH, USER_DEFAULT_CONTEXT = 4, 256
 
 
@@ -63,6 +68,23 @@ class RunConfig:
     """Folder for run.json; None: runs/<model>-<mode>-<dtype>-<attn>-<time>."""
     force: bool = False
     """Overwrite an existing run.json in `out`."""
+    strategy: str = "none"
+    """Data parallelism across ranks: `none`, `ddp` (DistributedDataParallel) or `fsdp2`
+    (torch.distributed.fsdp.fully_shard per transformer block, then the root)."""
+    nproc_per_node: int = 1
+    """Ranks on this node, each on its own GPU (torchrun's --nproc-per-node)."""
+    nnodes: str = "1"
+    """Nodes (torchrun's --nnodes: N or MIN:MAX); under srun, Slurm's SLURM_NNODES when not given."""
+    node_rank: int | None = None
+    """This node's rank (torchrun's --node-rank); under srun, SLURM_NODEID when not given."""
+    rdzv_backend: str | None = None
+    """torchrun's --rdzv-backend (c10d for several nodes); None: torchrun's default."""
+    rdzv_endpoint: str | None = None
+    """torchrun's --rdzv-endpoint HOST:PORT."""
+    rdzv_id: str | None = None
+    """torchrun's --rdzv-id; under srun, SLURM_JOB_ID when not given."""
+    timeout: int = DEFAULT_TIMEOUT_S
+    """Seconds a multi-rank job may run before it is ended and its ranks' stacks reported."""
 
     def __post_init__(self) -> None:
         if not is_user_model(self.model) and self.model not in SIZES:
@@ -90,12 +112,39 @@ class RunConfig:
             raise ValueError(f"optimizer {self.optimizer!r} needs mode step (only a step runs the optimizer)")
         if self.compile_mode != "default" and not self.compile:
             raise ValueError(f"compile mode {self.compile_mode!r} needs --compile")
+        _choice(self.strategy, STRATEGIES, "strategy")
+        if self.nproc_per_node < 1:
+            raise ValueError(f"nproc-per-node must be at least 1, got {self.nproc_per_node}")
+        if not re.fullmatch(r"[1-9][0-9]*(:[1-9][0-9]*)?", self.nnodes):
+            raise ValueError(f"nnodes must be N or MIN:MAX (torchrun's form), got {self.nnodes!r}")
+        if self.node_rank is not None and self.node_rank < 0:
+            raise ValueError(f"node-rank must be 0 or more, got {self.node_rank}")
+        if self.timeout < 1:
+            raise ValueError(f"timeout must be at least 1 second, got {self.timeout}")
+        if self.distributed and self.strategy == "none":
+            raise ValueError(f"{self.world_label} needs a --strategy (ddp or fsdp2): each rank would train its own "
+                             "copy of the model")
+        if self.strategy == "ddp" and self.mode == "fwd":
+            raise ValueError("--strategy ddp synchronizes gradients, and --mode fwd computes none; use fwd_bwd or "
+                             "step (or --strategy fsdp2, whose forward gathers the weights)")
+        if self.strategy == "fsdp2" and self.dtype == "fp16":
+            raise ValueError("--strategy fsdp2 with --dtype fp16 needs a sharded GradScaler profkit does not run; "
+                             "use --dtype bf16")
         if self.nvtx_depth < 0:
             raise ValueError(f"nvtx-depth must be 0 or more, got {self.nvtx_depth}")
         size = SIZES.get(self.model)
         if size is not None and self.context_length is not None and self.context_length > size.max_context:
             raise ValueError(f"context length {self.context_length} is longer than model {self.model!r} "
                              f"allows ({size.max_context})")
+
+    @property
+    def distributed(self) -> bool:
+        """Several ranks (or a strategy on one): the run goes through torchrun."""
+        return self.strategy != "none" or self.nproc_per_node > 1 or self.nnodes != "1"
+
+    @property
+    def world_label(self) -> str:
+        return (f"--nproc-per-node {self.nproc_per_node}" + (f" --nnodes {self.nnodes}" if self.nnodes != "1" else ""))
 
     @property
     def resolved_batch_size(self) -> int:
@@ -121,7 +170,9 @@ class RunConfig:
             label += f"-{self.compile_mode}"
         if self.grad_accum > 1:
             label += f"-accum{self.grad_accum}"
-        return label + (f"-{self.optimizer}" if self.optimizer != "adamw" else "")
+        if self.optimizer != "adamw":
+            label += f"-{self.optimizer}"
+        return label + (f"-{self.strategy}{self.nproc_per_node}" if self.strategy != "none" else "")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -9,9 +9,17 @@ A run folder (`profkit run --out DIR`) holds `run.json`. A capture folder
     nsys.log           what nsys and the profiled program printed
     report.md          written by `profkit report profiles/NAME`
 
-Multi-rank captures name their per-rank files from the templates below. Every reader and
-writer of these names imports them from here, and run.json is read and written only through
-`RunRecord`.
+A multi-rank capture (`--nproc-per-node N`) holds one set per rank instead, beside run.json
+(rank 0's record) and nsys.log (torchrun's and nsys's output):
+
+    rank{R}.nsys-rep, rank{R}.sqlite   rank R's report and export (the default layout); or
+    profile.nsys-rep, profile.sqlite   one export, every rank a process of it (--single-file)
+    rank{R}.run.json                   rank R's RunRecord (its rank, world size and backend in `resolved`)
+    rank{R}.log                        what rank R printed (and its stacks, when the job was ended)
+
+A multi-rank run folder (`profkit run --nproc-per-node N`) has run.json, rank{R}.run.json,
+rank{R}.log and torchrun.log. Every reader and writer of these names imports them from here,
+and run.json is read and written only through `RunRecord`.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ REPORT_MD = "report.md"
 # Templates for what later stages write beside these (one name each, used by reader and writer).
 RANK_REPORT = "rank{rank}.nsys-rep"
 RANK_EXPORT = "rank{rank}.sqlite"
+RANK_RUN = "rank{rank}.run.json"
+RANK_LOG = "rank{rank}.log"
+RANK_NSYS_STEM = "rank%q{RANK}"  # nsys expands %q{RANK} from each rank's environment (torchrun sets RANK)
+LAUNCH_LOG = "torchrun.log"
 MEMORY_SNAPSHOT = "memory.pickle"
 FLOPS_FILE = "flops.json"
 
@@ -147,6 +159,12 @@ class Resolved:
     """Whether ranges were emitted."""
     nvtx_in_model: bool
     """Whether ranges inside the model were emitted (not under --compile)."""
+    rank: int | None = None
+    """This process's global rank (None: not distributed)."""
+    local_rank: int | None = None
+    world_size: int = 1
+    backend: str | None = None
+    """torch.distributed's backend (nccl, gloo), when distributed."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -233,7 +251,15 @@ class RunRecord:
         Raises:
             LayoutError: missing, not JSON, or not a run record.
         """
-        path = folder / RUN_FILE
+        return cls.read_file(folder / RUN_FILE)
+
+    @classmethod
+    def read_file(cls, path: Path) -> RunRecord:
+        """A run record file (run.json, rank{R}.run.json).
+
+        Raises:
+            LayoutError: missing, not JSON, or not a run record.
+        """
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
@@ -247,13 +273,41 @@ class RunRecord:
         except LayoutError as e:
             raise LayoutError(f"{path}: {e}") from None
 
-    def write(self, folder: Path) -> Path:
-        """Write run.json into `folder` (atomically, mode 0644); returns its path."""
-        path = folder / RUN_FILE
-        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def write(self, folder: Path, name: str = RUN_FILE) -> Path:
+        """Write run.json (or `name`) into `folder` (atomically, mode 0644); returns its path."""
+        path = folder / name
+        write_text(path, self.to_json())
         return path
 
 
-def find_run(folder: Path) -> RunRecord | None:
-    """The run record of a capture or run folder, None when it has none."""
+def find_run(folder: Path, rank: int | None = None) -> RunRecord | None:
+    """The run record of a capture or run folder (rank R's, when given), None when it has none."""
+    if rank is not None:
+        path = folder / RANK_RUN.format(rank=rank)
+        return RunRecord.read_file(path) if path.is_file() else None
     return RunRecord.read(folder) if (folder / RUN_FILE).is_file() else None
+
+
+_RANK_FILE = re.compile(r"^rank(0|[1-9][0-9]*)\.(nsys-rep|sqlite|run\.json|log)$")
+
+
+def rank_files(folder: Path, template: str) -> dict[int, Path]:
+    """The per-rank files of a folder named by `template` (RANK_EXPORT, RANK_RUN...), by rank.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for n in ("rank0.sqlite", "rank10.sqlite", "rank2.sqlite", "rank01.sqlite", "rank1.run.json"):
+    ...     _ = (d / n).write_text("")
+    >>> sorted(rank_files(d, RANK_EXPORT))
+    [0, 2, 10]
+    """
+    suffix = template.removeprefix("rank{rank}")
+    found = {}
+    for path in folder.glob("rank*" + suffix) if folder.is_dir() else []:
+        m = _RANK_FILE.match(path.name)
+        if m is not None and path.name == f"rank{m.group(1)}{suffix}":
+            found[int(m.group(1))] = path
+    return dict(sorted(found.items()))

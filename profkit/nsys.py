@@ -199,6 +199,20 @@ def override_nsys_default(args: list[str], flag: str, value: str) -> list[str]:
     return [*args, f"{flag}={value}"]
 
 
+def profile_options(user_args: list[str], *, device: str) -> list[str]:
+    """The options of `nsys profile`: the user's, then profkit's defaults for the flags they left.
+
+    Raises:
+        NsysError: the user set --output, which profkit owns.
+    """
+    if "--output" in user_flags(user_args):
+        raise NsysError("--output is profkit's to set (profiles/NAME/profile.nsys-rep); use --name/--out-dir")
+    args = list(user_args)
+    for flag, value in (GPU_DEFAULTS if device == "cuda" else CPU_DEFAULTS).items():
+        args = override_nsys_default(args, flag, value)
+    return args
+
+
 def build_profile_command(nsys: Path, cfg: RunConfig, *, device: str, user_args: list[str], out: Path,
                           python: str = sys.executable) -> list[str]:
     """The full `nsys profile ... python -m profkit run ...` command line.
@@ -213,11 +227,7 @@ def build_profile_command(nsys: Path, cfg: RunConfig, *, device: str, user_args:
     Raises:
         NsysError: the user set --output, which profkit owns.
     """
-    if "--output" in user_flags(user_args):
-        raise NsysError("--output is profkit's to set (profiles/NAME/profile.nsys-rep); use --name/--out-dir")
-    args = list(user_args)
-    for flag, value in (GPU_DEFAULTS if device == "cuda" else CPU_DEFAULTS).items():
-        args = override_nsys_default(args, flag, value)
+    args = profile_options(user_args, device=device)
     run_args = cfg.to_args() + ([] if cfg.device else ["--device", device])
     run_cmd = [python, "-m", "profkit", "run", *run_args, "--out", str(out), "--force"]
     return [str(nsys), "profile", *args, f"--output={out / layout.NSYS_STEM}", "--force-overwrite=true", *run_cmd]

@@ -72,14 +72,41 @@ class Analysis:
                              "failed, or the capture traced no CUDA); capture again with --trace including cuda")
 
 
-def resolve_input(path: Path) -> Path:
-    """The export to read: a .sqlite, a capture folder's profile.sqlite, or a .nsys-rep's export.
+def capture_ranks(path: Path) -> list[int]:
+    """The ranks of a multi-rank capture folder (its rank{R}.sqlite/.nsys-rep, else its
+    rank{R}.run.json beside one profile.sqlite); empty for anything else."""
+    if not path.is_dir():
+        return []
+    found = set(layout.rank_files(path, layout.RANK_EXPORT)) | set(layout.rank_files(path, layout.RANK_REPORT))
+    return sorted(found or layout.rank_files(path, layout.RANK_RUN))
+
+
+def single_file(path: Path) -> bool:
+    """A multi-rank capture folder of one export holding every rank (--single-file)."""
+    return bool(capture_ranks(path)) and not layout.rank_files(path, layout.RANK_EXPORT) \
+        and not layout.rank_files(path, layout.RANK_REPORT)
+
+
+def resolve_input(path: Path, rank: int | None = None) -> Path:
+    """The export to read: a .sqlite, a capture folder's profile.sqlite, or a .nsys-rep's export;
+    in a multi-rank folder, rank `rank`'s (rank 0 when None; one export for every rank when
+    captured --single-file).
 
     A .nsys-rep is exported to the .sqlite beside it (needs nsys) unless that file exists.
 
     Raises:
-        InputError: a folder without an export, or a .nsys-rep that cannot be exported.
+        InputError: a folder without an export, a rank the capture does not have, or a .nsys-rep
+            that cannot be exported.
     """
+    ranks = capture_ranks(path)
+    if ranks and not single_file(path):
+        r = ranks[0] if rank is None else rank
+        if r not in ranks:
+            raise InputError(f"{path} has no rank {r}; its ranks are {', '.join(map(str, ranks))}")
+        sqlite = path / layout.RANK_EXPORT.format(rank=r)
+        return sqlite if sqlite.exists() else resolve_input(path / layout.RANK_REPORT.format(rank=r))
+    if rank is not None and not ranks and path.is_dir():
+        raise InputError(f"--rank {rank}: {path} is a capture of one process, not of several ranks")
     if path.is_dir():
         if (path / layout.EXPORT).exists():
             return path / layout.EXPORT
@@ -118,14 +145,52 @@ def load_demo() -> Analysis:
     return analyze_data(parse.load(demo_path()), run=demo_run())
 
 
-def run_of(path: Path) -> layout.RunRecord | None:
-    """The run record beside an input: a capture folder's, or the folder holding its export."""
+def run_of(path: Path, rank: int | None = None) -> layout.RunRecord | None:
+    """The run record beside an input: a capture folder's (rank R's in a multi-rank one, rank 0's
+    when not given), or the folder holding its export."""
     folder = path if path.is_dir() else path.parent
+    ranks = capture_ranks(folder) if path.is_dir() else []
+    if ranks:
+        return layout.find_run(folder, ranks[0] if rank is None else rank)
     return layout.find_run(folder) if path.is_dir() or path.name == layout.EXPORT else None
 
 
+def process_of(path: Path, export: Path, rank: int | None) -> int | None:
+    """The process (global_pid) holding rank `rank` in an export of every rank, None when the
+    export is one rank's (or one process's) own.
+
+    Raises:
+        InputError: the export has no process of that rank.
+    """
+    if (rank is None or capture_ranks(path)) and not single_file(path):  # one export per rank: all of it
+        return None
+    from profkit.parse_ranks import process_ranks
+
+    pids = process_ranks(export)
+    if not pids:
+        if rank is None:
+            return None
+        raise InputError(f"--rank {rank}: {export} holds no profkit rank (no profkit/rank{{R}} NVTX domain)")
+    by_rank = {r: p for p, r in pids.items()}
+    r = min(by_rank) if rank is None else rank
+    if r not in by_rank:
+        raise InputError(f"{export} has no rank {r}; its ranks are {', '.join(map(str, sorted(by_rank)))}")
+    return by_rank[r]
+
+
+def only_process(data: parse.ProfileData, pid: int) -> parse.ProfileData:
+    """The part of an export of several processes that one process made."""
+    import dataclasses
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["global_pid"].to_numpy() == pid].reset_index(drop=True) if "global_pid" in frame else frame
+
+    return dataclasses.replace(data, kernels=keep(data.kernels), nvtx=keep(data.nvtx), memcpy=keep(data.memcpy),
+                               memset=keep(data.memset))
+
+
 def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True,
-         activity: bool = True, use_cache: bool = False) -> Analysis:
+         activity: bool = True, use_cache: bool = False, rank: int | None = None) -> Analysis:
     """Parse and analyze one export.
 
     Args:
@@ -139,24 +204,31 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
             range table, the transfers) from profkit.cache when these options and rules made it
             before, else store it: a new --top, --range or --by on the same export neither parses
             nor attributes again.
+        rank: in a multi-rank capture, the rank to read (rank 0 when None): its own export, or its
+            process of an export holding every rank.
 
     Raises:
         ProfkitError: the input, its rules or its run.json cannot be used.
     """
     from profkit import parse
 
-    export = resolve_input(path)
+    export = resolve_input(path, rank)
+    pid = process_of(path, export, rank)
     store = cache.for_export(export, enabled=use_cache) if use_cache and export.is_file() else None
-    name = cache.options_name("analysis", {"allow_incomplete": allow_incomplete, "nvtx": nvtx, "activity": activity,
-                                           "rules": _digest(rules), "rules_given": rules is not None})
+    options: dict[str, object] = {"allow_incomplete": allow_incomplete, "nvtx": nvtx, "activity": activity,
+                                  "rules": _digest(rules), "rules_given": rules is not None}
+    name = cache.options_name("analysis", options if pid is None else {**options, "pid": pid})
+    run = run_of(path, rank)
     if store is not None:
         hit = frame_store.get_frames(store, name)
-        cached = _analysis_from(hit, export, run_of(path)) if hit is not None else None
+        cached = _analysis_from(hit, export, run) if hit is not None else None
         if cached is not None:
             return cached
-    data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx, nvtx=nvtx, activity=activity,
-                      lean=True)
-    a = analyze_data(data, rules=rules, nvtx=nvtx, run=run_of(path))
+    data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx or pid is not None, nvtx=nvtx,
+                      activity=activity, lean=pid is None)
+    if pid is not None:
+        data = only_process(data, pid)
+    a = analyze_data(data, rules=rules, nvtx=nvtx, run=run)
     if store is not None:
         frame_store.put_frames(store, name, _analysis_frames(a))
     return a
@@ -232,20 +304,25 @@ def _digest(path: Path | None) -> str | None:
 
 
 def cached_report(path: Path, stage: str, options: dict[str, object], make: Callable[[], str], *,
-                  rules: Path | None = None, use_cache: bool = True) -> str:
+                  rules: Path | None = None, use_cache: bool = True, rank: int | None = None) -> str:
     """A report's text, from the cache when this export, these options and these rules made it
     before; else `make()`, stored for next time (profkit.cache; `--no-cache` skips both).
 
     The key covers the export (profkit.cache.file_key), the stage and its options, the rules
     file's content and, for a capture folder, its run.json's. Errors are never cached.
     """
-    export = resolve_input(path)
+    export = resolve_input(path, rank)
     store = cache.for_export(export, enabled=use_cache) if export.is_file() else None
     if store is None:
         return make()
     folder = path if path.is_dir() else path.parent
     has_run = path.is_dir() or path.name == layout.EXPORT
-    key = dict(options, rules=_digest(rules), run=_digest(folder / layout.RUN_FILE) if has_run else None)
+    record = folder / layout.RUN_FILE
+    if capture_ranks(folder) and path.is_dir():
+        record = folder / layout.RANK_RUN.format(rank=capture_ranks(folder)[0] if rank is None else rank)
+    key = dict(options, rules=_digest(rules), run=_digest(record) if has_run else None)
+    if rank is not None or (path.is_dir() and capture_ranks(path)):
+        key["rank"] = capture_ranks(path)[0] if rank is None and path.is_dir() else rank
     return cache.memo_text(store, cache.options_name(stage, key), make)
 
 

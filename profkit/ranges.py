@@ -33,6 +33,10 @@ import nvtx
 # so ranges that PyTorch pushes on the same thread (emit_nvtx, nsys --pytorch=autograd-nvtx)
 # cannot pop profkit's, nor profkit pop theirs.
 DOMAIN = "profkit"
+RANK_DOMAIN = "profkit/rank{rank}"
+"""A rank's domain in a multi-rank run: in one export holding every rank (--single-file), each
+process's ranges say which rank made them (profkit.parse_ranks reads it back)."""
+_DOMAIN = DOMAIN
 _ENABLED = True  # every range
 _INNER = True  # ranges inside models (`annotate`, module hooks)
 _NULL = contextlib.nullcontext()
@@ -61,6 +65,13 @@ def set_enabled(enabled: bool, *, inner: bool = True) -> None:
     _ENABLED, _INNER = enabled, enabled and inner
 
 
+def set_rank(rank: int | None) -> None:
+    """Put every range from now on into rank `rank`'s domain (None: profkit's own)."""
+    global _DOMAIN, _CACHE
+    _DOMAIN = DOMAIN if rank is None else RANK_DOMAIN.format(rank=rank)
+    _CACHE = {}
+
+
 def inner_enabled() -> bool:
     """Whether ranges inside models (annotate, module hooks) are on."""
     return _INNER
@@ -87,7 +98,7 @@ def _range(name: str) -> Any:
     # nvtx.annotate registers its string once; reusing the object keeps push/pop cheap.
     r = _CACHE.get(name)
     if r is None:
-        r = _CACHE[name] = nvtx.annotate(name, domain=DOMAIN) if _SINK is None else _SinkRange(name)
+        r = _CACHE[name] = nvtx.annotate(name, domain=_DOMAIN) if _SINK is None else _SinkRange(name)
     return r
 
 

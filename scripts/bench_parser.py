@@ -18,6 +18,14 @@ against cuda_gpu_kern_sum's to the nanosecond. Writes markdown.
 Example (about a minute on 2 cores, builds included):
     python scripts/bench_parser.py --sizes 10000,100000,1000000 --repeat 3 --report reports/bench.md
 
+Multi-rank case (`--ranks 2,4,8,16,32,64`): a folder of N copies of one real export as
+rank{R}.sqlite, and `profkit report ranks` on it (ranks parsed in parallel processes, merged as
+small tables): wall time, time per rank, and the peak RSS of the largest process (the parent
+or one worker; each holds one rank's export at a time), each N a fresh process. Cost per rank
+should stay flat from 2 to 64 ranks at cores/ranks parallelism, and the peak bounded by a few
+ranks, not all of them:
+    python scripts/bench_parser.py --ranks 2,4,8,16,32,64 --fixture tests/data/h100_small_step_bf16/profile.sqlite
+
 The profkit reports run cold (--no-cache) and warm (from a cache of their own, filled first),
 beside report.md of the export and a floor: SQLite decoding the columns read, nothing handed
 to Python.
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -372,6 +381,52 @@ def floor(path: Path) -> None:
     print(f"{time.perf_counter() - t0:.3f} s of SQLite decoding")
 
 
+def ranks_one(folder: Path) -> None:
+    """One `report ranks` in this process: wall time and the peak RSS of this process and its workers."""
+    import resource
+
+    from profkit.ranks import load_ranks
+    from profkit.report.ranks import ranks_report
+
+    t0 = time.perf_counter()
+    text = ranks_report(load_ranks(folder), fmt="json")
+    wall = time.perf_counter() - t0
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"wall_s": wall, "self_kib": own, "worker_kib": workers, "rows": len(json.loads(text))}))
+
+
+def bench_ranks(fixture: Path, counts: list[int], work: Path, repeat: int) -> None:
+    """The multi-rank case: N copies of `fixture` as rank{R}.sqlite, `report ranks` timed per N."""
+    rows = []
+    cores = os.cpu_count() or 1
+    for n in counts:
+        folder = work / f"ranks-{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for r in range(n):
+            dst = folder / f"rank{r}.sqlite"
+            if not dst.exists():
+                shutil.copyfile(fixture, dst)  # copies, not links: each rank a file of its own
+        best = None
+        for _ in range(repeat):
+            out = subprocess.run([sys.executable, __file__, "--ranks-one", str(folder)], capture_output=True,
+                                 text=True, check=True, cwd=REPO)
+            m = json.loads(out.stdout.strip().splitlines()[-1])
+            assert m["rows"] == n, m
+            best = m if best is None or m["wall_s"] < best["wall_s"] else best
+        assert best is not None
+        rows.append((n, best))
+        print(f"{n} ranks: {best['wall_s']:.2f} s, {best['wall_s'] / n * 1e3:.0f} ms per rank, peak "
+              f"{max(best['self_kib'], best['worker_kib']) / 1024:.0f} MB", flush=True)
+    print(f"\n{cores} cores, load {loadavg()}; fixture {fixture.name} ({fixture.stat().st_size / 2**20:.1f} MiB)\n")
+    print("| ranks | wall s | ms per rank | ms per rank x min(ranks, cores) | peak RSS MB (largest process) |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for n, m in rows:
+        per = m["wall_s"] / n * 1e3
+        print(f"| {n} | {m['wall_s']:.2f} | {per:.0f} | {per * min(n, cores):.0f} | "
+              f"{max(m['self_kib'], m['worker_kib']) / 1024:.0f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fixture", type=Path, default=FIXTURE, help="The export to copy (default: %(default)s).")
@@ -384,7 +439,15 @@ def main() -> None:
     p.add_argument("--sections", type=Path, help=argparse.SUPPRESS)  # report.md's parts, timed in-process
     p.add_argument("--before", default="8c2c7e1", help="The commit timed as `before` against this checkout on the "
                    "largest export (report kernels, nvtx, report.md; default %(default)s); '' skips it.")
+    p.add_argument("--ranks", help="Rank counts for the multi-rank case (e.g. 2,4,8,16,32,64); prints markdown.")
+    p.add_argument("--ranks-one", type=Path, help=argparse.SUPPRESS)  # one timed `report ranks` (a subprocess)
     a = p.parse_args()
+    if a.ranks_one:
+        ranks_one(a.ranks_one)
+        return
+    if a.ranks:
+        bench_ranks(a.fixture.resolve(), sorted(int(n) for n in a.ranks.split(",")), a.work, a.repeat)
+        return
     if a.floor:
         floor(a.floor)
         return

@@ -32,7 +32,8 @@ def test_tiny_runs_each_mode_and_writes_run_json(tmp_path: Path, mode: str) -> N
     assert set(run) == RUN_KEYS
     assert run["config"]["mode"] == mode and run["config"]["model"] == "tiny"
     assert run["resolved"] == {"device": "cpu", "batch_size": 2, "context_length": 32, "tokens_per_step": 64,
-                               "params": 196_928, "timer": "host_clock", "nvtx": False, "nvtx_in_model": False}
+                               "params": 196_928, "timer": "host_clock", "nvtx": False, "nvtx_in_model": False,
+                               "rank": None, "local_rank": None, "world_size": 1, "backend": None}  # one process
     assert len(run["steps_ms"]) == 3 and all(t > 0 for t in run["steps_ms"])
     s = run["summary"]
     assert s["min_ms"] <= s["median_ms"] <= s["max_ms"] and s["min_ms"] <= s["mean_ms"] <= s["max_ms"]

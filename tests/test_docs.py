@@ -43,7 +43,8 @@ def run_table() -> dict[str, str]:
 
 # What a default of None means, as README says it (RunConfig resolves these at run time).
 NONE_MEANS = {"batch_size": "the size's", "context_length": "the size's", "device": "cuda if available",
-              "out": "`runs/<model>-<mode>-<dtype>-<attn>-<time>/`"}
+              "out": "`runs/<model>-<mode>-<dtype>-<attn>-<time>/`", "node_rank": "torchrun's",
+              "rdzv_backend": "torchrun's", "rdzv_endpoint": "none", "rdzv_id": "torchrun's"}
 
 
 def readme_default(field: str, value: object) -> str:

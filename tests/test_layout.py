@@ -34,16 +34,18 @@ STAGE_OF = {
     "profkit.models": "models",
     "profkit.collect": "collect",
     "profkit.parse": "parse",
+    "profkit.parse_ranks": "parse",  # a multi-rank export's processes, NCCL ranges, session start
     "profkit.scrub": "parse",  # rewrites an export; imports nothing of profkit's
     "profkit.analyze": "analyze",
     "profkit.pipeline": "pipeline",
+    "profkit.ranks": "pipeline",  # a multi-rank capture -> per-rank tables (parallel processes) -> merged
     "profkit.report": "report",
     "profkit.console": "console",
     "profkit.cli": "cli",
     "profkit.__main__": "cli",
 }
 TORCH_ALLOWED = {"profkit.collect.workload", "profkit.collect.flops", "profkit.collect.hooks", "profkit.collect.env",
-                 "profkit.collect.outputs", "profkit.collect.attention_bench"}
+                 "profkit.collect.outputs", "profkit.collect.attention_bench", "profkit.collect.parallel"}
 TORCH_IN_FUNCTION_ONLY = {"profkit.collect.doctor", "profkit.collect.sweep"}
 
 
@@ -151,3 +153,16 @@ def test_pyproject_lists_every_package() -> None:
     assert set(setuptools["packages"]) == folders | {"profkit.models"}
     assert setuptools["package-dir"]["profkit.models"] == "models" and (MODELS / "__init__.py").exists()
     assert not list(MODELS.glob("*/__init__.py"))  # models/ has no subpackages the list would miss
+
+
+def test_multi_rank_modules_keep_to_their_stage() -> None:
+    """The launcher imports no torch (it runs torchrun, as launch.py runs nsys); only the rank's own
+    side (parallel.py) does, and workload.py imports it only inside functions, for ranks."""
+    assert stage("profkit.collect.distributed") == "collect" and "profkit.collect.distributed" not in TORCH_ALLOWED
+    assert [t for t, _, _ in imports("profkit.collect.distributed") if t.split(".")[0] == "torch"] == []
+    lazy = [inner for target, _, inner in imports("profkit.collect.workload") if target == "profkit.collect.parallel"]
+    assert lazy and all(lazy)
+    assert stage("profkit.analyze.ranks") == "analyze" and stage("profkit.report.ranks") == "report"
+    code = ("import sys, profkit.ranks, profkit.parse_ranks, profkit.analyze.ranks, profkit.report.ranks, "
+            "profkit.collect.distributed; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

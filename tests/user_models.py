@@ -35,3 +35,31 @@ def make_encoder(batch_size: int, context_length: int):
 
 def not_a_factory(batch_size: int, context_length: int):
     return 42
+
+
+class _OnRank(nn.Module):
+    """The encoder, except that on rank 1 (torchrun's RANK) its forward fails or never returns."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.inner, self.how = Encoder(), how
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        import os
+        import time
+
+        if os.environ.get("RANK") == "1":
+            if self.how == "fail":
+                raise SystemExit("Error: rank 1 of the test model gave up on purpose")
+            time.sleep(3600)  # the other rank waits for it in DDP's gradient all-reduce
+        return self.inner(idx)
+
+
+def fail_on_rank1(batch_size: int, context_length: int):
+    _, make_batch = make_encoder(batch_size, context_length)
+    return _OnRank("fail"), make_batch
+
+
+def hang_on_rank1(batch_size: int, context_length: int):
+    _, make_batch = make_encoder(batch_size, context_length)
+    return _OnRank("hang"), make_batch

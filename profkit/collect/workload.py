@@ -24,6 +24,7 @@ from torch import Tensor, nn
 import profkit.models as models
 from profkit import layout, ranges
 from profkit.collect import hooks, outputs
+from profkit.collect.distributed import RankEnv
 from profkit.collect.env import environment
 from profkit.config import RunConfig
 from profkit.errors import RunError
@@ -41,12 +42,24 @@ class Workload:
     builtin: bool
 
 
-def resolve_device(cfg: RunConfig) -> torch.device:
+def resolve_device(cfg: RunConfig, rank: RankEnv | None = None) -> torch.device:
+    """The device: --device, else cuda when available; a rank's GPU is cuda:LOCAL_RANK."""
     if cfg.device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RunError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    return torch.device(cfg.device)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RunError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu"
+                       + (" (several ranks on CPU talk through gloo)" if cfg.distributed else ""))
+    else:
+        device = torch.device(cfg.device)
+    if rank is not None:
+        from profkit.collect import parallel
+
+        return parallel.device_of(rank, device.type)
+    return device
+
+
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def preflight(cfg: RunConfig) -> tuple[str, str | None]:
@@ -268,38 +281,61 @@ def _compile_seconds() -> float | None:
     return sum(getattr(m, "entire_frame_compile_time_s", None) or 0.0 for m in get_compilation_metrics())
 
 
-def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = None) -> layout.RunRecord:
+def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = None,
+        rank: RankEnv | None = None) -> layout.RunRecord:
     """Run the workload and write `run.json` into its folder; returns what was written.
+
+    As one rank of a torchrun job (`rank`), the process group is joined first, the model wrapped
+    in cfg.strategy, and the record written as rank{R}.run.json (rank 0's also as run.json).
 
     Raises:
         RunError: bad device, backend or model; or the run ran out of memory (the message says
             what ran out, for which size and batch).
     """
-    cfg = dataclasses.replace(cfg, out=out_dir(cfg))
-    device = resolve_device(cfg)
+    if rank is not None and cfg.out is None:
+        raise RunError("under torchrun, give --out DIR: every rank writes its rank{R}.run.json there")
+    cfg = dataclasses.replace(cfg, out=out_dir(cfg) if rank is None or rank.rank == 0 else cfg.out)
+    device = resolve_device(cfg, rank)
     check_attention(cfg, device)
+    backend = None
+    if rank is not None:
+        from profkit.collect import parallel
+
+        ranges.set_rank(rank.rank)
+        backend = parallel.start(cfg, rank, device)
     try:
-        record = _run(cfg, device, progress or (lambda what, i, n: None))
+        record = _run(cfg, device, progress or (lambda what, i, n: None), rank)
     except torch.OutOfMemoryError as e:
         raise RunError(_out_of_memory(cfg, device, str(e))) from None
     except RuntimeError as e:
         if "can't allocate memory" not in str(e) and "out of memory" not in str(e).lower():
             raise
         raise RunError(_out_of_memory(cfg, device, str(e))) from None
+    finally:
+        if rank is not None:
+            parallel.stop()
     assert cfg.out is not None
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if rank is not None:
+        record = dataclasses.replace(record, resolved=dataclasses.replace(
+            record.resolved, rank=rank.rank, local_rank=rank.local_rank, world_size=rank.world_size,
+            backend=backend))
+        record.write(cfg.out, layout.RANK_RUN.format(rank=rank.rank))
+        if rank.rank != 0:
+            return record
     record.write(cfg.out)
     return record
 
 
 def _out_of_memory(cfg: RunConfig, device: torch.device, message: str) -> str:
     first = message.strip().splitlines()[0] if message.strip() else "out of memory"
-    return (f"out of memory on {device.type}: --model {cfg.model} --mode {cfg.mode} --dtype {cfg.dtype} with batch "
+    return (f"out of memory on {device}: --model {cfg.model} --mode {cfg.mode} --dtype {cfg.dtype} with batch "
             f"{cfg.resolved_batch_size} x {cfg.resolved_context_length} did not fit ({first[:200]}); "
             "try a smaller --batch-size or --context-length")
 
 
-def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int], None]) -> layout.RunRecord:
+def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int], None],
+         rank: RankEnv | None = None) -> layout.RunRecord:
     w = build_workload(cfg, device)
     # Inside a compiled model NVTX calls would be graph breaks: keep only the runner's phases.
     emit = ranges.resolve(cfg.nvtx)
@@ -309,7 +345,12 @@ def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int],
             hooks.add_backward_ranges(w.model)
         else:
             hooks.add_module_ranges(w.model, cfg.nvtx_depth)
-    model = torch.compile(w.model, mode=cfg.compile_mode) if cfg.compile else w.model
+    wrapped: nn.Module = w.model
+    if rank is not None:  # after the hooks, which name the model's own modules, not the wrapper's
+        from profkit.collect import parallel
+
+        wrapped = parallel.wrap(w.model, cfg, device)
+    model = torch.compile(wrapped, mode=cfg.compile_mode) if cfg.compile else wrapped
     timer = _Timer(device, cfg.steps, cfg.grad_accum if cfg.grad_accum > 1 else 0)
     step = make_step(cfg, w, model, device, micro=timer.micro)
     tokens = cfg.resolved_batch_size * cfg.resolved_context_length * cfg.grad_accum
@@ -324,6 +365,9 @@ def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int],
                 _sync(device)
                 first_ms = (time.perf_counter() - t0) * 1e3
     _sync(device)
+    if rank is not None:  # every rank starts its measured steps together, outside the capture
+        parallel.barrier(device)
+        _sync(device)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)

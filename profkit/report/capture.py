@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from profkit import analyze
+from profkit.analyze.ranks import RanksResult
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
+from profkit.report.ranks import ranks_markdown
 from profkit.report.tables import (
     categories_markdown,
     category_steps_markdown,
@@ -36,11 +38,16 @@ def run_lines(run: RunRecord) -> list[str]:
          if run.peak_memory_bytes is not None else [])
 
 
-def capture_markdown(a: Analysis, *, title: str, top: int = 15) -> str:
-    """report.md's text for one analysed capture (its run.json, when it has one, first)."""
+def capture_markdown(a: Analysis, *, title: str, top: int = 15, ranks: RanksResult | None = None,
+                     rank: int | None = None, png: str | None = None) -> str:
+    """report.md's text for one analysed capture (its run.json, when it has one, first); for a
+    multi-rank capture the ranks section (`ranks`) comes next, then rank `rank`'s sections."""
     lines = [f"# {title}", ""]
     if a.run is not None:
         lines += run_lines(a.run)
+    if ranks is not None:
+        lines += [ranks_markdown(ranks, png=png), f"## Rank {rank}", "",
+                  f"The sections below are rank {rank}'s (`profkit report PROFILE --rank R` for another).", ""]
     lines += verdict_section(a)
     k = a.kernels
     if a.data.has_kernel_table and not k.empty:

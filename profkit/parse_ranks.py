@@ -1,0 +1,155 @@
+"""What a multi-rank export adds to parse.py's tables: which process is which rank, NCCL's own
+NVTX ranges (with the message size of each collective where the NCCL build records it), and the
+session's start on the wall clock. Read-only, no torch.
+
+- Ranks: every profkit rank names its NVTX domain `profkit/rank{R}` (profkit.ranges.set_rank);
+  the export holds one NvtxDomainCreate event per process and domain, so in a --single-file
+  export each process's rank is read back from its domain's name.
+- NCCL: ranges in the `NCCL` domain (ncclAllReduce, ncclAllGather, ...). NCCL 2.19+ attaches an
+  NVTX payload; nsys exports a decoded payload as JSON text (`jsonText`/`jsonTextId`), from which
+  the message size (NCCL's "Message size [bytes]") is read; without it `bytes` is -1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from profkit.parse import NVTX_TABLE, ProfileError, _columns, _connect, nvtx_type_names, pid_of
+
+RANK_DOMAIN = re.compile(r"^profkit/rank(\d+)$")
+NCCL_DOMAIN = "NCCL"
+DOMAIN_CREATE = "NvtxDomainCreate"
+RANGE_TYPES = ("NvtxPushPopRange", "NvtxStartEndRange")
+_SIZE_KEY = re.compile(r"size|bytes", re.I)
+
+
+def _domains(db: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
+    """(global_pid, domain_id, name) of every NVTX domain the export's processes created."""
+    empty = pd.DataFrame({"global_pid": pd.Series(dtype="int64"), "domain_id": pd.Series(dtype="int64"),
+                          "name": pd.Series(dtype="object")})
+    if NVTX_TABLE not in tables or "domainId" not in _columns(db, NVTX_TABLE):
+        return empty
+    types = [i for i, n in nvtx_type_names(db, tables).items() if n == DOMAIN_CREATE]
+    if not types:
+        return empty
+    have = _columns(db, NVTX_TABLE)
+    text = "n.text" if "text" in have else "NULL"
+    join, text_id = ((" LEFT JOIN StringIds s ON s.id = n.textId", "s.value") if "textId" in have else ("", "NULL"))
+    rows = db.execute(f"SELECT coalesce(n.globalTid, 0), n.domainId, coalesce({text}, {text_id}) FROM {NVTX_TABLE} n"
+                      f"{join} WHERE n.eventType IN ({', '.join(map(str, types))})").fetchall()
+    if not rows:
+        return empty
+    frame = pd.DataFrame(rows, columns=["global_tid", "domain_id", "name"])
+    frame["global_pid"] = pid_of(frame["global_tid"].to_numpy(np.int64))
+    return frame[["global_pid", "domain_id", "name"]]
+
+
+def process_ranks(path: Path) -> dict[int, int]:
+    """global_pid -> rank for every process that created a `profkit/rank{R}` domain.
+
+    Raises:
+        ProfileError: not an nsys export, or two processes claim one rank.
+    """
+    db, tables = _connect(path)
+    try:
+        domains = _domains(db, tables)
+    finally:
+        db.close()
+    found: dict[int, int] = {}
+    for pid, name in zip(domains["global_pid"].tolist(), domains["name"].tolist(), strict=True):
+        m = RANK_DOMAIN.match(str(name))
+        if m is not None:
+            found[int(pid)] = int(m.group(1))
+    ranks = list(found.values())
+    if len(ranks) != len(set(ranks)):
+        raise ProfileError(f"{path}: two processes name the same rank ({sorted(ranks)}); capture again")
+    return dict(sorted(found.items(), key=lambda kv: kv[1]))
+
+
+def payload_bytes(text: str | None) -> int:
+    """The message size in an NCCL range's decoded payload (JSON), -1 when there is none.
+
+    >>> payload_bytes('{"Communicator": 1, "Message size [bytes]": 4194304, "Reduction operation": "Sum"}')
+    4194304
+    >>> payload_bytes(None), payload_bytes("not json")
+    (-1, -1)
+    """
+    if not text:
+        return -1
+    try:
+        value = json.loads(text)
+    except ValueError:
+        m = re.search(r"size[^0-9]{0,20}(\d+)", text, re.I)
+        return int(m.group(1)) if m else -1
+    todo = [value]
+    while todo:  # the first integer under a key that says size or bytes, at any depth
+        v = todo.pop(0)
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if _SIZE_KEY.search(str(k)) and isinstance(x, (int, float)) and not isinstance(x, bool):
+                    return int(x)
+                todo.append(x)
+        elif isinstance(v, list):
+            todo.extend(v)
+    return -1
+
+
+def load_nccl_ranges(path: Path) -> pd.DataFrame:
+    """NCCL's NVTX ranges: start_ns, end_ns, global_pid, global_tid, name, bytes (-1: no payload).
+
+    Raises:
+        ProfileError: not an nsys export.
+    """
+    cols = {"start_ns": "int64", "end_ns": "int64", "global_pid": "int64", "global_tid": "int64",
+            "name": "object", "bytes": "int64"}
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+    db, tables = _connect(path)
+    try:
+        domains = _domains(db, tables)
+        nccl = domains[domains["name"] == NCCL_DOMAIN]
+        if nccl.empty:
+            return empty
+        types = [i for i, n in nvtx_type_names(db, tables).items() if n in RANGE_TYPES]
+        have = _columns(db, NVTX_TABLE)
+        text = "n.text" if "text" in have else "NULL"
+        name_join, text_id = ((" LEFT JOIN StringIds s ON s.id = n.textId", "s.value") if "textId" in have
+                              else ("", "NULL"))
+        json_text = "n.jsonText" if "jsonText" in have else "NULL"
+        json_join, json_id = ((" LEFT JOIN StringIds j ON j.id = n.jsonTextId", "j.value") if "jsonTextId" in have
+                              else ("", "NULL"))
+        where = " OR ".join(f"(n.domainId = {int(d)} AND (coalesce(n.globalTid, 0) & {~0xFFFFFF}) = {int(p)})"
+                            for p, d in zip(nccl["global_pid"], nccl["domain_id"], strict=True))
+        rows = db.execute(
+            f"SELECT n.start, coalesce(n.end, n.start), coalesce(n.globalTid, 0), coalesce({text}, {text_id}), "
+            f"coalesce({json_text}, {json_id}) FROM {NVTX_TABLE} n{name_join}{json_join} "
+            f"WHERE n.eventType IN ({', '.join(map(str, types))}) AND ({where}) ORDER BY n.start").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise ProfileError(f"{path} is damaged ({e}); export the capture again with nsys export --type sqlite") \
+            from None
+    finally:
+        db.close()
+    if not rows:
+        return empty
+    frame = pd.DataFrame(rows, columns=["start_ns", "end_ns", "global_tid", "name", "payload"])
+    frame["global_pid"] = pid_of(frame["global_tid"].to_numpy(np.int64))
+    frame["bytes"] = np.array([payload_bytes(t) for t in frame["payload"]], dtype=np.int64)
+    frame["name"] = frame["name"].fillna("").astype(object)
+    return frame[list(cols)].astype(cols)
+
+
+def session_start_ns(path: Path) -> int | None:
+    """The capture's start on the wall clock (UTC epoch ns), None when the export does not say."""
+    db, tables = _connect(path)
+    try:
+        if "TARGET_INFO_SESSION_START_TIME" not in tables:
+            return None
+        row = db.execute("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+    finally:
+        db.close()
