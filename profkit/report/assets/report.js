@@ -104,7 +104,7 @@
 
   // One bar per measured step, the median as a line.
   function steps(fig, spec, doc) {
-    const ys = doc[spec.path], n = ys.length, w = 900, h = 260, left = 60, bottom = 30, top = 10;
+    const ys = doc[spec.path], n = ys.length, w = 900, h = 200, left = 60, bottom = 30, top = 10;
     const max = Math.max(...ys, spec.median) * 1.1, svg = svgFor(fig, w, h), plotW = w - left - 10;
     const y = v => top + (h - top - bottom) * (1 - v / max), bw = plotW / n;
     const step = niceStep(max, 4);
@@ -151,11 +151,9 @@
     el("text", {x: 14, y: top + ph / 2, class: "axis", "text-anchor": "middle", transform: `rotate(-90 14 ${top + ph / 2})`},
        svg, "TFLOP/s");
     spec.roofs.forEach((roof, j) => {
-      const pts = [];
-      for (let i = 0; i <= 60; i++) {
-        const v = x0 * Math.pow(x1 / x0, i / 60);
-        pts.push(`${X(v)},${Y(Math.max(y0, Math.min(roof.rate, v * roof.bandwidth) / 1e12))}`);
-      }
+      const at = v => `${X(v)},${Y(Math.max(y0, Math.min(roof.rate, v * roof.bandwidth) / 1e12))}`;
+      const knee = roof.rate / roof.bandwidth;  // the ridge point: the corner is drawn exactly
+      const pts = [at(Math.max(x0, y0 * 1e12 / roof.bandwidth)), at(knee), at(x1)];  // where it enters the plot
       tip(el("polyline", {points: pts.join(" "), class: "roof" + (j ? " second" : "")}, svg),
           `${roof.name}: ${(roof.rate / 1e12).toFixed(1)} TFLOP/s, ${(roof.bandwidth / 1e12).toFixed(2)} TB/s`);
     });
