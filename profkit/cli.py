@@ -356,24 +356,30 @@ def report() -> None:
 @click.argument("profile", type=click.Path(path_type=Path), required=False)
 @click.option("--demo", is_flag=True, help="Report on the H100 export that ships with profkit.")
 @click.option("--top", type=int, default=15, show_default=True, help="Kernels listed.")
-@click.option("--force", is_flag=True, help="Replace an existing report.md.")
+@click.option("--force", is_flag=True, help="Replace an existing report.md (and report.html).")
+@click.option("--html", "html_page", is_flag=True, help="Also write report.html beside report.md: one self-contained "
+              "page (tables, plots, the JSON of each section), no network.")
 @rank_option
 @report_options
-def capture(profile: Path | None, demo: bool, top: int, force: bool, rank: int | None, rules: Path | None,
-            allow_incomplete: bool, no_cache: bool) -> None:
+def capture(profile: Path | None, demo: bool, top: int, force: bool, html_page: bool, rank: int | None,
+            rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
     """Write report.md for a capture: config, categories, top kernels, NVTX ranges.
 
     A capture folder gets PROFILE/report.md; a .sqlite or .nsys-rep elsewhere gets
-    NAME.report.md beside it. An existing report.md is kept unless --force.
+    NAME.report.md beside it. An existing report.md is kept unless --force. --html adds
+    report.html (NAME.report.html) beside it, under the same rule.
 
     \b
     Example:
         profkit report profiles/small-step-bf16
+        profkit report profiles/small-step-bf16 --html
         profkit report --demo
     """
     from profkit import layout, pipeline
     from profkit.report import capture_markdown
 
+    if demo and html_page:
+        raise bad_input("--html writes report.html beside a capture; give PROFILE instead of --demo")
     if demo:
         a = library(pipeline.load_demo)
         title = "Demo: CS336 small, one AdamW step per capture step, on an H100"
@@ -382,10 +388,13 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, rank: int |
     if profile is None:
         raise bad_input("give a capture folder (profiles/NAME), a subcommand (kernels, nvtx, compare) or --demo")
     out = library(lambda: layout.report_path(profile))
-    if out.exists() and not force:
-        raise bad_input(f"{out} exists; pass --force to replace it")
+    page_out = library(lambda: layout.html_report_path(profile)) if html_page else None
+    for path in (out, page_out):
+        if path is not None and path.exists() and not force:
+            raise bad_input(f"{path} exists; pass --force to replace it")
     title = layout.capture_title(profile)
     ranks = pipeline.capture_ranks(profile)
+    r = (ranks[0] if rank is None else rank) if ranks else rank
     if ranks:  # a multi-rank capture: the ranks section, then one rank's sections
         from profkit.ranks import load_ranks
         from profkit.report.ranks import timeline_png
@@ -394,7 +403,6 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, rank: int |
         png = out.with_name("ranks_timeline.png")
         note = timeline_png(merged, png)
         click.echo(note, err=True)
-        r = ranks[0] if rank is None else rank
         a = _load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=r)
         text = capture_markdown(a, title=title, top=top, ranks=merged, rank=r,
                                 png=png.name if note.startswith("wrote") else None)
@@ -404,8 +412,25 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, rank: int |
             lambda: capture_markdown(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank),
                                       title=title, top=top),
             rules=rules, use_cache=not no_cache, rank=rank))
+    page = _capture_html(profile, title, rules, allow_incomplete, no_cache, rank=r) if page_out is not None else None
     library(lambda: layout.write_text(out, text))
     click.echo(f"report: {out}")
+    if page_out is not None and page is not None:
+        library(lambda: layout.write_text(page_out, page))
+        click.echo(f"html: {page_out}")
+
+
+def _capture_html(profile: Path, title: str, rules: Path | None, allow_incomplete: bool, no_cache: bool,
+                  rank: int | None = None) -> str:
+    """report.html's text: the capture's sections, FLOPs from flops.json (or counted) when they can be had."""
+    from profkit.report import html
+
+    a = _load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank)
+    try:
+        counted: Any = _flops_of(profile, a)
+    except click.ClickException as e:  # no flops.json and nothing to count it with: the section says why
+        counted = html.Unavailable(e.format_message())
+    return library(lambda: html.capture_page(a, title=title, profile=str(profile), name=title, flops=counted))
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
@@ -510,22 +535,35 @@ def modules(profile: Path, fmt: str, output: Path | None, rank: int | None, rule
 @report.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("profiles", type=click.Path(path_type=Path), nargs=-1, required=True)
 @click.option("--top", type=int, default=10, show_default=True, help="Top kernels listed per capture (markdown).")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Also write the comparison as one "
+              "self-contained page to this file (never over one that exists).")
 @output_options
 @report_options
-def compare(profiles: tuple[Path, ...], top: int, fmt: str, output: Path | None, rules: Path | None,
-            allow_incomplete: bool, no_cache: bool) -> None:
+def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fmt: str, output: Path | None,
+            rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
     """Category shares and top kernels of several captures side by side, deltas against the first.
 
     \b
     Example:
         profkit report compare profiles/small-fwd profiles/small-fwd_bwd profiles/small-step
+        profkit report compare profiles/small-step profiles/small-step-flash --html compare.html
     """
+    from profkit import layout
     from profkit import report as reports
 
     if len(profiles) < 2:
         raise bad_input("compare needs at least two captures")
+    if html_out is not None and html_out.exists():
+        raise bad_input(f"{html_out} exists; choose another --html FILE")
     analyses = [_load(p, rules, allow_incomplete) for p in profiles]  # NVTX: the step_i ranges count the steps
-    emit(library(lambda: reports.compare(analyses, reports.labels(list(profiles)), top=top, fmt=fmt)), output)
+    names = reports.labels(list(profiles))
+    emit(library(lambda: reports.compare(analyses, names, top=top, fmt=fmt)), output)
+    if html_out is not None:
+        from profkit.report import html
+
+        page = library(lambda: html.compare_page(analyses, names, profiles=" ".join(map(str, profiles)), top=top))
+        library(lambda: layout.write_text(html_out, page, replace=False))
+        click.echo(f"html: {html_out}", err=True)
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)

@@ -8,6 +8,7 @@ A run folder (`profkit run --out DIR`) holds `run.json`. A capture folder
     run.json           the run's RunRecord
     nsys.log           what nsys and the profiled program printed
     report.md          written by `profkit report profiles/NAME`
+    report.html        written by `profkit report profiles/NAME --html`
 
 A multi-rank capture (`--nproc-per-node N`) holds one set per rank instead, beside run.json
 (rank 0's record) and nsys.log (torchrun's and nsys's output):
@@ -41,6 +42,7 @@ NSYS_STEM = "profile"  # nsys profile --output=<folder>/profile writes profile.n
 EXPORT = "profile.sqlite"
 LOG = "nsys.log"
 REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 # Templates for what later stages write beside these (one name each, used by reader and writer).
 RANK_REPORT = "rank{rank}.nsys-rep"
 RANK_EXPORT = "rank{rank}.sqlite"
@@ -124,6 +126,16 @@ def report_path(profile: Path) -> Path:
     if profile.suffix in (".sqlite", ".nsys-rep"):
         return profile.with_name(f"{profile.stem}.{REPORT_MD}")
     raise LayoutError(f"{profile} is not a capture folder, a .sqlite or a .nsys-rep")
+
+
+def html_report_path(profile: Path) -> Path:
+    """Where report.html goes: beside report.md (`report.html`, or NAME.report.html beside an export).
+
+    Raises:
+        LayoutError: as report_path().
+    """
+    md = report_path(profile)
+    return md.with_name(md.name.removesuffix(REPORT_MD) + REPORT_HTML)
 
 
 def capture_title(profile: Path) -> str:

@@ -13,6 +13,12 @@ if [ ! -x .tools/nsys/target-linux-x64/nsys ]; then
          && bash scripts/install_nsys.sh --from-archive ../shared/nsys/nsys-2023.4.4-linux-x64.tar.xz; } \
     || echo "test.sh: no nsys; the end-to-end capture test will be skipped" >&2
 fi
+# Chromium for tests/test_html.py, which opens the report pages headless: Debian's package, as root
+# (CI). Without it those tests are skipped (PROFKIT_REQUIRE_CHROMIUM=1, as CI sets, fails them).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "test.sh: could not install chromium; the browser tests will be skipped" >&2
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"
