@@ -396,13 +396,15 @@ def test_a_failing_rank_ends_the_job(tmp_path: Path, repo_path: None) -> None:
 
 
 def test_a_hanging_rank_is_ended_after_the_timeout(tmp_path: Path, repo_path: None) -> None:
+    # 45 s: two gloo ranks on a loaded 2-core machine took more than 15 s to import torch and reach
+    # their first backward, so rank 0 was not yet waiting at the collective when the job was ended.
     out = tmp_path / "hang"
     result = CliRunner().invoke(cli, ["run", *TINY[2:], "--model", "tests.user_models:hang_on_rank1",
                                       "--context-length", "16", "--strategy", "ddp", "--nproc-per-node", "2",
-                                      "--out", str(out), "--timeout", "15"])
+                                      "--out", str(out), "--timeout", "45"])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     line = result.output
-    assert line.startswith("Error: the job did not finish within --timeout 15 s and was ended. waiting at a "
+    assert line.startswith("Error: the job did not finish within --timeout 45 s and was ended. waiting at a "
                            "collective: rank 0 in backward (gradient synchronisation)")
     assert "not in a collective (the ones waited for, or stuck elsewhere): rank 1 at forward (user_models.py:" in line
     assert not list(D.descendants(os.getpid()))  # every process of the job was ended
