@@ -5,6 +5,7 @@ from __future__ import annotations
 from profkit import analyze
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
+from profkit.report.flops import section as flops_section
 from profkit.report.tables import (
     categories_markdown,
     category_steps_markdown,
@@ -69,6 +70,7 @@ def capture_markdown(a: Analysis, *, title: str, top: int = 15) -> str:
                       "--steps merged` lists every level.", "",
                       steps_markdown(folded, gpu=not k.empty, top=RANGE_ROWS), ""]
         lines += modules_section(a)
+    lines += flops_section(a)
     return "\n".join(lines)
 
 
