@@ -181,8 +181,9 @@ class PathCounter(FlopCounterMode):
     """FlopCounterMode that also books every op's FLOPs, vector FLOPs and bytes on the path of
     profkit ranges open at the time (`push`/`pop`), exclusive of children."""
 
-    def __init__(self, *, builtin: bool = True, autocast: Autocast | None = None) -> None:
+    def __init__(self, *, builtin: bool = True, autocast: Autocast | None = None, device_type: str = "meta") -> None:
         super().__init__(display=False)
+        self.device_type = device_type  # "cuda": the same books for a real step (scripts/gpu_issue10.sh checks bytes)
         self.ranges = Ranges(autocast)
         self.stack = self.ranges.stack
         self.builtin = builtin
@@ -220,8 +221,9 @@ class PathCounter(FlopCounterMode):
             view = self._views[func_packet] = _is_view(func_packet)
         if view:
             return result
-        ins = [] if name in NO_READ else _once([t for t in _tensors((args, kwargs)) if t.device.type == "meta"])
-        outs = _once([t for t in _tensors(out) if t.device.type == "meta"])
+        dev = self.device_type
+        ins = [] if name in NO_READ else _once([t for t in _tensors((args, kwargs)) if t.device.type == dev])
+        outs = _once([t for t in _tensors(out) if t.device.type == dev])
         if name in GATHER_OPS:  # a lookup reads the rows it gathers (as many bytes as it writes), not the table
             ins = [t for t in ins if not t.is_floating_point()] + outs
         row[2] += sum(_touched(t) for t in ins) + sum(_touched(t) for t in outs)
