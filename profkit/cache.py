@@ -177,7 +177,7 @@ def evict(base: Path, limit: int, *, keep: Path | None = None) -> list[Path]:
     """Remove the least recently used key folders under `base` until it holds at most `limit`
     bytes (`keep`, the one just written, goes last); returns those removed."""
     try:
-        folders = [p for p in base.iterdir() if p.is_dir()]
+        folders = [p for p in base.iterdir() if p.is_dir() and p.name != "peaks"]  # profkit.peaks: not results
     except OSError:
         return []
     sizes, used = {}, {}

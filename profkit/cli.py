@@ -260,18 +260,30 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--nsys", "nsys_path", help="Check this nsys instead of searching.")
-def doctor(nsys_path: str | None) -> None:
+@click.option("--measure-peaks", is_flag=True, help="Measure this GPU's matmul (bf16, fp16, tf32, fp32) and copy "
+              "ceilings (~10 s) and cache them for `report flops --peaks measured`.")
+def doctor(nsys_path: str | None, measure_peaks: bool) -> None:
     """One screen: versions, GPU, nsys and what it can trace, what is missing and how to fix it.
 
-    Exits 1 when anything needs fixing.
+    Exits 1 when anything needs fixing. With --measure-peaks, first measures this GPU's
+    ceilings (medians of large random matmuls and a device copy), cached per GPU and driver
+    under $XDG_CACHE_HOME/profkit/peaks/.
 
     \b
     Example:
         profkit doctor
+        profkit doctor --measure-peaks
     """
-    from profkit.collect.doctor import diagnose
+    from profkit.collect.doctor import diagnose, gpu_driver, summary
     from profkit.console import print_doctor
 
+    if measure_peaks:
+        from profkit import peaks
+        from profkit.collect import peaks as measuring  # imports torch
+
+        m = library(lambda: measuring.measure_this_gpu(gpu_driver()))
+        click.echo(f"{m.gpu}: {summary(m)} (medians of {m.method['repeats']}); cached in "
+                   f"{peaks.entry_path(m.gpu, m.driver)}")
     rows = diagnose(nsys_path)
     print_doctor(rows)
     if any(fix for _, _, fix in rows):
@@ -407,8 +419,11 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, html_page: 
         text = capture_markdown(a, title=title, top=top, ranks=merged, rank=r,
                                 png=png.name if note.startswith("wrote") else None)
     else:
+        from profkit.report.flops import flops_stamp  # report.md has a FLOPs section when flops.json is there
+
         text = library(lambda: pipeline.cached_report(
-            profile, "capture", {"top": top, "title": title, "allow_incomplete": allow_incomplete},
+            profile, "capture", {"top": top, "title": title, "allow_incomplete": allow_incomplete,
+                                 "flops": flops_stamp(profile)},
             lambda: capture_markdown(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank),
                                       title=title, top=top),
             rules=rules, use_cache=not no_cache, rank=rank))
@@ -691,30 +706,46 @@ def _flops_of(profile: Path, a: Any) -> Any:
 @report.command("flops", context_settings=CONTEXT_SETTINGS)
 @click.argument("profile", type=click.Path(path_type=Path))
 @click.option("--peaks", type=click.Choice(["datasheet", "measured"]), default="datasheet", show_default=True,
-              help="The peak table to compare with (measured: this project's measured ceilings).")
+              help="The ceilings to compare with: the GPU's datasheet, or measured (this GPU's `profkit doctor "
+              "--measure-peaks` entry in the cache, else profkit's built-in measurement of that GPU).")
 @click.option("--png", type=click.Path(path_type=Path), help="Write a roofline PNG (needs matplotlib).")
+@click.option("--waterfall", type=click.Path(path_type=Path),
+              help="Write the floor-and-gap waterfall PNG (needs matplotlib).")
 @output_options
 @rank_option
 @report_options
-def flops_command(profile: Path, peaks: str, png: Path | None, fmt: str, output: Path | None, rank: int | None,
-                  rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
+def flops_command(profile: Path, peaks: str, png: Path | None, waterfall: Path | None, fmt: str,
+                  output: Path | None, rank: int | None, rules: Path | None, allow_incomplete: bool,
+                  no_cache: bool) -> None:
     """FLOPs and bytes beside GPU time per NVTX path: achieved TFLOP/s, % of peak, intensity,
-    compute- or memory-bound, whole-step MFU and the floor. Reads the capture's flops.json.
+    compute- or memory-bound, whole-step MFU, the floor and the gap. Reads the capture's
+    flops.json (or counts it from run.json when torch is installed).
 
     \b
     Example:
         profkit report flops profiles/small-step
+        profkit report flops profiles/small-step --peaks measured --png roofline.png --waterfall gap.png
         profkit report flops profiles/small-step --format json
     """
     from profkit.report import flops as flops_report
 
     _rank_note(profile, rank)
+    for png_out in (png, waterfall):
+        if png_out is not None and png_out.exists():
+            raise bad_input(f"{png_out} exists; choose another file")
     a = _load(profile, rules, allow_incomplete, rank=rank)
     counted = _flops_of(profile, a)
-    emit(library(lambda: flops_report.report(a, counted, fmt=fmt, measured=peaks == "measured")), output)
-    if png is not None:  # pragma: no cover - needs matplotlib
-        t, s, peak = library(lambda: flops_report.table(a, counted, measured=peaks == "measured"))
-        click.echo(flops_report.roofline_png(t, peak, s.precision, png), err=True)
+    measured = peaks == "measured"
+    emit(library(lambda: flops_report.report(a, counted, fmt=fmt, measured=measured)), output)
+    if png is not None or waterfall is not None:
+        t, s, peak = library(lambda: flops_report.table(a, counted, measured=measured))
+        if png is not None:
+            click.echo(flops_report.roofline_png(t, peak, s.precision, png), err=True)
+        if waterfall is not None:
+            g = library(lambda: flops_report.gap(a, t, s))
+            from profkit import layout
+
+            click.echo(flops_report.waterfall_png(g, waterfall, title=layout.capture_title(profile)), err=True)
 
 
 # -- sweeps ------------------------------------------------------------------------------------

@@ -13,11 +13,11 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from profkit import analyze, pipeline  # noqa: E402
+from profkit import analyze, pipeline, ranges  # noqa: E402
 from profkit.analyze import flops as af  # noqa: E402
 from profkit.cli import cli  # noqa: E402
 from profkit.collect import flops as counting  # noqa: E402
-from profkit.collect import workload  # noqa: E402
+from profkit.collect import hooks, workload  # noqa: E402
 from profkit.config import RunConfig  # noqa: E402
 from profkit.report import flops as flops_report  # noqa: E402
 
@@ -90,14 +90,6 @@ def test_paths_equal_capture(fixtures: dict, name: str) -> None:
     assert counted == captured
 
 
-@pytest.mark.parametrize("name", CAPTURES)
-def test_no_path_above_peak(fixtures: dict, name: str) -> None:
-    a, result = fixtures[name]
-    t, s, _ = flops_report.table(a, result)
-    assert (t["pct_of_peak"].dropna() <= 100).all()
-    assert 0 < s.mfu_exact < 1 and 0 < s.floor_ms < s.step_ms
-
-
 def test_json_contract(tmp_path: Path, fixtures: dict) -> None:
     a, result = fixtures["h100_small_step_bf16"]
     rows = json.loads(flops_report.report(a, result, fmt="json"))
@@ -128,3 +120,170 @@ def test_bad_input() -> None:
 def test_missing_flops_json(tmp_path: Path) -> None:
     with pytest.raises(flops_report.FlopsMissing, match="profkit flops"):
         flops_report.read_flops(tmp_path)
+
+
+def _fixtures_with_runs() -> list[str]:
+    return sorted(p.parent.name for p in DATA.glob("*/run.json")) + ["demo"]
+
+
+@pytest.mark.parametrize("name", _fixtures_with_runs())
+def test_no_path_above_its_peak_on_any_fixture(name: str) -> None:
+    """A path above its compute peak, or moving its bytes faster than the bandwidth, means a
+    FLOP count, a byte count or a time is wrong."""
+    a = pipeline.load_demo() if name == "demo" else pipeline.load(DATA / name)
+    assert a.run is not None
+    if a.run.config.model.startswith("scripts.hf_models"):
+        pytest.importorskip("transformers")
+    t, s, peak = flops_report.table(a, counting.count(a.run.config))
+    timed = t[t["gpu_ns"] > 0]
+    assert len(timed) >= 3 and (timed["pct_of_peak"] <= 100).all()
+    inclusive = timed["path"].map(lambda p: t.loc[(t["path"] == p) | t["path"].str.startswith(p + "/"),
+                                                  "floor_ns"].sum())
+    assert (inclusive <= timed["gpu_ns"]).all(), timed.loc[inclusive > timed["gpu_ns"], "path"].tolist()
+    assert 0 < s.mfu_exact < 1 and 0 < s.floor_ms < s.step_ms
+
+
+def test_naive_backward_attention_is_attention() -> None:
+    # forward: scores and final matmul, 2·B·H·T²·d each; backward: two matmuls for each (2x forward).
+    # The capture has those backward kernels under step_i/backward/layer_k/attention.
+    cfg = RunConfig(model="small", mode="fwd_bwd")
+    result = counting.count(cfg)
+    rows = {r["path"]: r for r in result["paths"]}
+    B, H, T, d, L = 4, 12, 256, 64, 12
+    fwd = af.flash_attention_flops(B, H, T, d, causal=False)
+    for i in range(L):
+        assert rows[f"step_0/forward/layer_{i}/attention"]["attention_flops"] == fwd
+        assert rows[f"step_0/backward/layer_{i}/attention"]["attention_flops"] == 2 * fwd
+    assert result["attention_flops"] == 3 * L * fwd and result["useful_attention_flops"] == 3 * L * fwd // 2
+    captured = set(analyze.fold_steps(*(lambda a: (a.ranges, a.kernels))(pipeline.load(DATA / CAPTURES[1])))["path"])
+    assert {f"backward/layer_{i}/attention" for i in range(L)} <= captured
+
+
+@pytest.mark.parametrize("dtype,size", [("fp32", 4), ("bf16", 2), ("fp16", 2)])
+def test_bytes_in_the_dtype_autocast_gives(dtype: str, size: int) -> None:
+    # tiny: B 2, T 32, C 64. Each of q, k, v: nn.Linear on (B, T, C) is one mm of (B·T, C) by (C, C).
+    # fp32: read x and w, write y. Autocast: x and w cast first (read at 4 bytes, written at 2), then the mm.
+    B, T, C = 2, 32, 64
+    rows = {r["path"]: r for r in counting.count(RunConfig(model="tiny", mode="fwd_bwd", dtype=dtype))["paths"]}
+    mm = size * (2 * B * T * C + C * C)
+    casts = 0 if dtype == "fp32" else (4 + 2) * (B * T * C + C * C)
+    assert rows["step_0/forward/layer_0/attention/qkv_proj"]["bytes"] == 3 * (mm + casts)
+    # softmax runs in fp32 under autocast (its fp32 list): the bf16 scores are cast up, read and written at 4
+    soft = rows["step_0/forward/layer_0/attention/attn_softmax"]["bytes"]
+    n = B * 4 * T * T
+    assert soft == 2 * 4 * n if dtype == "fp32" else (size + 4) * n + 2 * 4 * n
+
+
+def test_autocast_lists_name_autocast_ops() -> None:
+    """Every name in the replay's autocast lists has an AutocastCUDA kernel in this torch (the
+    Python operators through the ATen op they call)."""
+    python_names = {"__matmul__": "matmul", "__rmatmul__": "matmul", "__pow__": "pow", "__rpow__": "pow",
+                    "__rtruediv__": "reciprocal", "__rdiv__": "reciprocal",
+                    "cross_entropy": "log_softmax"}  # cross_entropy_loss: log_softmax + nll_loss, both fp32
+    names = (counting.AUTOCAST_LOWP | counting.AUTOCAST_FP32 | counting.AUTOCAST_FP32_UNLESS_DTYPE
+             | counting.AUTOCAST_PROMOTE)
+    missing = []
+    for name in sorted(names):
+        op = python_names.get(name, name)
+        packet = getattr(torch.ops.aten, op, None)
+        overloads = packet.overloads() if packet is not None else []
+        if not any(torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}" + (f".{o}" if o != "default" else ""),
+                                                                  "AutocastCUDA") for o in overloads):
+            missing.append(name)
+    assert missing == []
+
+
+USER_MODELS = ["tests.user_models:make_encoder", "tests.hf_like:causal_lm_with_labels",
+               "tests.hf_like:causal_lm_logits"]
+
+
+@pytest.mark.parametrize("model", USER_MODELS)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_user_models_per_module_path(model: str, dtype: str) -> None:
+    cfg = RunConfig(model=model, mode="fwd_bwd", dtype=dtype, nvtx_depth=3, batch_size=2, context_length=16)
+    result = counting.count(cfg)
+    w = counting._meta_workload(cfg)
+    step = workload.make_step(cfg, w, w.model, counting.META)
+    with counting.META, FlopCounterMode(display=False) as m:  # the plain count: no ranges, no autocast
+        step()
+    assert result["total_flops"] == m.get_total_flops() > 0
+    # the paths profkit's module hooks push for this model, recorded without counting anything
+    hooks.add_module_ranges(w.model, 3)
+    stack: list[str] = []
+    pushed: set[str] = set()
+
+    def push(name: str) -> None:
+        stack.append(name)
+        pushed.add("/".join(stack))
+
+    def pop(name: str) -> None:
+        del stack[len(stack) - 1 - stack[::-1].index(name)]
+
+    with counting.META, ranges.redirect(push, pop), ranges.phase("step_0"):
+        step()
+    assert {r["path"] for r in result["paths"]} == pushed
+    modules = {p for p, _ in hooks.module_paths(w.model, 3)}
+    assert {p.removeprefix("step_0/forward/") for p in pushed if p.startswith("step_0/forward/")} - {"loss"} <= modules
+
+
+def test_transformers_model() -> None:
+    pytest.importorskip("transformers")
+    cfg = RunConfig(model="scripts.hf_models:gpt2", mode="fwd_bwd", dtype="bf16", nvtx_depth=2, batch_size=1,
+                    context_length=32)
+    result = counting.count(cfg)
+    w = counting._meta_workload(cfg)
+    step = workload.make_step(cfg, w, w.model, counting.META)
+    with counting.META, FlopCounterMode(display=False) as m:
+        step()
+    assert result["total_flops"] == m.get_total_flops() > 0
+    assert any(r["path"].startswith("step_0/backward/") and r["flops"] > 0 for r in result["paths"])
+
+
+def test_floor_gap_table() -> None:
+    g = af.floor_gap(4.0, kernel_ns=10.0, busy_ns=11.0, span_ns=13.0, step_ns=14.0)
+    assert g["ns"].tolist() == [4.0, 6.0, 1.0, 2.0, 1.0] and list(g["component"]) == list(af.GAP_COMPONENTS)
+    assert g["pct_of_step"].sum() == pytest.approx(100)
+
+
+def test_floor_gap_on_a_fixture(fixtures: dict) -> None:
+    a, result = fixtures["h100_small_step_bf16"]
+    t, s, _ = flops_report.table(a, result)
+    g = flops_report.gap(a, t, s).set_index("component")["ns"]
+    assert g.sum() == pytest.approx(s.step_ms * 1e6, rel=1e-12)  # the components make the measured step
+    assert g["floor"] == pytest.approx(t["floor_ns"].sum(), rel=1e-12)
+    # busy and span per step are `profkit report timeline`'s, all instances added
+    r = CliRunner().invoke(cli, ["report", "timeline", str(DATA / "h100_small_step_bf16"), "--format", "json",
+                                 "--no-cache"])
+    step = next(row for row in json.loads(r.output) if row["name"] == "step")
+    n = step["instances"]
+    busy = g["floor"] + g["kernels below their roof"] + g["copies, memsets and overlap"]
+    assert busy == pytest.approx(step["gpu_busy_ns"] / n, rel=1e-12)
+    assert busy + g["GPU idle in its span"] == pytest.approx(step["gpu_span_ns"] / n, rel=1e-12)
+    # kernel time: plain SQL over the export, the kernels that start inside a step_i range's GPU work
+    ph = af.phase_floors(t).set_index("phase")
+    assert set(ph.index) == {"forward", "backward", "optimizer"}
+    assert (ph["below_roof_ns"] >= 0).all()
+
+
+def test_report_md_section_and_pngs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = tmp_path / "cap"
+    import shutil
+
+    shutil.copytree(DATA / "h100_small_step_bf16", folder)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["report", str(folder)]).exit_code == 0
+    assert "## FLOPs, the floor and the gap" not in (folder / "report.md").read_text()
+    r = runner.invoke(cli, ["flops", "--model", "small", "--mode", "step", "--dtype", "bf16", "--out", str(folder)])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(cli, ["report", str(folder), "--force"]).exit_code == 0  # cached report.md is not reused
+    text = (folder / "report.md").read_text()
+    assert "## FLOPs, the floor and the gap" in text and "| component | ms per step |" in text
+    assert "Peak: NVIDIA H100 80GB HBM3, H100 SXM datasheet" in text
+    pytest.importorskip("matplotlib")
+    png, gap = tmp_path / "roof.png", tmp_path / "gap.png"
+    r = runner.invoke(cli, ["report", "flops", str(folder), "--png", str(png), "--waterfall", str(gap)])
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == gap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = runner.invoke(cli, ["report", "flops", str(folder), "--waterfall", str(gap)])
+    assert r.exit_code == 2 and r.output == f"Error: {gap} exists; choose another file\n"

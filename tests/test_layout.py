@@ -45,7 +45,8 @@ STAGE_OF = {
     "profkit.__main__": "cli",
 }
 TORCH_ALLOWED = {"profkit.collect.workload", "profkit.collect.flops", "profkit.collect.hooks", "profkit.collect.env",
-                 "profkit.collect.outputs", "profkit.collect.attention_bench", "profkit.collect.parallel"}
+                 "profkit.collect.outputs", "profkit.collect.attention_bench", "profkit.collect.parallel",
+                 "profkit.collect.peaks"}
 TORCH_IN_FUNCTION_ONLY = {"profkit.collect.doctor", "profkit.collect.sweep"}
 
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from profkit import peaks
 from profkit.frames import require
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp8")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +26,12 @@ class Peak:
 
     fp32: float
     tf32: float
-    bf16: float  # fp16 the same on these parts
+    bf16: float
     fp8: float | None
     bandwidth: float
     source: str
+    fp16: float | None = None
+    """None: the same as bf16 (as on every datasheet here); measured ceilings differ a little."""
 
     def rate(self, precision: str) -> float:
         value = getattr(self, precision)
@@ -57,10 +60,12 @@ PEAKS: dict[str, Peak] = {
     # same whitepaper's RTX 4070 column (29.1 fp32, 58.3 bf16 with fp32 accumulate), 504 GB/s.
     "NVIDIA GeForce RTX 4070": Peak(29.1 * T, 29.1 * T, 58.3 * T, 116.6 * T, 0.504 * TB, "Ada whitepaper, RTX 4070"),
 }
-# Measured on this project's H200 (large random matmuls and a device copy, medians): the ceilings
-# `profkit doctor --measure-peaks` is to measure (fp16 745, the bf16 column keeps bf16's 772).
+# Measured on this project's H200 by the lead (large random matmuls and a device copy, medians),
+# used by `--peaks measured` where this machine's cache has no `profkit doctor --measure-peaks` entry.
 MEASURED: dict[str, Peak] = {
-    "NVIDIA H200": Peak(50 * T, 404 * T, 772 * T, None, 4.16 * TB, "measured on the project's H200"),
+    "NVIDIA H200": Peak(50 * T, 404 * T, 772 * T, None, 4.16 * TB, "measured on the project's H200 (profkit's "
+                        "built-in table; no `profkit doctor --measure-peaks` entry for it in this cache)",
+                        fp16=745 * T),
 }
 
 
@@ -77,6 +82,17 @@ def peak_for(gpu: str | None, *, measured: bool = False) -> Peak:
     if gpu not in table:
         raise KeyError(f"no {'measured ' if measured else ''}peak for GPU {gpu!r}; known: {', '.join(table)}")
     return table[gpu]
+
+
+def measured_peak(m: peaks.Measured, *, driver: str | None = None) -> Peak:
+    """A `profkit doctor --measure-peaks` measurement as a Peak (fp8 unmeasured: None).
+
+    `driver` is the capture's: when it differs from the measurement's, the source says so.
+    """
+    other = f"; the capture ran on driver {driver}" if driver is not None and driver != m.driver else ""
+    source = f"measured by `profkit doctor --measure-peaks` on {m.measured_at}, driver {m.driver}{other}"
+    f = m.flops
+    return Peak(f["fp32"], f["tf32"], f["bf16"], None, m.bandwidth, source, fp16=f["fp16"])
 
 
 _FP8 = re.compile(r"e4m3|e5m2|fp8", re.IGNORECASE)
@@ -236,3 +252,52 @@ def step_summary(flops: dict[str, Any], table: pd.DataFrame, step_ms: float, pea
     return StepFlops(step_ms=step_ms, exact_flops=exact, palm_flops=palm, mfu_exact=exact / secs / rate,
                      mfu_palm=palm / secs / rate if palm is not None else None,
                      floor_ms=float(table["floor_ns"].sum()) / 1e6, peak_rate=rate, precision=precision)
+
+
+GAP_COMPONENTS = ("floor", "kernels below their roof", "copies, memsets and overlap", "GPU idle in its span",
+                  "rest of the measured step")
+
+
+def floor_gap(floor_ns: float, *, kernel_ns: float, busy_ns: float, span_ns: float, step_ns: float) -> pd.DataFrame:
+    """The measured step as floor + what stands between it and the floor, per step. Exact:
+    the components add up to `step_ns`.
+
+    Args:
+        floor_ns: the sum over paths of max(FLOPs / peak, bytes / bandwidth) (flops_table's floor_ns).
+        kernel_ns: the step's kernel time (sum of the durations of the kernels under step_i).
+        busy_ns, span_ns: the step's GPU busy time (union of kernels, copies, memsets) and GPU span
+            (first start to last end), as `profkit report timeline` computes them.
+        step_ns: the measured step (run.json's median under the profiler; the span without one).
+
+    Returns:
+        component (GAP_COMPONENTS), ns, pct_of_step, what: one row each.
+
+    | floor | kernels | busy | span | step | -> | floor | below roof | copies | idle | rest |
+    | 4     | 10      | 11   | 13   | 14   |    | 4     | 6          | 1      | 2    | 1    |
+    """
+    values = [floor_ns, kernel_ns - floor_ns, busy_ns - kernel_ns, span_ns - busy_ns, step_ns - span_ns]
+    what = ["sum over paths of max(FLOPs / peak, bytes / bandwidth)",
+            "kernel time minus the floor: kernels running below their roof",
+            "GPU busy time minus kernel time: copies and memsets, less the time kernels overlapped",
+            "GPU span minus busy time (`profkit report timeline`): the GPU waited inside the step",
+            "measured step minus the GPU span: before the step's first and after its last GPU work"]
+    return pd.DataFrame({"component": list(GAP_COMPONENTS), "ns": values,
+                         "pct_of_step": [100 * v / step_ns if step_ns else float("nan") for v in values],
+                         "what": what})
+
+
+def phase_floors(table: pd.DataFrame) -> pd.DataFrame:
+    """flops_table() summed per top-level phase (forward, backward, optimizer): floor (own
+    floors of every path under it), kernel time, and the time below the roof.
+
+    Returns:
+        phase, floor_ns, gpu_ns, below_roof_ns, floor_pct (of its kernel time).
+    """
+    require(table, ["path", "gpu_ns", "floor_ns"], "flops table")
+    phase = table["path"].str.split("/").str[0]
+    top = table[~table["path"].str.contains("/")].set_index("path")["gpu_ns"]
+    out = table.assign(phase=phase).groupby("phase", sort=False)["floor_ns"].sum().reset_index()
+    out["gpu_ns"] = out["phase"].map(top).fillna(0.0)
+    out["below_roof_ns"] = out["gpu_ns"] - out["floor_ns"]
+    out["floor_pct"] = (100 * out["floor_ns"] / out["gpu_ns"]).where(out["gpu_ns"] > 0)
+    return out

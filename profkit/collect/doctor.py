@@ -12,6 +12,7 @@ import subprocess
 from importlib import metadata
 
 import profkit
+from profkit import peaks
 from profkit.nsys import NsysNotFound, cuda_limits, find_nsys, profile_flags
 
 # nsys options people reach for with PyTorch, and what each needs (README's examples use them).
@@ -57,7 +58,9 @@ def diagnose(nsys_path: str | None = None) -> list[Row]:
         rows.append(("CUDA (torch build)", cuda or "none (CPU build)", ""))
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
-            rows.append(("GPU", f"{props.name} ({props.total_memory / 2**30:.0f} GiB), driver {gpu_driver()}", ""))
+            driver = gpu_driver()
+            rows.append(("GPU", f"{props.name} ({props.total_memory / 2**30:.0f} GiB), driver {driver}", ""))
+            rows.append(peaks_row(props.name, driver))
         else:
             rows.append(("GPU", "none visible to torch: profkit runs on CPU", ""))
     try:
@@ -85,3 +88,21 @@ def diagnose(nsys_path: str | None = None) -> list[Row]:
         version = _package(name)
         rows.append((name, version or "missing", "" if version else "bash scripts/setup.sh"))
     return rows
+
+
+def peaks_row(gpu: str, driver: str | None) -> Row:
+    """Whether this GPU's ceilings were measured (`profkit doctor --measure-peaks`), and when."""
+    m = peaks.lookup(gpu, driver)
+    if m is None:  # not a fault: datasheet peaks serve until then
+        return ("measured peaks", "none for this GPU: `profkit doctor --measure-peaks` measures them (~10 s)", "")
+    other = "" if m.driver == driver else f" with driver {m.driver} (this one is {driver}; measure again)"
+    return ("measured peaks", f"{summary(m)}; measured {m.measured_at}{other}", "")
+
+def summary(m: peaks.Measured) -> str:
+    """bf16 772 TFLOP/s, ... in one line.
+
+    >>> summary(peaks.Measured("G", None, "t", {"fp32": 5e13, "tf32": 4e14, "bf16": 7.7e14, "fp16": 7.4e14}, 4.2e12))
+    'bf16 770, fp16 740, tf32 400, fp32 50 TFLOP/s; copy 4.20 TB/s'
+    """
+    rates = ", ".join(f"{k} {m.flops[k] / 1e12:.0f}" for k in ("bf16", "fp16", "tf32", "fp32"))
+    return f"{rates} TFLOP/s; copy {m.bandwidth / 1e12:.2f} TB/s"

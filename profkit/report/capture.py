@@ -6,6 +6,7 @@ from profkit import analyze
 from profkit.analyze.ranks import RanksResult
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
+from profkit.report.flops import section as flops_section
 from profkit.report.ranks import ranks_markdown
 from profkit.report.tables import (
     categories_markdown,
@@ -76,6 +77,7 @@ def capture_markdown(a: Analysis, *, title: str, top: int = 15, ranks: RanksResu
                       "--steps merged` lists every level.", "",
                       steps_markdown(folded, gpu=not k.empty, top=RANGE_ROWS), ""]
         lines += modules_section(a)
+    lines += flops_section(a)
     return "\n".join(lines)
 
 
