@@ -26,12 +26,14 @@ STAGE_OF = {
     "profkit.config": "foundation",
     "profkit.sizes": "foundation",
     "profkit.frames": "foundation",
+    "profkit.table": "foundation",  # columns without pandas: rows, CSV, JSON
     "profkit.layout": "foundation",
     "profkit.ranges": "foundation",
     "profkit.nsys": "foundation",
     "profkit.models": "models",
     "profkit.collect": "collect",
     "profkit.parse": "parse",
+    "profkit.columns": "parse",  # the export's columns as numpy arrays (parse's reading, without pandas)
     "profkit.scrub": "parse",  # rewrites an export; imports nothing of profkit's
     "profkit.analyze": "analyze",
     "profkit.pipeline": "pipeline",
