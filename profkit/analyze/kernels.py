@@ -132,12 +132,12 @@ def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None =
     from profkit.frames import require
 
     require(kernels, [by, "dur_ns", "category"], "kernels")
-    codes, labels = _codes(kernels[by])
+    codes, labels = column_codes(kernels[by])
     return rank(codes, labels, kernels["dur_ns"].to_numpy(np.int64), _first_category(codes, labels, kernels),
                 top_k=top_k).to_frame()
 
 
-def _codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+def column_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """A column's values as codes into its distinct texts."""
     import pandas as pd
 
@@ -153,7 +153,7 @@ def _codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 def _first_category(codes: np.ndarray, labels: list[str], kernels: pd.DataFrame) -> list[str]:
     """Per label, the category of its first kernel."""
-    cat_codes, cats = _codes(kernels["category"])
+    cat_codes, cats = column_codes(kernels["category"])
     present, first = np.unique(codes, return_index=True)
     out = [""] * len(labels)
     for g, i in zip(present.tolist(), first.tolist(), strict=True):
@@ -180,6 +180,19 @@ class RangeFilterError(ProfkitError):
     """A --range pattern that is not a regular expression."""
 
 
+def matching_paths(paths: list[str], pattern: str) -> np.ndarray:
+    """Which paths the regular expression `pattern` finds a match in (re.search).
+
+    Raises:
+        RangeFilterError: `pattern` does not compile.
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise RangeFilterError(f"--range {pattern!r} is not a regular expression: {e}") from None
+    return np.array([regex.search(p) is not None for p in paths], dtype=bool)
+
+
 def in_ranges(kernels: pd.DataFrame, pattern: str) -> pd.DataFrame:
     """The kernels whose owner range's path matches the regular expression `pattern`.
 
@@ -194,12 +207,9 @@ def in_ranges(kernels: pd.DataFrame, pattern: str) -> pd.DataFrame:
     from profkit.frames import require
 
     require(kernels, ["range_path"], "kernels")
-    try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        raise RangeFilterError(f"--range {pattern!r} is not a regular expression: {e}") from None
     paths = kernels["range_path"].astype("category")
-    matching = [p for p in paths.cat.categories if regex.search(str(p))]
+    cats = [str(p) for p in paths.cat.categories]
+    matching = [p for p, ok in zip(cats, matching_paths(cats, pattern).tolist(), strict=True) if ok]
     return kernels[paths.isin(matching).to_numpy()]
 
 

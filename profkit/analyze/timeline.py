@@ -15,12 +15,14 @@ phase (forward, backward, optimizer) of the measured steps, with the evidence fo
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from profkit.analyze.nvtx import OPEN_END
-from profkit.frames import require
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PHASES = ("step", "forward", "backward", "optimizer")
 # The verdict rule (README: "What bounds the step"). The GPU idle share is of the phase's GPU span.
@@ -138,6 +140,8 @@ def per_distinct(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> n
     >>> per_distinct(pd.Series(["ab", None, "ab", "c"]), lambda s: s.str.startswith("a")).tolist()
     [True, False, True, False]
     """
+    import pandas as pd
+
     codes, uniq = pd.factorize(values, use_na_sentinel=False)
     return np.asarray(test(pd.Series(uniq, dtype=object).astype(str)), dtype=bool)[codes]
 
@@ -145,6 +149,8 @@ def per_distinct(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> n
 def phase_of(ranges: pd.DataFrame) -> pd.Series:
     """Each range's phase: `step` for a top-level step_i, `forward`/`backward`/`optimizer` for
     those directly under a step_i, else None (phases are profkit's runner ranges)."""
+    import pandas as pd
+
     parts = ranges["path"].str.split("/")
     top = parts.str[0].str.match(r"^step_\d+$")
     depth = parts.str.len()
@@ -170,6 +176,10 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame, *, by: str = "phase")
         gpu_busy_ns, gpu_idle_pct (of the span), kernels, launches_per_ms (kernels over wall time),
         median_queue_ns (kernel start minus its launch call, all instances), verdict.
     """
+    import pandas as pd
+
+    from profkit.frames import require
+
     require(ranges, ["parent", "path", "name", "start_ns", "end_ns"], "ranges")
     require(activity, ["start_ns", "end_ns", "owner", "launch_ns", "is_kernel"], "activity")
     keys = phase_of(ranges) if by == "phase" else ranges["name"].astype(object)
