@@ -40,8 +40,8 @@ def test_first_positions_equal_a_dictionary(kind: str) -> None:
 
 def test_join_launches_pairs_process_and_correlation_id() -> None:
     p1, p2 = 1 << 24, 2 << 24
-    calls = [np.array([5, 5, 6, 5]), np.array([p1, p2, p1, p1]), np.array([50, 51, 60, 99]), np.array([p1 + 1, p2 + 1,
-                                                                                                         p1 + 2, p1 + 3])]
+    corr, pid, start = np.array([5, 5, 6, 5]), np.array([p1, p2, p1, p1]), np.array([50, 51, 60, 99])
+    calls = [corr, pid, start, np.array([p1 + 1, p2 + 1, p1 + 2, p1 + 3])]
     start, tid = columns.join_launches(np.array([5, 5, 6, 6, 7]), np.array([p1, p2, p1, p2, p1]), calls)
     assert start.tolist() == [50, 51, 60, -1, -1]  # the first (p1, 5), not the later repeat
     assert tid.tolist() == [p1 + 1, p2 + 1, p1 + 2, -1, -1]
