@@ -322,28 +322,43 @@ def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.Da
     from profkit.frames import require
 
     require(kernels, ["owner", "category", "dur_ns"], "kernels")
-    step_by_range = step_of(ranges["path"]).to_numpy()
-    parts = [pd.DataFrame({"owner": kernels["owner"].to_numpy(), "category": kernels["category"].astype(str),
-                           "dur_ns": kernels["dur_ns"].to_numpy()})]
+    step_by_range = np.asarray(step_of(ranges["path"]).fillna(-1), dtype=np.int64)
+    # Categories as codes (memcpy and memset after the kernels' own; one text, one code), no string per
+    # row; each part summed into a (category, step) table on its own (no million-row concatenation).
+    k_codes, labels = column_codes(kernels["category"])
+    index = {c: i for i, c in enumerate(labels)}
+    parts = [(k_codes, kernels["owner"].to_numpy(np.int64), kernels["dur_ns"].to_numpy(np.int64))]
     if len(transfers):
-        parts.append(pd.DataFrame({"owner": transfers["owner"].to_numpy(), "category": transfers["kind"].astype(str),
-                                   "dur_ns": transfers["dur_ns"].to_numpy()}))
-    rows = pd.concat(parts, ignore_index=True)
-    own = rows["owner"].to_numpy()
-    step = np.full(len(rows), -1, dtype=np.int64)
-    hit = own >= 0
-    if len(step_by_range):
-        s = pd.array(step_by_range, dtype="Int64")[own[hit]]
-        step[hit] = np.asarray(s.fillna(-1), dtype=np.int64)
-    rows = rows.assign(step=step)[step >= 0]
+        t_codes, kinds = column_codes(transfers["kind"])
+        remap = np.array([index.setdefault(k, len(index)) for k in kinds], dtype=np.int64)
+        parts.append((remap[t_codes] if len(t_codes) else t_codes, transfers["owner"].to_numpy(np.int64),
+                      transfers["dur_ns"].to_numpy(np.int64)))
+    labels = list(index)
+    sums: dict[tuple[int, int], int] = {}
+    for code, own, dur in parts:
+        step = np.where(own >= 0, step_by_range[np.maximum(own, 0)], -1) if len(step_by_range) else own[:0]
+        rows = np.flatnonzero(step >= 0)
+        if not len(rows):
+            continue
+        step = step[rows]
+        lo = int(step.min())
+        width = int(step.max()) - lo + 1
+        total = np.zeros(len(labels) * width, dtype=np.int64)  # (category, step) sums, in place
+        pair = code[rows] * width + (step - lo)
+        np.add.at(total, pair, dur[rows])
+        seen = np.zeros(len(total), dtype=bool)
+        seen[pair] = True  # a pair whose work all took 0 ns is still there
+        for p in np.flatnonzero(seen).tolist():
+            key = (p // width, p % width + lo)
+            sums[key] = sums.get(key, 0) + int(total[p])
     cols = ["category", "mean_ns", "min_ns", "max_ns", "pct"]
-    if rows.empty:
+    if not sums:
         return pd.DataFrame(columns=cols)
-    per = rows.groupby(["category", "step"])["dur_ns"].sum().unstack(fill_value=0)
-    steps = rows["step"].nunique()
-    per = per.reindex(columns=sorted(rows["step"].unique()), fill_value=0)
-    out = pd.DataFrame({"category": per.index, "mean_ns": per.sum(axis=1).to_numpy() / steps,
-                        "min_ns": per.min(axis=1).to_numpy(), "max_ns": per.max(axis=1).to_numpy()})
+    present = sorted({c for c, _ in sums})
+    steps = sorted({st for _, st in sums})
+    per = np.array([[sums.get((c, st), 0) for st in steps] for c in present], dtype=np.int64)  # 0 where none ran
+    out = pd.DataFrame({"category": pd.array([labels[c] for c in present], dtype=object),
+                        "mean_ns": per.sum(axis=1) / len(steps), "min_ns": per.min(axis=1), "max_ns": per.max(axis=1)})
     total = out["mean_ns"].sum()
     out["pct"] = 100.0 * out["mean_ns"] / total if total else 0.0
     return out.sort_values(["mean_ns", "category"], ascending=[False, True], kind="stable").reset_index(drop=True)
