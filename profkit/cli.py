@@ -472,8 +472,8 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
     def make() -> str:
         from profkit import report as reports
 
-        a = _load(profile, rules, allow_incomplete, nvtx=bool(range_regex), activity=False, use_cache=not no_cache,
-                  rank=rank)
+        a = library(lambda: pipeline.attributed(profile, rules=rules, allow_incomplete=allow_incomplete,
+                                                nvtx=bool(range_regex), short=name == "short", rank=rank))
         return library(lambda: reports.kernels(a, range_regex=range_regex, top=top, by=by, name=name, fmt=fmt))
 
     options: dict[str, object] = {"range": range_regex, "top": top, "by": by, "name": name, "fmt": fmt,
@@ -507,7 +507,8 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
     def make() -> str:
         from profkit import report as reports
 
-        a = _load(profile, rules, allow_incomplete, activity=False, use_cache=not no_cache, rank=rank)
+        a = library(lambda: pipeline.attributed(profile, rules=rules, allow_incomplete=allow_incomplete,
+                                                short=False, rank=rank))  # kernels and ranges, no pandas
         return reports.nvtx(a, by=by, steps=steps, depth=depth, fmt=fmt)
 
     options: dict[str, object] = {"by": by, "steps": steps, "depth": depth, "fmt": fmt,

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profkit.parse import NVTX_TABLE, ProfileError, _columns, _connect, nvtx_type_names, pid_of
+from profkit.columns import NVTX_TABLE, ProfileError, nvtx_type_names, pid_of
+from profkit.columns import connect as _connect
+from profkit.columns import table_columns as _columns
 
 RANK_DOMAIN = re.compile(r"^profkit/rank(\d+)$")
 NCCL_DOMAIN = "NCCL"

@@ -26,9 +26,11 @@ from profkit.errors import ProfkitError
 # parse and analyze (pandas, numpy: a third of a second to import) load when first needed, so a
 # report served from the cache never imports them.
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from profkit import parse
+    from profkit.analyze.nvtx import Owned, Projected
 
 DEMO = "h100_small_step_fp32.sqlite"
 
@@ -67,9 +69,118 @@ class Analysis:
 
     def require_kernels(self) -> None:
         """Raises InputError when the export has no kernels table."""
-        if not self.data.has_kernel_table:
-            raise InputError(f"{self.data.path} has no kernels table: nsys recorded no CUDA kernels (its analysis "
-                             "failed, or the capture traced no CUDA); capture again with --trace including cuda")
+        _require_kernels(self.data.path, self.data.has_kernel_table)
+
+    def attributed(self) -> Attributed:
+        """The arrays `report kernels` and `report nvtx` take, from this analysis's frames."""
+        from profkit.analyze.kernels import column_codes
+        from profkit.analyze.nvtx import owned, projected
+
+        k = self.kernels
+        short, shorts = column_codes(k["short_name"])
+        category, categories = column_codes(k["category"])
+        return Attributed(self.data.path, self.data.has_kernel_table, owned(k), short, shorts, category, categories,
+                          projected(self.ranges))
+
+
+def _require_kernels(path: Path, has_kernel_table: bool) -> None:
+    if not has_kernel_table:
+        raise InputError(f"{path} has no kernels table: nsys recorded no CUDA kernels (its analysis failed, or the "
+                         "capture traced no CUDA); capture again with --trace including cuda")
+
+
+@dataclass(slots=True)
+class Attributed:
+    """What `report kernels` and `report nvtx` take, as numpy arrays and lists (no pandas): each
+    kernel's duration, names, category and owner range; the ranges with their projected GPU time.
+    Made by attributed() straight from the export, or by Analysis.attributed()."""
+
+    path: Path
+    has_kernel_table: bool
+    kernels: Owned
+    """Durations, starts, ends, owners and demangled names (codes into distinct texts)."""
+    short: np.ndarray | None
+    """Short names, as codes into `shorts` (None when not read)."""
+    shorts: list[str]
+    category: np.ndarray
+    categories: list[str]
+    ranges: Projected
+
+    def require_kernels(self) -> None:
+        """Raises InputError when the export has no kernels table."""
+        _require_kernels(self.path, self.has_kernel_table)
+
+
+def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True,
+               short: bool = True, rank: int | None = None) -> Attributed:
+    """Read and attribute one export for `report kernels` and `report nvtx`, without pandas (the
+    same figures as load(): the same readers and the same array functions underneath).
+
+    Reads the kernels' start, end and names (short ones when `short`) and, when `nvtx`, their
+    launches and the NVTX ranges; nothing else (no memcpy, memset or GPU tables). `rank`: as in
+    load(); one rank's process of a --single-file export goes through load().
+
+    Raises:
+        ProfkitError: the input, its rules, or an incomplete export (unless allow_incomplete).
+    """
+    import sqlite3
+
+    import numpy as np
+
+    from profkit import columns as col
+    from profkit.analyze.categories import category_of, load_rules
+    from profkit.analyze.kernels import unique_inverse
+    from profkit.analyze.nvtx import Owned, Projected, owners, project_arrays, range_tree
+
+    export = resolve_input(path, rank)
+    if process_of(path, export, rank) is not None:  # one rank's process of an export of several: load() selects it
+        return load(path, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx, activity=False,
+                    rank=rank).attributed()
+    db, tables = col.connect(export)
+    reader = col.Reader(export, db)
+    try:
+        fields = ["start_ns", "end_ns", "name_id", *(["short_id"] if short else [])]
+        k = col.read_kernels(reader, tables, fields, launches=nvtx)
+        strings = col.read_names(db)
+        if nvtx:
+            ranges, range_names = col.read_nvtx(reader, tables)
+            closed = ranges["end_ns"][ranges["end_ns"] < col.OPEN_END]
+            last = int(closed.max()) if len(closed) else None
+        else:
+            ranges, range_names = col.read_nvtx(reader, set())
+            last = col.nvtx_last_end(db, tables)
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+        raise col.damaged(export, e) from None
+    finally:
+        reader.close()
+        db.close()
+    if not allow_incomplete and (error := col.incomplete(export, k["end_ns"], last)) is not None:
+        raise error
+    rule_list = load_rules(rules)
+
+    def texts(ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """StringIds ids as codes into their distinct texts (two ids may share a text)."""
+        uniq, inverse = unique_inverse(ids)
+        index: dict[str, int] = {}
+        remap = np.array([index.setdefault(strings.get(i, "<unknown>"), len(index)) for i in uniq.tolist()],
+                         dtype=np.int64)
+        return (remap[inverse] if len(ids) else ids), list(index)
+
+    name, names = texts(k["name_id"])
+    short_codes, shorts = texts(k["short_id"]) if short else (None, [])
+    cat_index: dict[str, int] = {}
+    name_cat = np.array([cat_index.setdefault(category_of(n, rule_list), len(cat_index)) for n in names],
+                        dtype=np.int64)
+    tree = range_tree(ranges["start_ns"], ranges["end_ns"], ranges["global_tid"], ranges["global_pid"],
+                      ranges["name"], range_names, ranges["seq"])
+    empty = np.full(len(name), -1, dtype=np.int64)
+    owner = owners(k["launch_ns"], k["launch_tid"], tree.timelines, tree.start_ns) if nvtx else empty
+    proj = project_arrays(owner, k["dur_ns"], k["start_ns"], k["end_ns"], tree.parent, tree.depth)
+    return Attributed(export, col.KERNEL_TABLE in tables,
+                      Owned(k["dur_ns"], k["start_ns"], k["end_ns"], owner, name, names), short_codes, shorts,
+                      name_cat[name] if len(name) else name, list(cat_index),
+                      Projected(tree.start_ns, tree.end_ns, tree.name, tree.names, tree.path, tree.paths,
+                                proj["gpu_total_ns"], proj["gpu_span_ns"], proj["kernels"]))
 
 
 def capture_ranks(path: Path) -> list[int]:

@@ -118,7 +118,7 @@ def test_read_only_capture_folder(xdg: Path, tmp_path: Path) -> None:
         first = run("report", "nvtx", folder, "--format", "csv")
         assert run("report", "nvtx", folder, "--format", "csv") == first
         assert sorted(p.name for p in folder.iterdir()) == before
-        assert len(entries(xdg)) == 2  # the report and its analysis
+        assert len(entries(xdg)) == 1  # the report (report nvtx stores no analysis: it computes from arrays)
     finally:
         folder.chmod(stat.S_IRWXU)
 
@@ -301,12 +301,13 @@ OTHER_OPTIONS = [["kernels", "--top", "0", "--format", "csv"], ["kernels", "--to
 
 @pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
 def test_reports_from_a_cached_analysis_equal_uncached_ones(xdg: Path, export: Path) -> None:
-    """A second report with other options reads the analysis back; its text is the uncached one's."""
+    """A second report with other options reads the analysis back (timeline; kernels and nvtx
+    compute from arrays, without pandas, and store their texts only); its text is the uncached one's."""
     fresh = {tuple(c): run("report", c[0], export, *c[1:], "--no-cache") for c in OTHER_OPTIONS}
     assert entries(xdg) == []
     for c in OTHER_OPTIONS:  # each but the first of a kind finds the analysis another option set stored
         assert run("report", c[0], export, *c[1:]) == fresh[tuple(c)], c
-    assert len(analysis_entries(xdg)) == 3  # kernels without NVTX, with NVTX (--range, nvtx), timeline's
+    assert len(analysis_entries(xdg)) == 1  # timeline's
 
 
 def test_stale_and_damaged_analysis_entries_are_rebuilt(xdg: Path, tmp_path: Path,

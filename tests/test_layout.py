@@ -26,6 +26,7 @@ STAGE_OF = {
     "profkit.config": "foundation",
     "profkit.sizes": "foundation",
     "profkit.frames": "foundation",
+    "profkit.table": "foundation",  # columns without pandas: rows, CSV, JSON
     "profkit.layout": "foundation",
     "profkit.ranges": "foundation",
     "profkit.nsys": "foundation",
@@ -35,6 +36,7 @@ STAGE_OF = {
     "profkit.collect": "collect",
     "profkit.parse": "parse",
     "profkit.parse_ranks": "parse",  # a multi-rank export's processes, NCCL ranges, session start
+    "profkit.columns": "parse",  # the export's columns as numpy arrays (parse's reading, without pandas)
     "profkit.scrub": "parse",  # rewrites an export; imports nothing of profkit's
     "profkit.analyze": "analyze",
     "profkit.pipeline": "pipeline",

@@ -7,10 +7,12 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from profkit.errors import ProfkitError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class RulesError(ProfkitError):
@@ -51,21 +53,29 @@ def load_rules(extra: Path | None = None) -> list[Rule]:
     return _parse(text, str(extra)) + builtin
 
 
+def category_of(name: str, rules: list[Rule]) -> str:
+    """The category of one kernel name: the first matching rule's, `other` if none.
+
+    >>> category_of("ampere_sgemm_128x64_tn", load_rules())
+    'gemm'
+    """
+    for rule in rules:
+        if rule.pattern.search(name):
+            return rule.category
+    return "other"
+
+
 def categorize(names: pd.Series, rules: list[Rule]) -> pd.Series:
     """Category of each distinct kernel name (first matching rule; `other` if none).
 
+    >>> import pandas as pd
     >>> categorize(pd.Series(["ampere_sgemm_128x64_tn", "void at::native::vectorized_elementwise_kernel<4>"]),
     ...            load_rules()).tolist()
     ['gemm', 'elementwise']
     """
-    def one(name: str) -> str:
-        for rule in rules:
-            if rule.pattern.search(name):
-                return rule.category
-        return "other"
+    import pandas as pd
 
-    unique = pd.unique(names)
-    lookup = {n: one(str(n)) for n in unique}
+    lookup = {n: category_of(str(n), rules) for n in pd.unique(names)}
     return names.map(lookup)
 
 

@@ -4,12 +4,15 @@ shares, and the filters the reports apply (pure functions, no torch, no I/O)."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from profkit.errors import ProfkitError
-from profkit.frames import require
+from profkit.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def unique_inverse(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +37,8 @@ def lookup_categorical(ids: pd.Series | np.ndarray, table: pd.Series, missing: s
     A million kernels share a few dozen names of up to kilobytes each; strings per row would
     cost gigabytes (pandas 3 copies each into its string column).
     """
+    import pandas as pd
+
     uniq, codes = unique_inverse(np.asarray(ids))
     texts = table.reindex(uniq).fillna(missing).astype(object).to_numpy()
     cats, remap = np.unique(texts.astype(str), return_inverse=True)  # two ids may share a text
@@ -43,10 +48,68 @@ def lookup_categorical(ids: pd.Series | np.ndarray, table: pd.Series, missing: s
 def kernel_frame(kernels: pd.DataFrame, names: pd.Series, categories: pd.Series) -> pd.DataFrame:
     """Kernels with their demangled `name`, `short_name` and `category` (categories: per name id),
     as Categoricals."""
+    from profkit.frames import require
+
     require(kernels, ["name_id", "short_id", "dur_ns"], "kernels")
     return kernels.assign(name=lookup_categorical(kernels["name_id"], names, "<unknown>"),
                           short_name=lookup_categorical(kernels["short_id"], names, "<unknown>"),
                           category=lookup_categorical(kernels["name_id"], categories, "other"))
+
+
+RANK_COLUMNS = ["name", "category", "instances", "total_ns", "avg_ns", "median_ns", "min_ns", "max_ns", "stddev_ns",
+                "time_pct"]
+
+
+def rank(codes: np.ndarray, labels: list[str], dur: np.ndarray, categories: list[str], *,
+         top_k: int | None = None) -> Table:
+    """Time per group, largest first, as `nsys stats -r cuda_gpu_kern_sum` (rank_kernels()'s rows).
+
+    Args:
+        codes: each kernel's group, an index into `labels` (distinct texts).
+        dur: each kernel's duration (ns).
+        categories: each label's category.
+        top_k: keep the k largest and fold the rest into one row named `others`.
+    """
+    m = len(labels)
+    count = np.bincount(codes, minlength=m)
+    groups = np.flatnonzero(count)
+    # Durations sorted within each group: one sort of (group, duration) packed in one integer
+    # when both fit, else a two-key sort.
+    if len(dur) and int(dur.min()) >= 0 and int(dur.max()) < 1 << 40 and m < 1 << 22:
+        d = np.sort((codes.astype(np.int64) << 40) | dur) & ((1 << 40) - 1)
+    else:
+        d = dur[np.lexsort((dur, codes))]
+    n = count[groups]
+    lo = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64) if len(groups) else np.empty(0, dtype=np.int64)
+    total = np.add.reduceat(d, lo) if len(d) else np.empty(0, dtype=np.int64)
+    mean = total / n
+    mid = lo + (n - 1) // 2
+    upper = d[np.minimum(mid + 1, max(len(d) - 1, 0))] if len(d) else d
+    median = np.where(n % 2 == 1, d[mid].astype(float), (d[mid].astype(float) + upper) / 2) if len(d) else np.empty(0)
+    dev = d - np.repeat(mean, n)
+    ss = np.add.reduceat(dev * dev, lo) if len(d) else np.empty(0)
+    std = np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1)), 0.0)
+    all_ns = int(total.sum())
+    pct = 100.0 * total / all_ns if all_ns else np.zeros(len(groups))
+    names = [labels[g] for g in groups.tolist()]
+    order = sorted(range(len(groups)), key=lambda i: (-int(total[i]), names[i]))
+    cols: dict[str, list[object]] = {
+        "name": [names[i] for i in order], "category": [categories[groups[i]] for i in order],
+        "instances": n[order].tolist(), "total_ns": total[order].tolist(), "avg_ns": mean[order].tolist(),
+        "median_ns": median[order].tolist(), "min_ns": d[lo][order].tolist(), "max_ns": d[lo + n - 1][order].tolist(),
+        "stddev_ns": std[order].tolist(), "time_pct": np.asarray(pct)[order].tolist()}
+    if top_k is not None and len(order) > top_k:
+        rest = {c: v[top_k:] for c, v in cols.items()}
+        cols = {c: v[:top_k] for c, v in cols.items()}
+        instances, rest_ns = sum(rest["instances"]), sum(rest["total_ns"])  # type: ignore[arg-type]
+        fold = {"name": "others", "category": "", "instances": instances, "total_ns": rest_ns,
+                "avg_ns": rest_ns / instances, "median_ns": float("nan"), "min_ns": min(rest["min_ns"]),  # type: ignore[type-var]
+                "max_ns": max(rest["max_ns"]), "stddev_ns": float("nan"),  # type: ignore[type-var]
+                "time_pct": float(np.sum(np.array(rest["time_pct"], dtype=float)))}
+        for c in cols:
+            cols[c].append(fold[c])
+    return Table({c: np.array(v, dtype=np.int64) if c in ("instances", "total_ns", "min_ns", "max_ns")
+                  else np.array(v, dtype=float) if c not in ("name", "category") else v for c, v in cols.items()})
 
 
 def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None = None) -> pd.DataFrame:
@@ -66,40 +129,43 @@ def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None =
     | gemm1 | 30     |      | relu  | 1         | 20       | 25.0     |
     | relu  | 20     |
     """
+    from profkit.frames import require
+
     require(kernels, [by, "dur_ns", "category"], "kernels")
-    g = kernels.groupby(by, sort=False, observed=True)["dur_ns"]
-    out = pd.DataFrame({
-        "instances": g.size(), "total_ns": g.sum(), "avg_ns": g.mean(), "median_ns": g.median(),
-        "min_ns": g.min(), "max_ns": g.max(), "stddev_ns": g.std(ddof=1).fillna(0.0),
-    })
-    out.index = out.index.astype(object)
-    out.index.name = "name"
-    out = out.reset_index()
-    if by == "category":
-        out["category"] = out["name"]
+    codes, labels = column_codes(kernels[by])
+    return rank(codes, labels, kernels["dur_ns"].to_numpy(np.int64), _first_category(codes, labels, kernels),
+                top_k=top_k).to_frame()
+
+
+def column_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """A column's values as codes into its distinct texts."""
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes, cats = np.asarray(column.cat.codes, dtype=np.int64), [str(c) for c in column.cat.categories]
     else:
-        first = kernels.drop_duplicates(by)
-        out["category"] = out["name"].map(dict(zip(first[by].astype(object), first["category"].astype(object),
-                                                   strict=True)))
-    total = out["total_ns"].sum()
-    out["time_pct"] = 100.0 * out["total_ns"] / total if total else 0.0
-    out = out.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    if top_k is not None and len(out) > top_k:
-        rest = out.iloc[top_k:]
-        fold = {"name": "others", "category": "", "instances": rest["instances"].sum(),
-                "total_ns": rest["total_ns"].sum(), "min_ns": rest["min_ns"].min(), "max_ns": rest["max_ns"].max(),
-                "time_pct": rest["time_pct"].sum()}
-        fold["avg_ns"] = fold["total_ns"] / fold["instances"]
-        fold["median_ns"] = float("nan")
-        fold["stddev_ns"] = float("nan")
-        out = pd.concat([out.iloc[:top_k], pd.DataFrame([fold])], ignore_index=True)
-    return out[["name", "category", "instances", "total_ns", "avg_ns", "median_ns", "min_ns", "max_ns", "stddev_ns",
-                "time_pct"]]
+        c, u = pd.factorize(column.astype(str))
+        codes, cats = c.astype(np.int64), [str(x) for x in u]
+    index: dict[str, int] = {}
+    remap = np.array([index.setdefault(c, len(index)) for c in cats], dtype=np.int64)
+    return (remap[codes] if len(codes) else codes), list(index)
+
+
+def _first_category(codes: np.ndarray, labels: list[str], kernels: pd.DataFrame) -> list[str]:
+    """Per label, the category of its first kernel."""
+    cat_codes, cats = column_codes(kernels["category"])
+    present, first = np.unique(codes, return_index=True)
+    out = [""] * len(labels)
+    for g, i in zip(present.tolist(), first.tolist(), strict=True):
+        out[g] = cats[cat_codes[i]]
+    return out
 
 
 def category_shares(kernels: pd.DataFrame, memcpy: pd.DataFrame | None = None,
                     memset: pd.DataFrame | None = None) -> pd.DataFrame:
     """Time per category, memcpy and memset (from their own tables) included: category, total_ns, pct."""
+    import pandas as pd
+
     parts = [kernels.groupby("category", observed=True)["dur_ns"].sum()]
     for name, frame in (("memcpy", memcpy), ("memset", memset)):
         if frame is not None and not frame.empty:
@@ -114,6 +180,19 @@ class RangeFilterError(ProfkitError):
     """A --range pattern that is not a regular expression."""
 
 
+def matching_paths(paths: list[str], pattern: str) -> np.ndarray:
+    """Which paths the regular expression `pattern` finds a match in (re.search).
+
+    Raises:
+        RangeFilterError: `pattern` does not compile.
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise RangeFilterError(f"--range {pattern!r} is not a regular expression: {e}") from None
+    return np.array([regex.search(p) is not None for p in paths], dtype=bool)
+
+
 def in_ranges(kernels: pd.DataFrame, pattern: str) -> pd.DataFrame:
     """The kernels whose owner range's path matches the regular expression `pattern`.
 
@@ -125,22 +204,24 @@ def in_ranges(kernels: pd.DataFrame, pattern: str) -> pd.DataFrame:
     | step_0/backward         |                               yes |
     | step_0/backward/layer_1 |                               |
     """
+    from profkit.frames import require
+
     require(kernels, ["range_path"], "kernels")
-    try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        raise RangeFilterError(f"--range {pattern!r} is not a regular expression: {e}") from None
     paths = kernels["range_path"].astype("category")
-    matching = [p for p in paths.cat.categories if regex.search(str(p))]
+    cats = [str(p) for p in paths.cat.categories]
+    matching = [p for p, ok in zip(cats, matching_paths(cats, pattern).tolist(), strict=True) if ok]
     return kernels[paths.isin(matching).to_numpy()]
 
 
 def unattributed_pct(kernels: pd.DataFrame) -> float:
     """Share of kernel time launched outside every NVTX range (owner -1), in percent.
 
+    >>> import pandas as pd
     >>> unattributed_pct(pd.DataFrame({"dur_ns": [30, 10], "owner": [0, -1]}))
     25.0
     """
+    from profkit.frames import require
+
     require(kernels, ["dur_ns", "owner"], "kernels")
     total = kernels["dur_ns"].sum()
     return float(100.0 * kernels["dur_ns"][kernels["owner"] < 0].sum() / total) if total else 0.0
@@ -149,6 +230,10 @@ def unattributed_pct(kernels: pd.DataFrame) -> float:
 def with_owner(kernels: pd.DataFrame, ranges: pd.DataFrame, owner: np.ndarray) -> pd.DataFrame:
     """Kernels with their `owner` range id and that range's `range_path` as columns
     (`range_path` a Categorical, NaN for kernels outside every range)."""
+    import pandas as pd
+
+    from profkit.frames import require
+
     require(ranges, ["path"], "ranges")
     path_codes, uniq = pd.factorize(ranges["path"])
     codes = np.where(owner >= 0, path_codes[np.clip(owner, 0, None)] if len(path_codes) else -1, -1)
@@ -170,6 +255,8 @@ def compare_shares(shares: list[pd.DataFrame], steps: list[int], labels: list[st
         per_step_ns, pct, delta_ns (per step, against the first capture; 0 for the first) and
         delta_pp; categories ordered by the first capture's time, captures in the order given.
     """
+    import pandas as pd
+
     indexed = [s.set_index("category") for s in shares]
     order = sorted(set().union(*(s.index for s in indexed)), key=lambda c: (-indexed[0]["total_ns"].get(c, 0), c))
     rows = []
@@ -196,6 +283,8 @@ def compare_kernels(ranked: list[pd.DataFrame], steps: list[int], labels: list[s
         One row per kernel name: name, category, then `<label> per_step_ns` per capture and
         `<label> delta_ns` per capture after the first.
     """
+    import pandas as pd
+
     names: list[str] = []
     for r in ranked:
         names += [n for n in r["name"].head(top).astype(str) if n not in names]
@@ -227,31 +316,49 @@ def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.Da
     | 0    | gemm     | 10     |      | gemm     | 11      | 10     | 12     |
     | 1    | gemm     | 12     |      |          |         |        |        |
     """
+    import pandas as pd
+
     from profkit.analyze.nvtx import step_of
+    from profkit.frames import require
 
     require(kernels, ["owner", "category", "dur_ns"], "kernels")
-    step_by_range = step_of(ranges["path"]).to_numpy()
-    parts = [pd.DataFrame({"owner": kernels["owner"].to_numpy(), "category": kernels["category"].astype(str),
-                           "dur_ns": kernels["dur_ns"].to_numpy()})]
+    step_by_range = np.asarray(step_of(ranges["path"]).fillna(-1), dtype=np.int64)
+    # Categories as codes (memcpy and memset after the kernels' own; one text, one code), no string per
+    # row; each part summed into a (category, step) table on its own (no million-row concatenation).
+    k_codes, labels = column_codes(kernels["category"])
+    index = {c: i for i, c in enumerate(labels)}
+    parts = [(k_codes, kernels["owner"].to_numpy(np.int64), kernels["dur_ns"].to_numpy(np.int64))]
     if len(transfers):
-        parts.append(pd.DataFrame({"owner": transfers["owner"].to_numpy(), "category": transfers["kind"].astype(str),
-                                   "dur_ns": transfers["dur_ns"].to_numpy()}))
-    rows = pd.concat(parts, ignore_index=True)
-    own = rows["owner"].to_numpy()
-    step = np.full(len(rows), -1, dtype=np.int64)
-    hit = own >= 0
-    if len(step_by_range):
-        s = pd.array(step_by_range, dtype="Int64")[own[hit]]
-        step[hit] = np.asarray(s.fillna(-1), dtype=np.int64)
-    rows = rows.assign(step=step)[step >= 0]
+        t_codes, kinds = column_codes(transfers["kind"])
+        remap = np.array([index.setdefault(k, len(index)) for k in kinds], dtype=np.int64)
+        parts.append((remap[t_codes] if len(t_codes) else t_codes, transfers["owner"].to_numpy(np.int64),
+                      transfers["dur_ns"].to_numpy(np.int64)))
+    labels = list(index)
+    sums: dict[tuple[int, int], int] = {}
+    for code, own, dur in parts:
+        step = np.where(own >= 0, step_by_range[np.maximum(own, 0)], -1) if len(step_by_range) else own[:0]
+        rows = np.flatnonzero(step >= 0)
+        if not len(rows):
+            continue
+        step = step[rows]
+        lo = int(step.min())
+        width = int(step.max()) - lo + 1
+        total = np.zeros(len(labels) * width, dtype=np.int64)  # (category, step) sums, in place
+        pair = code[rows] * width + (step - lo)
+        np.add.at(total, pair, dur[rows])
+        seen = np.zeros(len(total), dtype=bool)
+        seen[pair] = True  # a pair whose work all took 0 ns is still there
+        for p in np.flatnonzero(seen).tolist():
+            key = (p // width, p % width + lo)
+            sums[key] = sums.get(key, 0) + int(total[p])
     cols = ["category", "mean_ns", "min_ns", "max_ns", "pct"]
-    if rows.empty:
+    if not sums:
         return pd.DataFrame(columns=cols)
-    per = rows.groupby(["category", "step"])["dur_ns"].sum().unstack(fill_value=0)
-    steps = rows["step"].nunique()
-    per = per.reindex(columns=sorted(rows["step"].unique()), fill_value=0)
-    out = pd.DataFrame({"category": per.index, "mean_ns": per.sum(axis=1).to_numpy() / steps,
-                        "min_ns": per.min(axis=1).to_numpy(), "max_ns": per.max(axis=1).to_numpy()})
+    present = sorted({c for c, _ in sums})
+    steps = sorted({st for _, st in sums})
+    per = np.array([[sums.get((c, st), 0) for st in steps] for c in present], dtype=np.int64)  # 0 where none ran
+    out = pd.DataFrame({"category": pd.array([labels[c] for c in present], dtype=object),
+                        "mean_ns": per.sum(axis=1) / len(steps), "min_ns": per.min(axis=1), "max_ns": per.max(axis=1)})
     total = out["mean_ns"].sum()
     out["pct"] = 100.0 * out["mean_ns"] / total if total else 0.0
     return out.sort_values(["mean_ns", "category"], ascending=[False, True], kind="stable").reset_index(drop=True)

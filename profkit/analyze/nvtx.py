@@ -24,15 +24,590 @@ process that contains it, so its path reads `step_3/backward/layer_11/attention`
 from __future__ import annotations
 
 import heapq
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from profkit.frames import require
-from profkit.parse import pid_of
+from profkit.columns import OPEN_END, pid_of
+from profkit.table import Table
 
-OPEN_END = np.iinfo(np.int64).max  # a range still open when the capture stopped
+if TYPE_CHECKING:
+    import pandas as pd
 
+__all__ = ["OPEN_END", "Owned", "Projected", "Tree", "attribute", "fold", "fold_steps", "innermost_at",
+           "nvtx_summary", "nvtx_tree", "owners", "project", "project_arrays", "range_tree", "step_of", "summarize",
+           "thread_timelines", "tree_and_timelines"]
+
+Timeline = tuple[np.ndarray, np.ndarray]  # (boundary times, innermost range_id from that time on, -1 none)
+
+
+# --- the tree, over plain arrays ------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Tree:
+    """NVTX ranges as a tree across threads, sorted by (thread, start, end descending): row i is
+    range_id i. Names and paths are indices into `names` and `paths` (each distinct text once)."""
+
+    order: np.ndarray
+    """The input row of each range."""
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    """OPEN_END for a range still open when the capture stopped."""
+    global_tid: np.ndarray
+    global_pid: np.ndarray
+    name: np.ndarray
+    names: list[str]
+    parent: np.ndarray
+    """range_id of the parent, -1 for a root."""
+    grafted: np.ndarray
+    """The parent is on another thread."""
+    depth: np.ndarray
+    path: np.ndarray
+    paths: list[str]
+    timelines: dict[int, dict[int, Timeline]]
+    """Per process, per thread: the innermost open range as a step function of time."""
+
+
+def range_tree(start: np.ndarray, end: np.ndarray, tid: np.ndarray, pid: np.ndarray, name: np.ndarray,
+               names: list[str], seq: np.ndarray | None = None) -> Tree:
+    """Give each NVTX range its parent, depth and path, across threads.
+
+    Args:
+        start, end: nanoseconds (end OPEN_END while open); tid, pid: globalTid and its process;
+        name: index into `names`; seq: the autograd sequence number of PyTorch's per-op ranges
+        (-1: none), or None.
+
+    Same-thread nesting first: the parent is the innermost open range that contains the range
+    (ranges of different NVTX domains need not nest: one that outlives the range open when it
+    started goes under an outer one that holds it). A range with no parent on its thread is
+    grafted under the innermost range of another thread of its process that contains it. With
+    PyTorch's per-op ranges, backward ops no range of their thread places are re-homed under the
+    module of their forward op (_backward_op_homes).
+    """
+    order = np.lexsort((-end, start, tid))
+    s, e, t, p, nm = start[order], end[order], tid[order], pid[order], name[order]
+    parent, timelines = _nest(s, e, t, p)
+    grafted = _graft(parent, s, e, t, p, timelines)
+    depth = _depths(parent)
+    homes: dict[int, int] = {}
+    if seq is not None and (seq >= 0).any():
+        homes = _backward_op_homes(nm, names, seq[order], t, p, s, parent)
+    path, paths = _paths(parent, depth, nm, names, homes)
+    return Tree(order, s, e, t, p, nm, names, parent, grafted, depth, path, paths, timelines)
+
+
+def _nest(s: np.ndarray, e: np.ndarray, t: np.ndarray,
+          p: np.ndarray) -> tuple[np.ndarray, dict[int, dict[int, Timeline]]]:
+    """Same-thread parents and each thread's timeline, in one stack walk per thread (rows sorted by
+    thread, start, end descending). A thread whose ranges overlap without nesting takes a heap
+    for its timeline (_overlapping_timeline)."""
+    n = len(s)
+    # Plain lists: indexing a numpy array from Python costs several times a list's.
+    s_list, e_list = s.tolist(), e.tolist()
+    parent = [-1] * n
+    timelines: dict[int, dict[int, Timeline]] = {}
+    bounds = np.flatnonzero(np.diff(t)) + 1 if n else np.empty(0, dtype=np.int64)
+    for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), n], strict=True):
+        if a == b:
+            continue
+        stack: list[int] = []
+        times: list[int] = []
+        owner: list[int] = []
+        nested = True
+        for i in range(a, b):
+            s_i, e_i = s_list[i], e_list[i]
+            while stack and e_list[stack[-1]] <= s_i:
+                closed = stack.pop()
+                if nested:
+                    times.append(e_list[closed])
+                    owner.append(stack[-1] if stack else -1)
+            if stack:
+                if e_list[stack[-1]] >= e_i:
+                    parent[i] = stack[-1]
+                else:
+                    nested = False
+                    for j in reversed(stack):
+                        if e_list[j] >= e_i:
+                            parent[i] = j
+                            break
+            stack.append(i)
+            if nested:
+                times.append(s_i)
+                owner.append(i)
+        if nested:
+            while stack:
+                closed = stack.pop()
+                times.append(e_list[closed])
+                owner.append(stack[-1] if stack else -1)
+            timeline = _step(times, owner)
+        else:
+            timeline = _overlapping_timeline(np.arange(a, b), s, e)
+        timelines.setdefault(int(p[a]), {})[int(t[a])] = timeline
+    return np.array(parent, dtype=np.int64), timelines
+
+
+def _step(times: list[int], owner: list[int]) -> Timeline:
+    tm = np.asarray(times, dtype=np.int64)
+    o = np.asarray(owner, dtype=np.int64)
+    keep = np.append(tm[1:] != tm[:-1], True)  # at one instant, the state after all its events
+    return tm[keep], o[keep]
+
+
+def _overlapping_timeline(idx: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Timeline:
+    """The step function by a sweep with a heap of open ranges, latest start on top."""
+    times = np.concatenate([ends[idx], starts[idx]])
+    kinds = np.concatenate([np.zeros(len(idx), np.int8), np.ones(len(idx), np.int8)])  # ends first
+    ids = np.concatenate([idx, idx])
+    heap: list[tuple[int, int]] = []
+    closed: set[int] = set()
+    t_out: list[int] = []
+    o_out: list[int] = []
+    for ev in np.lexsort((kinds, times)):
+        i = int(ids[ev])
+        if kinds[ev]:
+            heapq.heappush(heap, (-int(starts[i]), -i))
+        else:
+            closed.add(i)
+        while heap and -heap[0][1] in closed:
+            heapq.heappop(heap)
+        t_out.append(int(times[ev]))
+        o_out.append(-heap[0][1] if heap else -1)
+    return _step(t_out, o_out)
+
+
+def innermost_at(timeline: Timeline, t: np.ndarray) -> np.ndarray:
+    """Range id open innermost at each time in `t` (-1 where none)."""
+    times, owner = timeline
+    idx = np.searchsorted(times, t, side="right") - 1
+    return np.where(idx >= 0, owner[np.clip(idx, 0, None)], -1)
+
+
+def _graft(parent: np.ndarray, s: np.ndarray, e: np.ndarray, t: np.ndarray, p: np.ndarray,
+           timelines: dict[int, dict[int, Timeline]]) -> np.ndarray:
+    """Graft each root under the innermost range of another thread of its process that contains
+    it (in place); returns which were grafted.
+
+    On each other thread, the range open at the root's start, walked out through its same-thread
+    parents to the first one still open at the root's end; of those, the one opened last.
+    """
+    same = parent.copy()
+    grafted = np.zeros(len(parent), dtype=bool)
+    roots = np.flatnonzero(parent < 0)
+    for pid, threads in timelines.items():
+        if len(threads) < 2:
+            continue
+        mine = roots[p[roots] == pid]
+        best = np.full(len(mine), -1, dtype=np.int64)
+        for tid, timeline in threads.items():
+            cand = innermost_at(timeline, s[mine])
+            cand[t[mine] == tid] = -1
+            while True:
+                out = np.flatnonzero(cand >= 0)
+                out = out[e[cand[out]] < e[mine[out]]]
+                if not len(out):
+                    break
+                cand[out] = same[cand[out]]
+            better = (cand >= 0) & ((best < 0) | (s[np.clip(cand, 0, None)] > s[np.clip(best, 0, None)]))
+            best = np.where(better, cand, best)
+        hit = best >= 0
+        parent[mine[hit]] = best[hit]
+        grafted[mine[hit]] = True
+    return grafted
+
+
+def _depths(parent: np.ndarray) -> np.ndarray:
+    """Ancestors of each range, by following every range's chain one level per pass."""
+    depth = np.zeros(len(parent), dtype=np.int64)
+    rows = np.flatnonzero(parent >= 0)
+    up = parent[rows]
+    for _ in range(len(parent)):
+        if not len(rows):
+            break
+        depth[rows] += 1
+        up = parent[up]
+        keep = up >= 0
+        rows, up = rows[keep], up[keep]
+    return depth
+
+
+def _paths(parent: np.ndarray, depth: np.ndarray, name: np.ndarray, names: list[str],
+           homes: dict[int, int]) -> tuple[np.ndarray, list[str]]:
+    """Each range's path (its parent's path / its own name), as an index into the distinct paths;
+    built a depth level at a time, each distinct (parent path, name) pair joined once."""
+    index: dict[str, int] = {}
+    texts: list[str] = []
+
+    def code(text: str) -> int:
+        c = index.get(text)
+        if c is None:
+            c = index[text] = len(texts)
+            texts.append(text)
+        return c
+
+    if homes:
+        return np.array([code(x) for x in _rehomed_paths(parent, name, names, homes)], dtype=np.int64), texts
+    n = len(parent)
+    path = np.full(n, -1, dtype=np.int64)
+    width = max(len(names), 1)
+    by_depth = np.argsort(depth, kind="stable")
+    lo = 0
+    for hi in (np.cumsum(np.bincount(depth)).tolist() if n else []):
+        rows = by_depth[lo:hi]
+        lo = hi
+        up = parent[rows]
+        key = np.where(up >= 0, path[np.maximum(up, 0)], -1) * width + name[rows]  # roots: negative
+        uniq, inv = np.unique(key, return_inverse=True)
+        codes = []
+        for k in uniq.tolist():
+            prefix, own = ("", k + width) if k < 0 else (texts[k // width], k % width)
+            codes.append(code(f"{prefix}/{names[own]}" if prefix else names[own]))
+        path[rows] = np.array(codes, dtype=np.int64)[inv.reshape(-1)]
+    return path, texts
+
+
+def _rehomed_paths(parent: np.ndarray, name: np.ndarray, names: list[str], homes: dict[int, int]) -> list[str]:
+    """Paths when backward ops are re-homed: a re-homed range's path is its home's, read as
+    backward (_as_backward), then its own name."""
+    n = len(parent)
+    row_names = [names[i] for i in name.tolist()]
+    paths: list[str | None] = [None] * n
+    up = parent.tolist()
+
+    def path_of(i: int) -> str:
+        chain = []
+        j = i
+        while j >= 0 and paths[j] is None and j not in homes:
+            chain.append(j)
+            j = up[j]
+        if j >= 0 and paths[j] is None:  # a backward op re-homed under its forward op's module
+            paths[j] = f"{_as_backward(path_of(homes[j]))}/{row_names[j]}"
+        prefix = paths[j] if j >= 0 else ""
+        for k in reversed(chain):
+            prefix = f"{prefix}/{row_names[k]}" if prefix else row_names[k]
+            paths[k] = prefix
+        return paths[i]  # type: ignore[return-value]
+
+    for i in range(n):
+        if paths[i] is None:
+            path_of(i)
+    return paths  # type: ignore[return-value]
+
+
+def _as_backward(path: str) -> str:
+    """step_0/forward/layer_3/mlp -> step_0/backward/layer_3/mlp (or .../backward appended)."""
+    parts = path.split("/")
+    if "forward" in parts:
+        parts[parts.index("forward")] = "backward"
+    else:
+        parts.append("backward")
+    return "/".join(parts)
+
+
+WRAPPER = "autograd::engine::evaluate_function: "
+
+
+def _is_op(name: str, seq: int | None) -> bool:
+    """A range of PyTorch's per-op annotation (emit_nvtx / nsys --pytorch=autograd-nvtx)."""
+    return seq is not None or name.startswith(("aten::", "autograd::"))
+
+
+def _backward_op_homes(name: np.ndarray, names: list[str], seq_codes: np.ndarray, tid: np.ndarray, pid: np.ndarray,
+                       start: np.ndarray, parent: np.ndarray) -> dict[int, int]:
+    """Backward op ranges to re-home: range -> the range that holds its forward op.
+
+    With `--pytorch=autograd-nvtx`, each autograd node's range (`MmBackward0, seq = 4211`) shares
+    its sequence number with the forward op that created it (`aten::mm, seq = 4211`). When no
+    range of the autograd thread places a backward op (no profkit backward ranges: a user's
+    model), it goes under the module range that held the forward op, with `forward` read as
+    `backward`: step_0/forward/layer_3/mlp/aten::mm -> step_0/backward/layer_3/mlp/MmBackward0.
+    """
+    row_names = [names[i] for i in name.tolist()]
+    seq: list[int | None] = [None if x < 0 else x for x in seq_codes.tolist()]
+    tids, pids, starts = tid.tolist(), pid.tolist(), start.tolist()
+    up = parent.tolist()
+    is_op = [_is_op(nm, sq) for nm, sq in zip(row_names, seq, strict=True)]
+    creators: dict[tuple[int, int], int] = {}
+    for i, (nm, sq) in enumerate(zip(row_names, seq, strict=True)):
+        if sq is None or "Backward" in nm:
+            continue
+        key = (pids[i], sq)
+        if key not in creators or starts[i] < starts[creators[key]]:
+            creators[key] = i  # the outermost op of that sequence number
+    # evaluate_function wrappers carry no sequence number: take their node's (the child op range).
+    for i in range(len(row_names)):
+        p = up[i]
+        if seq[i] is not None and p >= 0 and row_names[p].startswith(WRAPPER) and seq[p] is None:
+            seq[p] = seq[i]
+    homes: dict[int, int] = {}
+    for i, (nm, sq) in enumerate(zip(row_names, seq, strict=True)):
+        if sq is None or "Backward" not in nm:
+            continue
+        j = up[i]
+        while j >= 0 and tids[j] == tids[i] and is_op[j]:
+            j = up[j]
+        if j >= 0 and tids[j] == tids[i]:
+            continue  # a range of its own thread (profkit's per-layer backward) places it already
+        creator = creators.get((pids[i], sq))
+        if creator is None:
+            continue
+        home = up[creator]
+        while home >= 0 and is_op[home]:
+            home = up[home]
+        if home >= 0:
+            homes[i] = home
+    return homes
+
+
+# --- attribution and projection -------------------------------------------------------------------------------
+
+def owners(launch_ns: np.ndarray, launch_tid: np.ndarray, timelines: dict[int, dict[int, Timeline]],
+           starts: np.ndarray) -> np.ndarray:
+    """The owner range_id of each launch (-1: outside every range, or launch unknown).
+
+    Same thread first; then, for launches no range of their thread covers, the innermost range
+    open at that moment on another thread of the same process (latest start wins). `starts`:
+    each range's start, by range_id.
+    """
+    owner = np.full(len(launch_ns), -1, dtype=np.int64)
+    if not len(starts) or not len(launch_ns):
+        return owner
+    launch_pid = pid_of(launch_tid)
+    for pid, threads in timelines.items():
+        in_pid = np.flatnonzero((launch_pid == pid) & (launch_tid >= 0))
+        if in_pid.size == 0:
+            continue
+        tids = launch_tid[in_pid]
+        if len(threads) == 1:
+            ((tid, timeline),) = threads.items()
+            mine = in_pid[tids == tid]
+            owner[mine] = innermost_at(timeline, launch_ns[mine])
+        else:
+            for tid, timeline in threads.items():
+                mine = in_pid[tids == tid]
+                owner[mine] = innermost_at(timeline, launch_ns[mine])
+        rest = in_pid[owner[in_pid] < 0]
+        if rest.size == 0:
+            continue
+        best = np.full(rest.size, -1, dtype=np.int64)
+        for tid, timeline in threads.items():
+            cand = innermost_at(timeline, launch_ns[rest])
+            cand[launch_tid[rest] == tid] = -1
+            better = (cand >= 0) & ((best < 0) | (starts[np.clip(cand, 0, None)] > starts[np.clip(best, 0, None)]))
+            best = np.where(better, cand, best)
+        owner[rest] = best
+    return owner
+
+
+def project_arrays(owner: np.ndarray, dur: np.ndarray, ks: np.ndarray, ke: np.ndarray, parent: np.ndarray,
+                   depth: np.ndarray) -> dict[str, np.ndarray]:
+    """Per range: gpu_self_ns, gpu_total_ns (its subtree's, across threads), kernels (same scope),
+    gpu_start_ns / gpu_end_ns (first kernel start, last kernel end; -1 when none), gpu_span_ns."""
+    n = len(parent)
+    hit = owner >= 0
+    own = owner[hit]
+    total = np.zeros(n, dtype=np.int64)
+    np.add.at(total, own, dur[hit])
+    self_ns = total.copy()
+    count = np.bincount(own, minlength=n).astype(np.int64)
+    first = np.full(n, OPEN_END, dtype=np.int64)
+    last = np.full(n, -1, dtype=np.int64)
+    np.minimum.at(first, own, ks[hit])
+    np.maximum.at(last, own, ke[hit])
+    for d in range(int(depth.max()) if n else 0, 0, -1):
+        rows = np.flatnonzero(depth == d)
+        p = parent[rows]
+        np.add.at(total, p, total[rows])
+        np.add.at(count, p, count[rows])
+        np.minimum.at(first, p, first[rows])
+        np.maximum.at(last, p, last[rows])
+    has = last >= 0
+    return {"gpu_self_ns": self_ns, "gpu_total_ns": total, "kernels": count, "gpu_start_ns": np.where(has, first, -1),
+            "gpu_end_ns": last, "gpu_span_ns": np.where(has, last - first, 0)}
+
+
+# --- summaries, over plain arrays -----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Projected:
+    """Ranges with their projected GPU time, by range_id (a Tree plus project_arrays())."""
+
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    """OPEN_END while open."""
+    name: np.ndarray
+    names: list[str]
+    path: np.ndarray
+    paths: list[str]
+    gpu_total_ns: np.ndarray
+    gpu_span_ns: np.ndarray
+    kernels: np.ndarray
+
+
+@dataclass(slots=True)
+class Owned:
+    """Kernels with their owner range (-1: none) and their demangled names."""
+
+    dur_ns: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    owner: np.ndarray
+    name: np.ndarray
+    names: list[str]
+
+
+SUMMARY_COLUMNS = ["instances", "cpu_total_ns", "gpu_total_ns", "gpu_span_ns", "kernels"]
+
+
+def summarize(r: Projected, k: Owned, *, by: str = "path") -> Table:
+    """One row per range path (or per range name, all its paths added): nvtx_summary()'s rows."""
+    key, labels = (r.path, r.paths) if by == "path" else (r.name, r.names)
+    m = len(labels)
+    cpu = np.where(r.end_ns < OPEN_END, r.end_ns - r.start_ns, 0)
+    sums = {c: np.zeros(m, dtype=np.int64) for c in SUMMARY_COLUMNS}
+    sums["instances"] = np.bincount(key, minlength=m).astype(np.int64)
+    for c, v in (("cpu_total_ns", cpu), ("gpu_total_ns", r.gpu_total_ns), ("gpu_span_ns", r.gpu_span_ns),
+                 ("kernels", r.kernels)):
+        np.add.at(sums[c], key, v)
+    first = np.full(m, OPEN_END, dtype=np.int64)
+    np.minimum.at(first, key, r.start_ns)
+    present, at = np.unique(key, return_index=True)
+    groups = present[np.argsort(at, kind="stable")]  # first appearance, as groupby(sort=False)
+    rows = {c: sums[c][groups].tolist() for c in SUMMARY_COLUMNS}
+    keys = [labels[g] for g in groups.tolist()]
+    firsts = first[groups].tolist()
+    if by == "path":
+        for prefix, values in _prefix_rows(r, k).items():
+            keys.append(prefix)
+            firsts.append(values.pop())
+            for column, value in zip(SUMMARY_COLUMNS, values, strict=True):
+                rows[column].append(value)
+    top = _top_kernel(r, k, by)
+    order = sorted(range(len(keys)), key=firsts.__getitem__)  # stable: ties keep their order
+    return Table({by: [keys[i] for i in order], **{c: np.array([rows[c][i] for i in order], dtype=np.int64)
+                                                   for c in SUMMARY_COLUMNS},
+                  "top_kernel": [top.get(keys[i]) for i in order]})
+
+
+def _kernels_per_path(r: Projected, k: Owned) -> tuple[np.ndarray, ...]:
+    """Per path: kernel time, count, first start and last end of the kernels its ranges own."""
+    m = len(r.paths)
+    hit = k.owner >= 0
+    path = r.path[k.owner[hit]]
+    dur = np.zeros(m, dtype=np.int64)
+    np.add.at(dur, path, k.dur_ns[hit])
+    first = np.full(m, OPEN_END, dtype=np.int64)
+    last = np.full(m, -1, dtype=np.int64)
+    np.minimum.at(first, path, k.start_ns[hit])
+    np.maximum.at(last, path, k.end_ns[hit])
+    return dur, np.bincount(path, minlength=m), first, last
+
+
+def _prefix_rows(r: Projected, k: Owned) -> dict[str, list[int]]:
+    """Rows for path prefixes that no range has but kernels sit under (re-homed backward ops:
+    step_0/backward/layer_3 when only step_0/backward/layer_3/mlp/MmBackward0 exists): instances
+    0, cpu 0, the GPU figures of the kernels below, and the first start of a range below (last),
+    in prefix order."""
+    known = set(r.paths)
+    under: dict[str, list[int]] = {}
+    for code, p in enumerate(r.paths):
+        parts = p.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix not in known:
+                under.setdefault(prefix, []).append(code)
+    if not under:
+        return {}
+    dur, count, k_first, k_last = _kernels_per_path(r, k)
+    r_first = np.full(len(r.paths), OPEN_END, dtype=np.int64)
+    np.minimum.at(r_first, r.path, r.start_ns)
+    out = {}
+    for prefix in sorted(under):
+        codes = np.array(under[prefix], dtype=np.int64)
+        n = int(count[codes].sum())
+        span = int(k_last[codes].max() - k_first[codes].min()) if n else 0
+        out[prefix] = [0, 0, int(dur[codes].sum()), span, n, int(r_first[codes].min())]
+    return out
+
+
+def _top_kernel(r: Projected, k: Owned, by: str) -> dict[str, str]:
+    """Per group key, the kernel name with the most time launched inside that group's ranges
+    (ties: the name first in order)."""
+    hit = k.owner >= 0
+    if not hit.any():
+        return {}
+    width = max(len(k.names), 1)
+    pair = r.path[k.owner[hit]] * width + k.name[hit]
+    uniq, inv = np.unique(pair, return_inverse=True)
+    dur = np.zeros(len(uniq), dtype=np.int64)
+    np.add.at(dur, inv.reshape(-1), k.dur_ns[hit])
+    per: dict[tuple[str, int], int] = {}
+    for p, d in zip(uniq.tolist(), dur.tolist(), strict=True):
+        path, name = divmod(p, width)
+        parts = r.paths[path].split("/")
+        # Every enclosing group gets this time once (a name repeated in a path counts once).
+        keys = {"/".join(parts[: i + 1]) for i in range(len(parts))} if by == "path" else set(parts)
+        for key in keys:
+            per[(key, name)] = per.get((key, name), 0) + d
+    best: dict[str, tuple[int, str]] = {}
+    for (key, name), d in per.items():
+        cand = (-d, k.names[name])
+        if key not in best or cand < best[key]:
+            best[key] = cand
+    return {key: name for key, (_, name) in best.items()}
+
+
+STEP = r"^step_(\d+)(?:/|$)"
+_STEP = re.compile(STEP)
+FOLD_COLUMNS = ["path", "steps", "instances_per_step", "cpu_ns_per_step", "gpu_ns_per_step", "kernels_per_step",
+                "top_kernel"]
+
+
+def step_number(path: str) -> int:
+    """The measured step a range path lies in (`step_3/forward/...` -> 3), -1 outside the steps.
+
+    >>> [step_number(p) for p in ["step_3/forward", "warmup/forward", "step_12"]]
+    [3, -1, 12]
+    """
+    m = _STEP.search(path)
+    return int(m.group(1)) if m else -1
+
+
+def fold(r: Projected, k: Owned, *, depth: int | None = None) -> Table:
+    """fold_steps()'s rows: the measured steps merged, every figure per measured step."""
+    steps = np.array([step_number(p) for p in r.paths], dtype=np.int64)
+    step = steps[r.path] if len(r.path) else steps[:0]
+    n_steps = len(np.unique(step[step >= 0]))
+    outside = "\x01outside/"  # a prefix no range name has: what lies outside the steps goes there, then out
+    inside_path = [s >= 0 and "/" in p for s, p in zip(steps.tolist(), r.paths, strict=True)]
+    index: dict[str, int] = {}
+    remap = np.array([index.setdefault(_STEP.sub("", p) if inside else outside + p, len(index))
+                      for p, inside in zip(r.paths, inside_path, strict=True)], dtype=np.int64)
+    folded = Projected(r.start_ns, r.end_ns, r.name, r.names, remap[r.path] if len(r.path) else r.path, list(index),
+                       r.gpu_total_ns, r.gpu_span_ns, r.kernels)
+    summary = summarize(folded, k, by="path")
+    keep = [i for i, p in enumerate(summary["path"]) if not p.startswith(outside[0])
+            and (depth is None or p.count("/") < depth)]
+    if not keep or not n_steps:
+        return Table({c: [] for c in FOLD_COLUMNS})
+    summary = summary.take(keep)
+    inside = np.array(inside_path, dtype=bool)[r.path]
+    pairs = np.unique(np.stack([folded.path[inside], step[inside]]), axis=1) if inside.any() else np.empty((2, 0))
+    uniq, counts = np.unique(pairs[0], return_counts=True)
+    steps_with = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
+    codes = [index.get(p, -1) for p in summary["path"]]  # a prefix row (no range has its path): in no step
+    out = Table({
+        "path": list(summary["path"]), "steps": np.array([int(steps_with.get(c, 0)) for c in codes], dtype=np.int64),
+        "instances_per_step": np.asarray(summary["instances"]) / n_steps,
+        "cpu_ns_per_step": np.asarray(summary["cpu_total_ns"]) / n_steps,
+        "gpu_ns_per_step": np.asarray(summary["gpu_total_ns"]) / n_steps,
+        "kernels_per_step": np.asarray(summary["kernels"]) / n_steps, "top_kernel": list(summary["top_kernel"])})
+    gpu, cpu, paths = out["gpu_ns_per_step"].tolist(), out["cpu_ns_per_step"].tolist(), out["path"]  # type: ignore[union-attr]
+    return out.take(sorted(range(len(out)), key=lambda i: (-gpu[i], -cpu[i], paths[i])))
+
+
+# --- the same over DataFrames (the analysis profkit.pipeline hands the reports) --------------------------------
 
 def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
     """Give each NVTX range its parent, depth and path, across threads (tree_and_timelines()'s
@@ -41,8 +616,8 @@ def nvtx_tree(nvtx: pd.DataFrame) -> pd.DataFrame:
 
 
 def tree_and_timelines(nvtx: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict[int, Timeline]]]:
-    """Give each NVTX range its parent, depth and path, across threads; with the tree's
-    thread_timelines(), which attribute() takes instead of building them again.
+    """Give each NVTX range its parent, depth and path, across threads (range_tree()); with the
+    tree's thread timelines, which attribute() takes instead of building them again.
 
     Args:
         nvtx: ranges with start_ns, end_ns (NaN/NA when still open), global_tid, global_pid, name.
@@ -60,149 +635,22 @@ def tree_and_timelines(nvtx: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict
     | backward | 1   | 40    | 90  |    | step_0   | step_0/backward   |
     | layer_1  | 2   | 45    | 60  |    | backward | step_0/backward/layer_1 (grafted) |
     """
+    import pandas as pd
+
+    from profkit.frames import require
+
     require(nvtx, ["start_ns", "end_ns", "global_tid", "global_pid", "name"], "nvtx")
-    r = nvtx.assign(end_ns=nvtx["end_ns"].fillna(OPEN_END).astype("int64"))
-    r = r.sort_values(["global_tid", "start_ns", "end_ns"], ascending=[True, True, False], kind="stable")
-    r = r.reset_index(drop=True)
-    n = len(r)
-    starts, ends = r["start_ns"].to_numpy(), r["end_ns"].to_numpy()
-    tids, pids = r["global_tid"].to_numpy(), r["global_pid"].to_numpy()
-    # The loops below run over plain lists: indexing a numpy array from Python costs several
-    # times a list's (115 k ranges: reports/bench.md).
-    s_list, e_list, t_list = starts.tolist(), ends.tolist(), tids.tolist()
-    parent_list = [-1] * n
-    # Same-thread nesting: the parent is the innermost open range that contains the range.
-    # Ranges of different NVTX domains (profkit's, PyTorch's per-op ones) need not nest: one
-    # that outlives the range open when it started is placed under an outer one that holds it.
-    stack: list[int] = []
-    for i in range(n):
-        if i and t_list[i] != t_list[i - 1]:
-            stack = []
-        s_i, e_i = s_list[i], e_list[i]
-        while stack and e_list[stack[-1]] <= s_i:
-            stack.pop()
-        for j in reversed(stack):
-            if e_list[j] >= e_i:
-                parent_list[i] = j
-                break
-        stack.append(i)
-    parent = np.array(parent_list, dtype=np.int64)
-    grafted = np.zeros(n, dtype=bool)
-    timelines = thread_timelines(r)
-    same_thread_parent = parent.copy()
-    for root in np.flatnonzero(parent < 0):
-        host = _innermost_elsewhere(timelines, same_thread_parent, starts, ends, int(pids[root]), int(tids[root]),
-                                    int(starts[root]), int(ends[root]))
-        if host >= 0:
-            parent[root], grafted[root] = host, True
-    names = r["name"].tolist()
-    depth = _depths(parent)
-    rehome = _backward_op_homes(r, parent, names) if "seq" in r.columns else {}
-    paths: list[str | None] = [None] * n
-    up = parent.tolist()
-
-    def path_of(i: int) -> str:
-        chain = []
-        j = i
-        while j >= 0 and paths[j] is None and j not in rehome:
-            chain.append(j)
-            j = up[j]
-        if j >= 0 and paths[j] is None:  # a backward op re-homed under its forward op's module
-            paths[j] = f"{_as_backward(path_of(rehome[j]))}/{names[j]}"
-        prefix = paths[j] if j >= 0 else ""
-        for k in reversed(chain):
-            prefix = f"{prefix}/{names[k]}" if prefix else names[k]
-            paths[k] = prefix
-        return paths[i]  # type: ignore[return-value]
-
-    for i in range(n):
-        if paths[i] is None:
-            path_of(i)
-    return r.assign(range_id=np.arange(n), parent=parent, grafted=grafted, depth=depth, path=paths), timelines
-
-
-def _as_backward(path: str) -> str:
-    """step_0/forward/layer_3/mlp -> step_0/backward/layer_3/mlp (or .../backward appended)."""
-    parts = path.split("/")
-    if "forward" in parts:
-        parts[parts.index("forward")] = "backward"
-    else:
-        parts.append("backward")
-    return "/".join(parts)
-
-
-def _depths(parent: np.ndarray) -> np.ndarray:
-    up = parent.tolist()
-    depth = [-1] * len(up)
-    for i in range(len(up)):
-        chain = []
-        j = i
-        while j >= 0 and depth[j] < 0:
-            chain.append(j)
-            j = up[j]
-        d = depth[j] + 1 if j >= 0 else 0
-        for k in reversed(chain):
-            depth[k] = d
-            d += 1
-    return np.array(depth, dtype=np.int64)
-
-
-WRAPPER = "autograd::engine::evaluate_function: "
-
-
-def _is_op(name: str, seq: object) -> bool:
-    """A range of PyTorch's per-op annotation (emit_nvtx / nsys --pytorch=autograd-nvtx)."""
-    return seq is not pd.NA or name.startswith(("aten::", "autograd::"))
-
-
-def _backward_op_homes(r: pd.DataFrame, parent: np.ndarray, names: list[str]) -> dict[int, int]:
-    """Backward op ranges to re-home: range -> the range that holds its forward op.
-
-    With `--pytorch=autograd-nvtx`, each autograd node's range (`MmBackward0, seq = 4211`) shares
-    its sequence number with the forward op that created it (`aten::mm, seq = 4211`). When no
-    range of the autograd thread places a backward op (no profkit backward ranges: a user's
-    model), it goes under the module range that held the forward op, with `forward` read as
-    `backward`: step_0/forward/layer_3/mlp/aten::mm -> step_0/backward/layer_3/mlp/MmBackward0.
-    """
-    seq = r["seq"].tolist()
-    if all(sq is pd.NA for sq in seq):
-        return {}  # no per-op ranges with sequence numbers: nothing to re-home
-    tids, pids, starts = r["global_tid"].tolist(), r["global_pid"].tolist(), r["start_ns"].tolist()
-    up = parent.tolist()
-    is_op = [_is_op(nm, sq) for nm, sq in zip(names, seq, strict=True)]
-    creators: dict[tuple[int, int], int] = {}
-    for i, (nm, sq) in enumerate(zip(names, seq, strict=True)):
-        if sq is pd.NA or "Backward" in nm:
-            continue
-        key = (int(pids[i]), int(sq))
-        if key not in creators or starts[i] < starts[creators[key]]:
-            creators[key] = i  # the outermost op of that sequence number
-    # evaluate_function wrappers carry no sequence number: take their node's (the child op range).
-    for i in range(len(names)):
-        p = int(up[i])
-        if seq[i] is not pd.NA and p >= 0 and names[p].startswith(WRAPPER) and seq[p] is pd.NA:
-            seq[p] = seq[i]
-    homes: dict[int, int] = {}
-    for i, (nm, sq) in enumerate(zip(names, seq, strict=True)):
-        if sq is pd.NA or "Backward" not in nm:
-            continue
-        j = int(up[i])
-        while j >= 0 and tids[j] == tids[i] and is_op[j]:
-            j = int(up[j])
-        if j >= 0 and tids[j] == tids[i]:
-            continue  # a range of its own thread (profkit's per-layer backward) places it already
-        creator = creators.get((int(pids[i]), int(sq)))
-        if creator is None:
-            continue
-        home = int(up[creator])
-        while home >= 0 and is_op[home]:
-            home = int(up[home])
-        if home >= 0:
-            homes[i] = home
-    return homes
-
-
-Timeline = tuple[np.ndarray, np.ndarray]  # (boundary times, innermost range_id from that time on, -1 none)
+    end = nvtx["end_ns"].fillna(OPEN_END).astype("int64").to_numpy()
+    codes, uniq = pd.factorize(nvtx["name"])
+    seq = None
+    if "seq" in nvtx.columns:
+        seq = np.asarray(pd.array(nvtx["seq"], dtype="Int64").fillna(-1), dtype=np.int64)
+    t = range_tree(nvtx["start_ns"].to_numpy(np.int64), end, nvtx["global_tid"].to_numpy(np.int64),
+                   nvtx["global_pid"].to_numpy(np.int64), codes.astype(np.int64), [str(u) for u in uniq], seq)
+    r = nvtx.iloc[t.order].reset_index(drop=True)
+    return r.assign(end_ns=t.end_ns, range_id=np.arange(len(r)), parent=t.parent, grafted=t.grafted, depth=t.depth,
+                    path=np.array(t.paths, dtype=object)[t.path] if len(r) else np.array([], dtype=object)), \
+        t.timelines
 
 
 def thread_timelines(ranges: pd.DataFrame) -> dict[int, dict[int, Timeline]]:
@@ -213,131 +661,28 @@ def thread_timelines(ranges: pd.DataFrame) -> dict[int, dict[int, Timeline]]:
     half-open, [start, end); rows are range ids. A thread whose ranges nest takes a stack walk;
     one whose ranges overlap without nesting, a heap.
     """
-    out: dict[int, dict[int, Timeline]] = {}
-    starts, ends = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
-    for (pid, tid), idx in ranges.groupby(["global_pid", "global_tid"], sort=False).indices.items():
-        timeline = _nested_timeline(idx, starts, ends)
-        out.setdefault(int(pid), {})[int(tid)] = timeline or _overlapping_timeline(idx, starts, ends)
-    return out
-
-
-def _step(times: list[int], owner: list[int]) -> Timeline:
-    t = np.asarray(times, dtype=np.int64)
-    o = np.asarray(owner, dtype=np.int64)
-    keep = np.append(t[1:] != t[:-1], True)  # at one instant, the state after all its events
-    return t[keep], o[keep]
-
-
-def _nested_timeline(idx: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Timeline | None:
-    """The step function by a stack walk; None as soon as two ranges overlap without nesting."""
-    order = idx[np.lexsort((-ends[idx], starts[idx]))]
-    s_of, e_of = starts[order].tolist(), ends[order].tolist()  # lists: see nvtx_tree
-    times: list[int] = []
-    owner: list[int] = []
-    stack: list[int] = []  # positions in `order`
-    ids = order.tolist()
-    for k, i in enumerate(ids):
-        s = s_of[k]
-        while stack and e_of[stack[-1]] <= s:
-            closed = stack.pop()
-            times.append(e_of[closed])
-            owner.append(ids[stack[-1]] if stack else -1)
-        if stack and e_of[k] > e_of[stack[-1]]:
-            return None
-        stack.append(k)
-        times.append(s)
-        owner.append(i)
-    while stack:
-        closed = stack.pop()
-        times.append(e_of[closed])
-        owner.append(ids[stack[-1]] if stack else -1)
-    return _step(times, owner)
-
-
-def _overlapping_timeline(idx: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Timeline:
-    """The step function by a sweep with a heap of open ranges, latest start on top."""
-    times = np.concatenate([ends[idx], starts[idx]])
-    kinds = np.concatenate([np.zeros(len(idx), np.int8), np.ones(len(idx), np.int8)])  # ends first
-    ids = np.concatenate([idx, idx])
-    heap: list[tuple[int, int]] = []
-    closed: set[int] = set()
-    t_out: list[int] = []
-    o_out: list[int] = []
-    for e in np.lexsort((kinds, times)):
-        i = int(ids[e])
-        if kinds[e]:
-            heapq.heappush(heap, (-int(starts[i]), -i))
-        else:
-            closed.add(i)
-        while heap and -heap[0][1] in closed:
-            heapq.heappop(heap)
-        t_out.append(int(times[e]))
-        o_out.append(-heap[0][1] if heap else -1)
-    return _step(t_out, o_out)
-
-
-def innermost_at(timeline: Timeline, t: np.ndarray) -> np.ndarray:
-    """Range id open innermost at each time in `t` (-1 where none)."""
-    times, owner = timeline
-    idx = np.searchsorted(times, t, side="right") - 1
-    return np.where(idx >= 0, owner[np.clip(idx, 0, None)], -1)
-
-
-def _innermost_elsewhere(timelines: dict[int, dict[int, Timeline]], parent: np.ndarray, starts: np.ndarray,
-                         ends: np.ndarray, pid: int, tid: int, start: int, end: int) -> int:
-    """Innermost range on another thread of `pid` that contains [start, end]; -1 if none.
-
-    On each other thread, the range open at `start`, walked out through its same-thread
-    `parent`s to the first one still open at `end`; of those, the one opened last.
-    """
-    best = -1
-    for other, timeline in timelines.get(pid, {}).items():
-        if other == tid:
-            continue
-        cand = int(innermost_at(timeline, np.array([start]))[0])
-        while cand >= 0 and ends[cand] < end:
-            cand = int(parent[cand])
-        if cand >= 0 and (best < 0 or starts[cand] > starts[best]):
-            best = cand
-    return best
+    s, e = ranges["start_ns"].to_numpy(np.int64), ranges["end_ns"].to_numpy(np.int64)
+    t, p = ranges["global_tid"].to_numpy(np.int64), ranges["global_pid"].to_numpy(np.int64)
+    order = np.lexsort((-e, s, t))
+    _, timelines = _nest(s[order], e[order], t[order], p[order])
+    return {pid: {tid: (times, np.where(owner >= 0, order[np.maximum(owner, 0)], -1)) for tid, (times, owner)
+                  in threads.items()} for pid, threads in timelines.items()}
 
 
 def attribute(kernels: pd.DataFrame, tree: pd.DataFrame,
               timelines: dict[int, dict[int, Timeline]] | None = None) -> np.ndarray:
-    """The owner range_id of each kernel (-1: launched outside every range, or launch unknown).
+    """The owner range_id of each kernel (-1: launched outside every range, or launch unknown):
+    owners() over a tree frame. `timelines`: thread_timelines(tree), when the caller has them
+    (tree_and_timelines())."""
+    from profkit.frames import require
 
-    Same thread first; then, for launches no range of their thread covers, the innermost range
-    open at that moment on another thread of the same process (latest start wins). `timelines`:
-    thread_timelines(tree), when the caller has them (tree_and_timelines()).
-    """
     require(kernels, ["launch_ns", "launch_tid"], "kernels")
-    owner = np.full(len(kernels), -1, dtype=np.int64)
     if tree.empty or kernels.empty:
-        return owner
+        return np.full(len(kernels), -1, dtype=np.int64)
     if timelines is None:
         timelines = thread_timelines(tree)
-    starts = tree["start_ns"].to_numpy()
-    launch_ns = kernels["launch_ns"].to_numpy()
-    launch_tid = kernels["launch_tid"].to_numpy()
-    launch_pid = pid_of(launch_tid)
-    for pid, threads in timelines.items():
-        in_pid = np.flatnonzero((launch_pid == pid) & (launch_tid >= 0))
-        if in_pid.size == 0:
-            continue
-        for tid, timeline in threads.items():
-            mine = in_pid[launch_tid[in_pid] == tid]
-            owner[mine] = innermost_at(timeline, launch_ns[mine])
-        rest = in_pid[owner[in_pid] < 0]
-        if rest.size == 0:
-            continue
-        best = np.full(rest.size, -1, dtype=np.int64)
-        for tid, timeline in threads.items():
-            cand = innermost_at(timeline, launch_ns[rest])
-            cand[launch_tid[rest] == tid] = -1
-            better = (cand >= 0) & ((best < 0) | (starts[np.clip(cand, 0, None)] > starts[np.clip(best, 0, None)]))
-            best = np.where(better, cand, best)
-        owner[rest] = best
-    return owner
+    return owners(kernels["launch_ns"].to_numpy(np.int64), kernels["launch_tid"].to_numpy(np.int64), timelines,
+                  tree["start_ns"].to_numpy(np.int64))
 
 
 def project(kernels: pd.DataFrame, tree: pd.DataFrame, owner: np.ndarray) -> pd.DataFrame:
@@ -347,36 +692,42 @@ def project(kernels: pd.DataFrame, tree: pd.DataFrame, owner: np.ndarray) -> pd.
     threads), kernels (count, same scope), gpu_start_ns / gpu_end_ns (first kernel start, last
     kernel end; -1 when none) and gpu_span_ns (end - start, 0 when none).
     """
-    n = len(tree)
-    dur = kernels["dur_ns"].to_numpy()
-    ks, ke = kernels["start_ns"].to_numpy(), kernels["end_ns"].to_numpy()
-    hit = owner >= 0
-    total = np.bincount(owner[hit], weights=dur[hit], minlength=n).astype(np.int64)
-    self_ns = total.copy()
-    count = np.bincount(owner[hit], minlength=n).astype(np.int64)
-    first = np.full(n, OPEN_END, dtype=np.int64)
-    last = np.full(n, -1, dtype=np.int64)
-    np.minimum.at(first, owner[hit], ks[hit])
-    np.maximum.at(last, owner[hit], ke[hit])
-    parent, depth = tree["parent"].to_numpy(), tree["depth"].to_numpy()
-    for d in range(int(depth.max()) if n else 0, 0, -1):
-        rows = np.flatnonzero(depth == d)
-        p = parent[rows]
-        np.add.at(total, p, total[rows])
-        np.add.at(count, p, count[rows])
-        np.minimum.at(first, p, first[rows])
-        np.maximum.at(last, p, last[rows])
-    has = last >= 0
-    return tree.assign(gpu_self_ns=self_ns, gpu_total_ns=total, kernels=count,
-                       gpu_start_ns=np.where(has, first, -1), gpu_end_ns=last,
-                       gpu_span_ns=np.where(has, last - first, 0))
+    return tree.assign(**project_arrays(owner, kernels["dur_ns"].to_numpy(), kernels["start_ns"].to_numpy(),
+                                        kernels["end_ns"].to_numpy(), tree["parent"].to_numpy(),
+                                        tree["depth"].to_numpy()))
 
 
-def nvtx_summary(projected: pd.DataFrame, kernels: pd.DataFrame, *, by: str = "path") -> pd.DataFrame:
+def projected(ranges: pd.DataFrame) -> Projected:
+    """project()'s frame as the arrays summarize() and fold() take."""
+    import pandas as pd
+
+    path_codes, paths = pd.factorize(ranges["path"])
+    name_codes, names = pd.factorize(ranges["name"])
+    end = ranges["end_ns"]
+    return Projected(ranges["start_ns"].to_numpy(np.int64), end.fillna(OPEN_END).astype("int64").to_numpy()
+                     if end.hasnans else end.to_numpy(np.int64), name_codes.astype(np.int64),
+                     [str(x) for x in names], path_codes.astype(np.int64), [str(x) for x in paths],
+                     ranges["gpu_total_ns"].to_numpy(np.int64), ranges["gpu_span_ns"].to_numpy(np.int64),
+                     ranges["kernels"].to_numpy(np.int64))
+
+
+def owned(kernels: pd.DataFrame) -> Owned:
+    """kernel_frame() rows with `owner` as the arrays summarize() and fold() take."""
+    name = kernels["name"].astype("category")  # kernel_frame's already is: no copy
+    codes, cats = np.asarray(name.cat.codes, dtype=np.int64), [str(c) for c in name.cat.categories]
+    if len(set(cats)) < len(cats):  # two categories of one text: one name
+        index: dict[str, int] = {}
+        remap = np.array([index.setdefault(c, len(index)) for c in cats], dtype=np.int64)
+        codes, cats = remap[codes], list(index)
+    return Owned(kernels["dur_ns"].to_numpy(np.int64), kernels["start_ns"].to_numpy(np.int64),
+                 kernels["end_ns"].to_numpy(np.int64), kernels["owner"].to_numpy(np.int64), codes, cats)
+
+
+def nvtx_summary(projected_ranges: pd.DataFrame, kernels: pd.DataFrame, *, by: str = "path") -> pd.DataFrame:
     """One row per range path (or per range name, all its paths added).
 
     Args:
-        projected: project() output.
+        projected_ranges: project() output.
         kernels: kernel_frame() rows with their `owner` (attribute()'s range id) as a column.
         by: `path` or `name`.
 
@@ -384,92 +735,40 @@ def nvtx_summary(projected: pd.DataFrame, kernels: pd.DataFrame, *, by: str = "p
         path|name, instances, cpu_total_ns (range durations added; ranges left open excluded),
         gpu_total_ns (kernels launched inside, nested ranges and other threads included),
         gpu_span_ns (first kernel start to last kernel end, per instance, added), kernels,
-        top_kernel (the kernel name with most time inside), in range start order.
+        top_kernel (the kernel name with most time inside), in range start order; with `path`,
+        also the path prefixes no range has but kernels sit under (re-homed backward ops).
     """
-    require(projected, ["path", "name", "gpu_total_ns", "gpu_span_ns", "kernels", "start_ns", "end_ns"], "ranges")
+    from profkit.frames import require
+
+    require(projected_ranges, ["path", "name", "gpu_total_ns", "gpu_span_ns", "kernels", "start_ns", "end_ns"],
+            "ranges")
     require(kernels, ["owner", "name", "dur_ns", "start_ns", "end_ns"], "kernels")
-    owner = kernels["owner"].to_numpy()
-    key = projected[by]
-    closed = projected["end_ns"] < OPEN_END
-    cpu = (projected["end_ns"] - projected["start_ns"]).where(closed, 0)
-    g = projected.assign(_cpu=cpu, _key=key).groupby("_key", sort=False)
-    out = pd.DataFrame({
-        "instances": g.size(), "cpu_total_ns": g["_cpu"].sum(), "gpu_total_ns": g["gpu_total_ns"].sum(),
-        "gpu_span_ns": g["gpu_span_ns"].sum(), "kernels": g["kernels"].sum(), "first_ns": g["start_ns"].min(),
-    })
-    if by == "path":
-        out = pd.concat([out, _prefix_rows(projected, kernels, owner, set(out.index))])
-    out["top_kernel"] = _top_kernel(projected, kernels, owner, by).reindex(out.index)
-    out = out.sort_values("first_ns", kind="stable").drop(columns="first_ns")
-    out.index.name = by
-    return out.reset_index()
-
-
-def _prefix_rows(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarray, known: set[str]) -> pd.DataFrame:
-    """Rows for path prefixes that no range has but kernels sit under (re-homed backward ops:
-    step_0/backward/layer_3 when only step_0/backward/layer_3/mlp/MmBackward0 exists), with
-    instances 0 and kernel-derived GPU figures."""
-    paths = projected["path"].to_numpy()
-    missing = {"/".join(p.split("/")[:i]) for p in set(paths) for i in range(1, p.count("/") + 1)} - known
-    cols = ["instances", "cpu_total_ns", "gpu_total_ns", "gpu_span_ns", "kernels", "first_ns"]
-    if not missing:
-        return pd.DataFrame(columns=cols)
-    hit = owner >= 0
-    own = pd.Series(paths[owner[hit]])
-    dur, ks, ke = (kernels[c].to_numpy()[hit] for c in ("dur_ns", "start_ns", "end_ns"))
-    rows = {}
-    for prefix in missing:
-        under = (own == prefix) | own.str.startswith(prefix + "/")
-        m = under.to_numpy()
-        first = projected.loc[projected["path"].str.startswith(prefix + "/"), "start_ns"].min()
-        rows[prefix] = [0, 0, int(dur[m].sum()), int(ke[m].max() - ks[m].min()) if m.any() else 0, int(m.sum()),
-                        first]
-    return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
-
-
-def _top_kernel(projected: pd.DataFrame, kernels: pd.DataFrame, owner: np.ndarray, by: str) -> pd.Series:
-    """Per group key, the kernel name with the most time launched inside that group's ranges."""
-    hit = owner >= 0
-    if not hit.any():
-        return pd.Series(dtype="object")
-    path_codes, uniq_paths = pd.factorize(projected["path"])
-    name = kernels["name"].astype("category")  # kernel_frame's already is: no copy
-    name_codes, name_cats = np.asarray(name.cat.codes), name.cat.categories
-    per = pd.DataFrame({"path": path_codes[owner[hit]], "name": name_codes[hit],
-                        "dur": kernels["dur_ns"].to_numpy()[hit]}).groupby(["path", "name"], sort=False)["dur"].sum()
-    per.index = per.index.set_levels([pd.Index(uniq_paths, dtype=object)[per.index.levels[0]],
-                                      pd.Index(name_cats, dtype=object)[per.index.levels[1]]])
-    rows: list[tuple[str, str, int]] = []
-    for (path, name), dur in per.items():
-        parts = path.split("/")
-        # Every enclosing group gets this time once (a name repeated in a path counts once).
-        keys = {"/".join(parts[: i + 1]) for i in range(len(parts))} if by == "path" else set(parts)
-        rows.extend((k, name, dur) for k in keys)
-    t = pd.DataFrame(rows, columns=["key", "name", "dur"]).groupby(["key", "name"], sort=False)["dur"].sum()
-    t = t.reset_index().sort_values(["dur", "name"], ascending=[False, True], kind="stable")
-    return t.drop_duplicates("key").set_index("key")["name"]
-
-
-STEP = r"^step_(\d+)(?:/|$)"
+    return summarize(projected(projected_ranges), owned(kernels), by=by).to_frame()
 
 
 def step_of(paths: pd.Series) -> pd.Series:
     """The measured step a range path lies in (`step_3/forward/...` -> 3), NA outside the steps.
 
+    >>> import pandas as pd
     >>> step_of(pd.Series(["step_3/forward", "warmup/forward", "step_12"])).tolist()
     [3, <NA>, 12]
     """
-    return pd.to_numeric(paths.astype(str).str.extract(STEP)[0]).astype("Int64")
+    import pandas as pd
+
+    codes, uniq = pd.factorize(paths.astype(str))
+    steps = pd.array([step_number(p) for p in uniq], dtype="Int64")
+    steps[steps < 0] = pd.NA
+    return pd.Series(steps[codes] if len(codes) else pd.array([], dtype="Int64"), index=paths.index)
 
 
-def fold_steps(projected: pd.DataFrame, kernels: pd.DataFrame, *, depth: int | None = None) -> pd.DataFrame:
+def fold_steps(projected_ranges: pd.DataFrame, kernels: pd.DataFrame, *, depth: int | None = None) -> pd.DataFrame:
     """nvtx_summary by path for the measured steps, steps merged: `step_3/forward/layer_2` and
     `step_4/forward/layer_2` make one row `forward/layer_2`, every figure per measured step.
     Warm-up, compile and whatever else lies outside the step_i ranges is left out, and so are
     the step_i rows themselves (the step-time line has them).
 
     Args:
-        projected: project() output.
+        projected_ranges: project() output.
         kernels: kernel_frame() rows with `owner`.
         depth: keep paths of at most this many parts below the step (None: all).
 
@@ -482,28 +781,7 @@ def fold_steps(projected: pd.DataFrame, kernels: pd.DataFrame, *, depth: int | N
     | step_1/forward        | 12           |      |                |                 |
     | warmup/forward        | 99           |      |                |                 |
     """
-    require(projected, ["path"], "ranges")
-    paths = projected["path"].astype(str)
-    step = step_of(paths)
-    n_steps = int(step.nunique()) if step.notna().any() else 0
-    inside = (step.notna() & paths.str.contains("/")).to_numpy()
-    outside = "\x01outside/"  # a prefix no range name has: what lies outside the steps goes there, then out
-    folded = np.where(inside, paths.str.replace(STEP, "", regex=True).to_numpy(object),
-                      (outside + paths).to_numpy(object))
-    summary = nvtx_summary(projected.assign(path=folded), kernels, by="path")
-    summary = summary[~summary["path"].astype(str).str.startswith(outside[0])]  # and its prefix rows
-    if depth is not None:
-        summary = summary[summary["path"].astype(str).str.count("/") < depth]
-    cols = ["path", "steps", "instances_per_step", "cpu_ns_per_step", "gpu_ns_per_step", "kernels_per_step",
-            "top_kernel"]
-    if summary.empty or not n_steps:
-        return pd.DataFrame(columns=cols)
-    steps_with = pd.Series(step[inside].to_numpy(), index=folded[inside]).groupby(level=0).nunique()
-    out = pd.DataFrame({
-        "path": summary["path"], "steps": summary["path"].map(steps_with).fillna(0).astype(int),
-        "instances_per_step": summary["instances"] / n_steps, "cpu_ns_per_step": summary["cpu_total_ns"] / n_steps,
-        "gpu_ns_per_step": summary["gpu_total_ns"] / n_steps, "kernels_per_step": summary["kernels"] / n_steps,
-        "top_kernel": summary["top_kernel"]})
-    out = out.sort_values(["gpu_ns_per_step", "cpu_ns_per_step", "path"], ascending=[False, False, True],
-                          kind="stable")
-    return out[cols].reset_index(drop=True)
+    from profkit.frames import require
+
+    require(projected_ranges, ["path"], "ranges")
+    return fold(projected(projected_ranges), owned(kernels), depth=depth).to_frame()

@@ -14,13 +14,16 @@ phase (forward, backward, optimizer) of the measured steps, with the evidence fo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from profkit.analyze.nvtx import OPEN_END
-from profkit.frames import require
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PHASES = ("step", "forward", "backward", "optimizer")
 # The verdict rule (README: "What bounds the step"). The GPU idle share is of the phase's GPU span.
@@ -135,25 +138,31 @@ def per_distinct(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> n
     """`test(values.astype(str))` as a boolean array, computed once per distinct value (a million
     kernels carry a few hundred names and paths; string methods cost a microsecond a row).
 
+    >>> import pandas as pd
     >>> per_distinct(pd.Series(["ab", None, "ab", "c"]), lambda s: s.str.startswith("a")).tolist()
     [True, False, True, False]
     """
+    import pandas as pd
+
     codes, uniq = pd.factorize(values, use_na_sentinel=False)
     return np.asarray(test(pd.Series(uniq, dtype=object).astype(str)), dtype=bool)[codes]
 
 
 def phase_of(ranges: pd.DataFrame) -> pd.Series:
     """Each range's phase: `step` for a top-level step_i, `forward`/`backward`/`optimizer` for
-    those directly under a step_i, else None (phases are profkit's runner ranges)."""
-    parts = ranges["path"].str.split("/")
-    top = parts.str[0].str.match(r"^step_\d+$")
-    depth = parts.str.len()
-    phase = pd.Series([None] * len(ranges), index=ranges.index, dtype=object)
-    phase[top & (depth == 1)] = "step"
-    second = parts.str[1]
-    for p in PHASES[1:]:
-        phase[top & (depth == 2) & (second == p)] = p
-    return phase
+    those directly under a step_i, else None (phases are profkit's runner ranges). Decided once
+    per distinct path."""
+    import pandas as pd
+
+    codes, uniq = pd.factorize(ranges["path"], use_na_sentinel=False)
+    phases: list[str | None] = []
+    for path in uniq:
+        parts = str(path).split("/")
+        top = re.match(r"^step_\d+$", parts[0]) is not None
+        phase = "step" if top and len(parts) == 1 else parts[1] if top and len(parts) == 2 and parts[1] in PHASES[1:] \
+            else None
+        phases.append(phase)
+    return pd.Series(np.array(phases, dtype=object)[codes] if len(codes) else [], index=ranges.index, dtype=object)
 
 
 def timeline(ranges: pd.DataFrame, activity: pd.DataFrame, *, by: str = "phase") -> pd.DataFrame:
@@ -170,18 +179,26 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame, *, by: str = "phase")
         gpu_busy_ns, gpu_idle_pct (of the span), kernels, launches_per_ms (kernels over wall time),
         median_queue_ns (kernel start minus its launch call, all instances), verdict.
     """
+    import pandas as pd
+
+    from profkit.frames import require
+
     require(ranges, ["parent", "path", "name", "start_ns", "end_ns"], "ranges")
     require(activity, ["start_ns", "end_ns", "owner", "launch_ns", "is_kernel"], "activity")
     keys = phase_of(ranges) if by == "phase" else ranges["name"].astype(object)
     tin, tout = _euler(ranges["parent"].to_numpy()) if len(ranges) else (np.zeros(0, np.int64),) * 2
-    owned = activity[activity["owner"].to_numpy() >= 0]
-    pos = tin[owned["owner"].to_numpy()] if len(owned) else np.zeros(0, np.int64)
-    order = np.argsort(pos, kind="stable")
-    pos = pos[order]
-    s, e = owned["start_ns"].to_numpy()[order], owned["end_ns"].to_numpy()[order]
-    is_k = owned["is_kernel"].to_numpy()[order]
-    queue = (owned["start_ns"] - owned["launch_ns"]).to_numpy()[order]
-    has_launch = owned["launch_ns"].to_numpy()[order] >= 0
+    owner = activity["owner"].to_numpy()
+    keep = np.flatnonzero(owner >= 0)  # the owned work, gathered once in preorder (no copy of the frame)
+    pos = tin[owner[keep]] if len(keep) else np.zeros(0, np.int64)
+    by_pos = np.argsort(pos, kind="stable")
+    order, pos = keep[by_pos], pos[by_pos]
+    del keep, by_pos
+    s, e = activity["start_ns"].to_numpy()[order], activity["end_ns"].to_numpy()[order]
+    is_k = activity["is_kernel"].to_numpy()[order]
+    launch = activity["launch_ns"].to_numpy()[order]
+    del order
+    has_launch = launch >= 0
+    queue = np.subtract(s, launch, out=launch)  # (launch is not needed again)
     # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder.
     lo = np.searchsorted(pos, tin, "left")
     hi = np.searchsorted(pos, tout, "right")

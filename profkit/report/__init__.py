@@ -11,49 +11,94 @@ chooses the rows and formats them.
 
 from __future__ import annotations
 
-from profkit import analyze
-from profkit.pipeline import Analysis
-from profkit.report.capture import capture_markdown
+import importlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from profkit.pipeline import Analysis, Attributed
 from profkit.report.compare import compare, labels
 from profkit.report.formats import FORMATS, ReportError, render
 from profkit.report.tables import kernels_markdown, modules_markdown, nvtx_markdown, steps_markdown
 
+# report.md (which needs pandas) loads when first used (PEP 562): `report kernels` and `report
+# nvtx` import none of it.
+if TYPE_CHECKING:
+    from profkit.report.capture import capture_markdown
+
+_HOME = {"capture_markdown": "profkit.report.capture"}
+
 __all__ = ["FORMATS", "ReportError", "capture_markdown", "compare", "kernels", "labels", "modules", "nvtx", "render"]
 
 
-def kernels(a: Analysis, *, range_regex: str | None = None, top: int = 20, by: str = "name",
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+
+
+def kernels(a: Analysis | Attributed, *, range_regex: str | None = None, top: int = 20, by: str = "name",
             name: str = "demangled", fmt: str = "markdown") -> str:
     """`profkit report kernels`: kernel time by name (as nsys's cuda_gpu_kern_sum) or category.
 
     `top` rows, the rest folded into one `others` row in every format (0: every row).
     """
-    a.require_kernels()
-    rows = analyze.in_ranges(a.kernels, range_regex) if range_regex else a.kernels
-    column = "category" if by == "category" else ("name" if name == "demangled" else "short_name")
-    ranked = analyze.rank_kernels(rows, by=column, top_k=top or None)
+    from profkit.analyze.kernels import matching_paths, rank
+
+    att = a if isinstance(a, Attributed) else a.attributed()
+    att.require_kernels()
+    k = att.kernels
+    rows = np.flatnonzero(np.ones(len(k.dur_ns), dtype=bool))
+    if range_regex:
+        ok = matching_paths(att.ranges.paths, range_regex)
+        hit = k.owner >= 0
+        rows = np.flatnonzero(hit & ok[att.ranges.path[np.where(hit, k.owner, 0)]]) if len(ok) else rows[:0]
+    if by == "category":
+        codes, labels = att.category, att.categories
+    elif name == "demangled":
+        codes, labels = k.name, k.names
+    else:
+        if att.short is None:
+            raise ReportError("short kernel names were not read")
+        codes, labels = att.short, att.shorts
+    codes = codes[rows]
+    # Each row's category: its group's (by category), else that of the group's first kernel.
+    categories = list(labels) if by == "category" else [""] * len(labels)
+    if by != "category":
+        present, first = np.unique(codes, return_index=True)
+        for g, i in zip(present.tolist(), att.category[rows][first].tolist(), strict=True):
+            categories[g] = att.categories[i]
+    ranked = rank(codes, labels, k.dur_ns[rows], categories, top_k=top or None)
     return render(ranked, fmt, kernels_markdown(ranked, "category" if by == "category" else "name"))
 
 
-def nvtx(a: Analysis, *, by: str = "path", steps: str = "each", depth: int | None = None,
+def nvtx(a: Analysis | Attributed, *, by: str = "path", steps: str = "each", depth: int | None = None,
          fmt: str = "markdown") -> str:
     """`profkit report nvtx`: projected GPU time per range path or name.
 
     `steps="merged"` folds the measured steps into one set of paths (per step, largest first,
     warm-up left out); `depth` keeps paths of at most that many parts (below the step when merged).
     """
+    from profkit.analyze.nvtx import fold, summarize
+
+    att = a if isinstance(a, Attributed) else a.attributed()
     if steps == "merged":
         if by != "path":
             raise ReportError("--steps merged folds range paths; use it with --by path")
-        folded = analyze.fold_steps(a.ranges, a.kernels, depth=depth)
-        return render(folded, fmt, steps_markdown(folded, gpu=not a.kernels.empty))
-    summary = analyze.nvtx_summary(a.ranges, a.kernels, by=by)
-    if depth is not None:
-        summary = summary[summary[by].astype(str).str.count("/") < depth] if by == "path" else summary
+        folded = fold(att.ranges, att.kernels, depth=depth)
+        return render(folded, fmt, steps_markdown(folded, gpu=len(att.kernels.dur_ns) > 0))
+    summary = summarize(att.ranges, att.kernels, by=by)
+    if depth is not None and by == "path":
+        summary = summary.take([i for i, p in enumerate(summary["path"]) if p.count("/") < depth])
     return render(summary, fmt, nvtx_markdown(summary, by))
 
 
 def modules(a: Analysis, *, fmt: str = "markdown") -> str:
     """`profkit report modules`: per module path, forward and backward GPU time per measured step."""
+    from profkit import analyze
+
     a.require_kernels()
     table = analyze.module_table(a.ranges)
     return render(table, fmt, modules_markdown(table))

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from profkit import analyze, layout
 from profkit.pipeline import Analysis
 from profkit.report.formats import render
 from profkit.report.names import unique_names
 from profkit.report.tables import markdown_table, mib
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CONFIG_FIELDS = ("model", "mode", "dtype", "attn", "compile", "batch_size", "context_length", "nvtx", "nvtx_depth")
 

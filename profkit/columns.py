@@ -1,0 +1,466 @@
+"""An nsys export's columns as numpy arrays: the reading half of profkit.parse, without pandas, so
+that a cold `report kernels` or `report nvtx` never imports it (profkit.parse wraps these arrays
+in the DataFrames of its ProfileData). The file is opened read-only.
+
+Schemas of nsys 2022.x to 2025.x differ in small ways, all handled here:
+- tables are created lazily: a missing table reads as no rows;
+- kernel names are StringIds ids in `demangledName`, `shortName` and `mangledName`, any of
+  which may be missing (older exports have `name`);
+- NVTX text is inline (`text`, from torch.cuda.nvtx) or a registered string (`textId`, from
+  the nvtx package); event types are looked up by name in ENUM_NSYS_EVENT_TYPE;
+- `correlationId` is unique only within a process: runtime calls join kernels on it AND on
+  the process (`globalPid = globalTid & 0xFFFFFFFFFF000000`);
+- an NVTX range still open when the capture stopped has a NULL `end` (read as OPEN_END).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from profkit.errors import ProfkitError
+
+# globalTid -> globalPid: nsys serialises pid and tid in one integer; the mask
+# 0xFFFFFFFFFF000000 is written as the signed 64-bit integer it is, so SQLite and numpy take it.
+PID_MASK = ~0xFFFFFF
+OPEN_END = np.iinfo(np.int64).max  # the end of an NVTX range still open when the capture stopped
+
+
+def pid_of(global_tid: np.ndarray) -> np.ndarray:
+    """The process part of nsys's globalTid (globalPid, as nsys stores it).
+
+    >>> int(pid_of(np.array([(7 << 24) | 123]))[0]) == 7 << 24
+    True
+    """
+    return global_tid & PID_MASK
+
+
+KERNEL_TABLE = "CUPTI_ACTIVITY_KIND_KERNEL"
+RUNTIME_TABLE = "CUPTI_ACTIVITY_KIND_RUNTIME"
+NVTX_TABLE = "NVTX_EVENTS"
+# Fallback when an export has no ENUM_NSYS_EVENT_TYPE (seen in nsys 2022.x): the ids it used.
+NVTX_TYPES_FALLBACK = {34: "NvtxMark", 59: "NvtxPushPopRange", 60: "NvtxStartEndRange"}
+RANGE_TYPES = ("NvtxPushPopRange", "NvtxStartEndRange")
+# An export whose CUDA activity ends this long before its NVTX ranges do was cut short by an
+# analysis that stopped early (seen with nsys 2023.4.4 on CUDA 13: 2 kernels kept).
+INCOMPLETE_GAP_NS = 1_000_000_000
+# Tables only an nsys export has (any of them, beside StringIds): a capture with no CUDA and no
+# NVTX (a CPU run with --nvtx off) still has its session and export metadata.
+NSYS_MARKERS = {KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE, "TARGET_INFO_GPU", "TARGET_INFO_SESSION_START_TIME",
+                "META_DATA_EXPORT", "ANALYSIS_DETAILS"}
+
+
+class ProfileError(ProfkitError):
+    """The file is not a usable nsys export; the message says why and what to do."""
+
+
+def connect(path: Path) -> tuple[sqlite3.Connection, set[str]]:
+    """A read-only connection to an nsys export and its table names.
+
+    Raises:
+        ProfileError: not a file, empty, not SQLite, or not an nsys export.
+    """
+    if not path.exists():
+        raise ProfileError(f"{path} does not exist")
+    if path.is_dir():
+        raise ProfileError(f"{path} is a folder; give a profile.sqlite (or a capture folder to `profkit report`)")
+    if path.stat().st_size == 0:
+        raise ProfileError(f"{path} is empty; export the capture again with nsys export --type sqlite")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+        raise ProfileError(f"{path} is not a readable SQLite file ({e}); export the capture again with "
+                           "nsys export --type sqlite") from None
+    if "StringIds" not in tables or not tables & NSYS_MARKERS:
+        db.close()
+        raise ProfileError(f"{path} is SQLite but not an nsys export (no StringIds and no nsys session tables)")
+    return db, tables
+
+
+def damaged(path: Path, e: Exception) -> ProfileError:
+    """The error for an export SQLite fails on part-way."""
+    return ProfileError(f"{path} is damaged ({e}); export the capture again with nsys export --type sqlite")
+
+
+def table_columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+
+
+CHUNK_ROWS = 100_000
+READER_ENV = "PROFKIT_READER"
+"""`sqlite3` forces the plain-sqlite reader (tests compare the two; the benchmark times both)."""
+
+
+def _adbc_modules() -> tuple[Any, Any, Any] | None:
+    """ADBC's driver manager, its SQLite driver and nanoarrow, or None when any is missing."""
+    if os.environ.get(READER_ENV) == "sqlite3":
+        return None
+    try:
+        import adbc_driver_manager
+        import adbc_driver_sqlite
+        import nanoarrow
+    except ImportError:
+        return None
+    return adbc_driver_manager, adbc_driver_sqlite, nanoarrow
+
+
+class Reader:
+    """Integer columns of a query as numpy arrays, from one read-only export.
+
+    Through ADBC's SQLite driver when it is installed: SQLite's rows become Arrow batches in C
+    and each column's buffer is viewed by numpy, with no Python object per value (1 M kernels:
+    reports/bench.md); NULLs are read from Arrow's validity bitmaps, not by SQL. Otherwise, or
+    when ADBC fails on a query (a type it cannot infer, a damaged page), the same query through
+    sqlite3, whose errors are then the ones reported.
+    """
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path, self.db = path, db
+        self._adbc: Any = None
+        self._modules = _adbc_modules()
+        self.calls: dict[str | None, list[np.ndarray]] = {}
+        """launch_calls() already read, by pattern (load() reads every pattern it needs in one scan)."""
+        self._columns: dict[str, set[str]] = {}
+
+    def close(self) -> None:
+        if self._adbc is not None:
+            for handle in reversed(self._adbc):
+                handle.close()
+            self._adbc = None
+
+    def columns_of(self, table: str) -> set[str]:
+        if table not in self._columns:
+            self._columns[table] = table_columns(self.db, table)
+        return self._columns[table]
+
+    def ints(self, sql: str, n: int) -> list[np.ndarray]:
+        """Run `sql` (n integer columns, no NULLs: coalesce them) into n int64 arrays."""
+        return self.select(sql, [None] * n)
+
+    def select(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
+        """Run `sql` (one integer expression per entry of `fills`) into int64 arrays; a NULL in
+        column i reads as fills[i] (None: the column has none; one found is an error)."""
+        if self._modules is not None:
+            try:
+                return self._select_adbc(sql, fills)
+            except Exception:  # noqa: BLE001  (any driver failure: sqlite3 reads it or says why not)
+                self.close()
+                self._modules = None
+        return self._select_sqlite(sql, fills)
+
+    def _select_sqlite(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
+        # Rows come from sqlite3 as tuples; converting them a chunk at a time keeps at most one
+        # chunk of Python objects alive, so peak memory stays near the arrays' own size.
+        n = len(fills)
+        if any(f is not None for f in fills):  # the NULLs ADBC reads from its bitmaps, coalesced by SQL here
+            names = [f"c{i}" for i in range(n)]
+            cells = [f"coalesce({c}, {f})" if f is not None else c for c, f in zip(names, fills, strict=True)]
+            sql = f"WITH q({', '.join(names)}) AS ({sql}) SELECT {', '.join(cells)} FROM q"
+        cur = self.db.execute(sql)
+        chunks = []
+        while rows := cur.fetchmany(CHUNK_ROWS):
+            chunks.append(np.array(rows, dtype=np.int64).reshape(-1, n))
+        array = np.concatenate(chunks) if chunks else np.empty((0, n), dtype=np.int64)
+        return [np.ascontiguousarray(array[:, i]) for i in range(n)]
+
+    def _select_adbc(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
+        assert self._modules is not None
+        manager, driver, na = self._modules
+        n = len(fills)
+        if self._adbc is None:
+            database = manager.AdbcDatabase(driver=driver._driver_path(), uri=f"file:{self.path}?mode=ro")
+            self._adbc = [database, manager.AdbcConnection(database)]
+        statement = manager.AdbcStatement(self._adbc[1])
+        try:
+            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 16)})
+            statement.set_sql_query(sql)
+            stream, _ = statement.execute_query()
+            chunks: list[list[np.ndarray]] = [[] for _ in range(n)]
+            reader = na.c_array_stream(stream)
+            schema = reader.get_schema()
+            if schema.n_children != n or any(schema.child(i).format != "l" for i in range(n)):
+                raise ValueError(f"expected {n} int64 columns")
+            for batch in reader:
+                for i in range(n):
+                    child = batch.child(i)
+                    view = child.view()
+                    lo, hi = child.offset, child.offset + child.length
+                    values = np.frombuffer(view.buffer(1), dtype=np.int64)[lo:hi]  # keeps the batch alive
+                    if child.null_count != 0 and view.buffer(0).size_bytes:  # -1: not counted; look
+                        bits = np.unpackbits(np.frombuffer(view.buffer(0), dtype=np.uint8),
+                                             bitorder="little")[lo:hi].astype(bool)
+                        if not bits.all():
+                            fill = fills[i]
+                            if fill is None:
+                                raise ValueError("a NULL in a column that has none")
+                            values = np.where(bits, values, np.int64(fill))
+                    chunks[i].append(values)
+        finally:
+            statement.close()
+        return [np.concatenate(c) if c else np.empty(0, dtype=np.int64) for c in chunks]
+
+
+def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launch%") -> list[np.ndarray]:
+    """(correlation id, process, start, thread) of the runtime calls whose name is LIKE `like`
+    (every call when None).
+
+    Kernels come from launch calls (cudaLaunchKernel, cuLaunchKernelEx, cudaGraphLaunch...), a
+    minority of a trace's runtime calls; their names are the StringIds that mention Launch.
+    memcpy and memset come from calls named so (cudaMemcpyAsync, cudaMemsetAsync...).
+    """
+    if like in reader.calls:
+        return list(reader.calls[like])
+    where = ""
+    if like is not None and "nameId" in reader.columns_of(RUNTIME_TABLE):
+        where = f" WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '{like}')"
+    corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE}{where}",
+                                     [-1, -1, None])
+    return [corr, pid_of(tid), start, tid]
+
+
+def read_launch_calls(reader: Reader, tables: set[str], likes: list[str]) -> None:
+    """Read the runtime calls of several name patterns in one scan of the runtime table (each
+    table read costs a scan of every call), then keep each pattern's rows, in table order, for
+    launch_calls(). Nothing read when there is no runtime table or no nameId column."""
+    if RUNTIME_TABLE not in tables or "nameId" not in reader.columns_of(RUNTIME_TABLE):
+        return
+    ids = {like: np.array([r[0] for r in reader.db.execute("SELECT id FROM StringIds WHERE value LIKE ?", (like,))],
+                          dtype=np.int64) for like in likes}
+    wanted = np.unique(np.concatenate(list(ids.values())))
+    if not len(wanted):
+        return
+    if len(likes) == 1:  # one pattern: no name column to tell them apart
+        corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE} WHERE nameId IN "
+                                         f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None])
+        reader.calls[likes[0]] = [corr, pid_of(tid), start, tid]
+        return
+    corr, tid, start, name = reader.select(
+        f"SELECT correlationId, globalTid, start, nameId FROM {RUNTIME_TABLE} WHERE nameId IN "
+        f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None, None])
+    for like, mine in ids.items():
+        keep = np.isin(name, mine)
+        reader.calls[like] = [corr[keep], pid_of(tid[keep]), start[keep], tid[keep]]
+
+
+def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index of the first occurrence of each query in `keys`, -1 where none.
+
+    A table indexed by key when the keys are dense and distinct (correlation ids are: one read and
+    one write per row); else a stable sort and a binary search.
+
+    >>> first_positions(np.array([5, 7, 5]), np.array([7, 5, 9])).tolist()
+    [1, 0, -1]
+    """
+    out = np.full(len(queries), -1, dtype=np.int64)
+    if not len(keys) or not len(queries):
+        return out
+    if len(keys) == len(queries) and np.array_equal(keys, queries) and bool((keys[1:] > keys[:-1]).all()):
+        return np.arange(len(keys), dtype=np.int64)  # launches in kernel order, one each (a single stream)
+    if bool((keys[1:] > keys[:-1]).all()):  # ids increasing in table order (calls by start): no sort needed
+        pos = np.searchsorted(keys, queries, side="left")
+        safe = np.minimum(pos, len(keys) - 1)
+        hit = (pos < len(keys)) & (keys[safe] == queries)
+        out[hit] = safe[hit]
+        return out
+    lo, hi = int(keys.min()), int(keys.max())
+    span = hi - lo + 1
+    if span <= 4 * len(keys) + 1024:
+        table = np.full(span, -1, dtype=np.int64 if len(keys) >= 2**31 else np.int32)
+        rows = np.arange(len(keys), dtype=table.dtype)
+        table[keys - lo] = rows
+        if np.array_equal(table[keys - lo], rows):  # else a key repeats: the sort below finds its first row
+            q = queries - lo
+            ok = (q >= 0) & (q < span)
+            out[ok] = table[q[ok]]
+            return out
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    pos = np.searchsorted(sorted_keys, queries, side="left")
+    safe = np.minimum(pos, len(keys) - 1)
+    hit = (pos < len(keys)) & (sorted_keys[safe] == queries)
+    out[hit] = order[safe[hit]]
+    return out
+
+
+def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each kernel's launch (start, thread) by (correlation id, process); -1 where none.
+
+    The first call of a (process, correlation id) pair in table order when an export repeats
+    one, as SQLite's LEFT JOIN pairs them.
+
+    >>> calls = [np.array([5, 7]), np.array([0, 0]), np.array([50, 70]), np.array([1, 1])]
+    >>> [a.tolist() for a in join_launches(np.array([7, 5, 9]), np.array([0, 0, 0]), calls)]
+    [[70, 50, -1], [1, 1, -1]]
+    """
+    r_corr, r_pid, r_start, r_tid = calls
+    src = np.full(len(corr), -1, dtype=np.int64)
+    if len(corr) and len(r_corr):
+        one = int(pid.min()) == int(pid.max())
+        for p in ([int(pid[0])] if one else np.unique(pid).tolist()):
+            mine = slice(None) if one else np.flatnonzero(pid == p)
+            if bool((r_pid == p).all()):
+                src[mine] = first_positions(r_corr, corr[mine])
+            else:
+                theirs = np.flatnonzero(r_pid == p)
+                pos = first_positions(r_corr[theirs], corr[mine])
+                src[mine] = np.where(pos >= 0, theirs[np.maximum(pos, 0)] if len(theirs) else -1, -1)
+    found = src >= 0
+    safe = np.maximum(src, 0)
+    start = np.where(found, r_start[safe], -1) if len(r_corr) else src.copy()
+    tid = np.where(found, r_tid[safe], -1) if len(r_corr) else src.copy()
+    return start, tid
+
+
+KERNEL_FIELDS = ("start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", "name_id", "short_id")
+
+
+def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNEL_FIELDS, *,
+                 launches: bool = True) -> dict[str, np.ndarray]:
+    """Kernel columns (any of KERNEL_FIELDS, each read only when asked for: every column costs
+    ~0.1 s per million kernels), dur_ns, and with `launches` each kernel's launching runtime call
+    (launch_ns, launch_tid; -1 when none was recorded).
+
+    Raises:
+        ProfileError: the kernels table has no name column.
+    """
+    wanted = list(dict.fromkeys([*fields, *(["correlation_id", "global_pid"] if launches else [])]))
+    if KERNEL_TABLE not in tables:
+        empty = np.empty(0, dtype=np.int64)
+        return {**{f: empty for f in wanted}, "dur_ns": empty,
+                **({"launch_ns": empty, "launch_tid": empty} if launches else {})}
+    have = reader.columns_of(KERNEL_TABLE)
+    name = next((c for c in ("demangledName", "name", "shortName", "mangledName") if c in have), None)
+    if name is None:
+        raise ProfileError("the kernels table has no name column (demangledName, shortName, mangledName)")
+    short = "shortName" if "shortName" in have else name
+    exprs = {"start_ns": ("start", None), "end_ns": ("end", None), "device_id": ("deviceId", None),
+             "stream_id": ("streamId", None), "correlation_id": ("correlationId", -1),
+             "global_pid": ("globalPid", 0) if "globalPid" in have else ("0", None), "name_id": (name, None),
+             "short_id": (short, None)}
+    read = [f for f in wanted if f in exprs]
+    if "start_ns" not in read or "end_ns" not in read:
+        read += [f for f in ("start_ns", "end_ns") if f not in read]
+    arrays = reader.select(f"SELECT {', '.join(exprs[f][0] for f in read)} FROM {KERNEL_TABLE}",
+                           [exprs[f][1] for f in read])
+    columns = dict(zip(read, arrays, strict=True))
+    n = len(columns["start_ns"])
+    if launches:
+        launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
+        if RUNTIME_TABLE in tables and n:
+            corr = columns["correlation_id"]
+            # Without globalPid a correlation id is matched in any process (as the SQL join did).
+            kp = columns["global_pid"] if "globalPid" in have else np.zeros(n, dtype=np.int64)
+            for like in ("%Launch%", None):  # launch calls first; every call if a kernel finds none among them
+                calls = launch_calls(reader, tables, like=like)
+                if "globalPid" not in have:
+                    calls[1] = np.zeros_like(calls[1])
+                launch_ns, launch_tid = join_launches(corr, kp, calls)
+                if not (launch_tid[corr >= 0] < 0).any():
+                    break
+        columns["launch_ns"], columns["launch_tid"] = launch_ns, launch_tid
+    columns["dur_ns"] = columns["end_ns"] - columns["start_ns"]
+    return columns
+
+
+def read_names(db: sqlite3.Connection) -> dict[int, str]:
+    """StringIds: id -> text."""
+    return dict(db.execute("SELECT id, value FROM StringIds").fetchall())
+
+
+def nvtx_type_names(db: sqlite3.Connection, tables: set[str]) -> dict[int, str]:
+    if "ENUM_NSYS_EVENT_TYPE" in tables:
+        return {i: n for i, n in db.execute("SELECT id, name FROM ENUM_NSYS_EVENT_TYPE")}
+    return dict(NVTX_TYPES_FALLBACK)
+
+
+# PyTorch's per-op ranges (nsys --pytorch=autograd-nvtx, torch.autograd.profiler.emit_nvtx):
+# `aten::mm, seq = 4211, op_id = 40123[, sizes = ...]` in forward, `MmBackward0, seq = 4211,
+# op_id = 42763` for the autograd node that op created, run in backward.
+OP_RANGE = r"^(?P<op>[^,]+?), (?:seq = (?P<seq>\d+), )?op_id = \d+"
+_OP_RANGE = re.compile(OP_RANGE)
+
+
+def split_op_name(name: str) -> tuple[str, int]:
+    """A per-op range name without its per-call ids (so paths repeat), and its sequence number (-1: none).
+
+    >>> [split_op_name(n) for n in ["aten::mm, seq = 7, op_id = 9", "aten::view, op_id = 10", "layer_0"]]
+    [('aten::mm', 7), ('aten::view', -1), ('layer_0', -1)]
+    """
+    m = _OP_RANGE.search(name)
+    if m is None:
+        return name, -1
+    return m.group("op"), int(m.group("seq")) if m.group("seq") is not None else -1
+
+
+NVTX_FIELDS = ("start_ns", "end_ns", "global_tid", "global_pid", "push_pop", "name", "seq")
+
+
+def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """NVTX ranges (push/pop and start/end; marks are not ranges) and their distinct names.
+
+    Returns:
+        ({start_ns, end_ns (OPEN_END for a range still open), global_tid (0 when NULL), global_pid,
+        push_pop (bool), name (index into the names), seq (the autograd sequence number of
+        PyTorch's per-op ranges, -1 for none)}, names): names cleaned by split_op_name(), in
+        order of first appearance.
+    """
+    empty = {f: np.empty(0, dtype=bool if f == "push_pop" else np.int64) for f in NVTX_FIELDS}
+    if NVTX_TABLE not in tables:
+        return empty, []
+    types = {i: n for i, n in nvtx_type_names(reader.db, tables).items() if n in RANGE_TYPES}
+    if not types:
+        return empty, []
+    have = reader.columns_of(NVTX_TABLE)
+    where = f" WHERE eventType IN ({', '.join(map(str, types))})"
+    start, end, tid, kind = reader.select(f"SELECT start, end, globalTid, eventType FROM {NVTX_TABLE}{where}",
+                                          [None, OPEN_END, 0, None])
+    # Names: per row, the inline text or the registered string; read with sqlite3 (text), each
+    # distinct one split once (115 k ranges share a few hundred names).
+    text = "text" if "text" in have else "NULL"
+    text_id = "textId" if "textId" in have else "NULL"
+    strings = read_names(reader.db) if "textId" in have else {}
+    index: dict[str | None, int] = {}
+    codes = np.fromiter((index.setdefault(t if t is not None else strings.get(i) if i is not None else None,
+                                          len(index))
+                         for t, i in reader.db.execute(f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}")),
+                        dtype=np.int64, count=len(start))
+    split = [split_op_name(n if n is not None else "") for n in index]
+    clean: dict[str, int] = {}
+    remap = np.array([clean.setdefault(name, len(clean)) for name, _ in split], dtype=np.int64)
+    seq_of = np.array([s for _, s in split], dtype=np.int64)
+    push_pop = np.isin(kind, [t for t, n in types.items() if n == "NvtxPushPopRange"])
+    columns = {"start_ns": start, "end_ns": end, "global_tid": tid, "global_pid": pid_of(tid), "push_pop": push_pop,
+               "name": remap[codes] if len(codes) else codes, "seq": seq_of[codes] if len(codes) else codes}
+    return columns, list(clean)
+
+
+def nvtx_last_end(db: sqlite3.Connection, tables: set[str]) -> int | None:
+    """The last end of the export's NVTX ranges (None: none), without loading them."""
+    if NVTX_TABLE not in tables:
+        return None
+    types = [i for i, n in nvtx_type_names(db, tables).items() if n in RANGE_TYPES]
+    if not types:
+        return None
+    row = db.execute(f"SELECT max(end) FROM {NVTX_TABLE} WHERE eventType IN ({', '.join(map(str, types))})").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def incomplete(path: Path, kernels_end: np.ndarray, nvtx_end: int | None) -> ProfileError | None:
+    """The error for an export whose analysis stopped early (its CUDA activity ends more than a
+    second before its last NVTX range), else None. `nvtx_end`: the last end of a closed range."""
+    if not len(kernels_end) or nvtx_end is None:
+        return None
+    gap = nvtx_end - int(kernels_end.max())
+    if gap <= INCOMPLETE_GAP_NS:
+        return None
+    return ProfileError(
+        f"{path} looks incomplete: its {len(kernels_end):,} kernels end {gap / 1e9:.1f} s before its NVTX "
+        "ranges do, as when nsys's analysis stops at a CUDA call it does not know; capture again with a newer "
+        "nsys or only the measured steps, or pass --allow-incomplete to report what is there")

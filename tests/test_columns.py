@@ -1,0 +1,86 @@
+"""The reports' pandas-free path: the launch join against a brute-force one, Table's CSV against
+pandas' own, the array path's reports against those made from the DataFrame analysis on every
+fixture, and a cold `report kernels` / `report nvtx` that never imports pandas."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from profkit import columns, pipeline, report
+from profkit.table import Table
+
+DATA = Path(__file__).parent / "data"
+FIXTURES = sorted(DATA.glob("*/profile.sqlite"))
+
+
+def brute_first(keys: np.ndarray, queries: np.ndarray) -> list[int]:
+    first: dict[int, int] = {}
+    for i, k in enumerate(keys.tolist()):
+        first.setdefault(k, i)
+    return [first.get(q, -1) for q in queries.tolist()]
+
+
+@pytest.mark.parametrize("kind", ["identical", "increasing", "dense", "dense-repeats", "sparse", "sparse-repeats"])
+def test_first_positions_equal_a_dictionary(kind: str) -> None:
+    rng = np.random.default_rng(7)
+    n = 2000
+    keys = {"identical": np.arange(n) * 3, "increasing": np.cumsum(rng.integers(1, 50, n)),
+            "dense": rng.permutation(n) - 5, "dense-repeats": rng.integers(0, n // 2, n),
+            "sparse": rng.permutation(n) * 10_007, "sparse-repeats": rng.integers(0, n // 2, n) * 10_007}[kind]
+    queries = keys.copy() if kind == "identical" else np.concatenate([rng.permutation(keys)[: n // 2],
+                                                                      rng.integers(-10, keys.max() + 10, n // 2)])
+    assert columns.first_positions(keys, queries).tolist() == brute_first(keys, queries)
+
+
+def test_join_launches_pairs_process_and_correlation_id() -> None:
+    p1, p2 = 1 << 24, 2 << 24
+    corr, pid, start = np.array([5, 5, 6, 5]), np.array([p1, p2, p1, p1]), np.array([50, 51, 60, 99])
+    calls = [corr, pid, start, np.array([p1 + 1, p2 + 1, p1 + 2, p1 + 3])]
+    start, tid = columns.join_launches(np.array([5, 5, 6, 6, 7]), np.array([p1, p2, p1, p2, p1]), calls)
+    assert start.tolist() == [50, 51, 60, -1, -1]  # the first (p1, 5), not the later repeat
+    assert tid.tolist() == [p1 + 1, p2 + 1, p1 + 2, -1, -1]
+
+
+def test_table_csv_is_pandas_csv() -> None:
+    cols = {"name": ["a,b", 'say "hi"', "multi\nline", "", "plain"], "n": np.array([1, -2, 3, 0, 2**62]),
+            "x": np.array([0.1 + 0.2, float("nan"), 1e-7, 1e20, 3.0]), "top": ["k", None, "z", None, "é"]}
+    frame = pd.DataFrame({k: v if isinstance(v, np.ndarray) else pd.array(v, dtype=object) for k, v in cols.items()})
+    assert Table(cols).to_csv() == frame.to_csv(index=False)
+    assert Table(cols).to_frame().equals(frame)
+
+
+OPTIONS = [("kernels", {}), ("kernels", {"top": 0}), ("kernels", {"by": "category"}),
+           ("kernels", {"name": "short", "top": 5}), ("kernels", {"range_regex": "backward"}),
+           ("kernels", {"range_regex": "forward/", "by": "category", "top": 3}), ("nvtx", {}), ("nvtx", {"by": "name"}),
+           ("nvtx", {"steps": "merged"}), ("nvtx", {"steps": "merged", "depth": 2}), ("nvtx", {"depth": 3})]
+
+
+@pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
+def test_array_path_equals_the_dataframe_analysis(export: Path) -> None:
+    """pipeline.attributed() (columns straight to arrays) makes the reports pipeline.load()'s
+    DataFrames make, in every format."""
+    frames = {nvtx: pipeline.load(export, nvtx=nvtx, activity=False) for nvtx in (False, True)}
+    for command, options in OPTIONS:
+        nvtx = command == "nvtx" or "range_regex" in options
+        arrays = pipeline.attributed(export, nvtx=nvtx, short=options.get("name") == "short")
+        for fmt in ("markdown", "csv", "json"):
+            make = report.kernels if command == "kernels" else report.nvtx
+            assert make(arrays, fmt=fmt, **options) == make(frames[nvtx], fmt=fmt, **options), (command, options, fmt)
+
+
+def test_cold_reports_import_no_pandas() -> None:
+    export = DATA / "h100_small_step_bf16" / "profile.sqlite"
+    for argv in (["report", "kernels", str(export), "--no-cache", "--format", "csv"],
+                 ["report", "kernels", str(export), "--no-cache", "--range", "forward"],
+                 ["report", "nvtx", str(export), "--no-cache", "--steps", "merged"]):
+        code = ("import sys; sys.argv = ['profkit', *sys.argv[1:]]; from profkit.__main__ import main; main(); "
+                "print('pandas' in sys.modules, file=sys.stderr)")
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+        assert out.stderr.strip().splitlines()[-1] == "False", argv
+        assert out.stdout.count("\n") > 3
