@@ -14,7 +14,7 @@ from profkit.cli import cli
 from tests.conftest import TESTS, read_run
 
 RUN_KEYS = {"version", "config", "resolved", "environment", "steps_ms", "summary", "first_step_ms", "compile_s",
-            "peak_memory_bytes", "resident_memory_bytes"}
+            "peak_memory_bytes", "resident_memory_bytes", "memory"}
 
 
 def invoke(*args: str):

@@ -33,6 +33,7 @@ STAGE_OF = {
     "profkit.collect": "collect",
     "profkit.parse": "parse",
     "profkit.scrub": "parse",  # rewrites an export; imports nothing of profkit's
+    "profkit.snapshot": "parse",  # reads a memory snapshot (restricted unpickler) and its sidecar
     "profkit.analyze": "analyze",
     "profkit.pipeline": "pipeline",
     "profkit.report": "report",
@@ -41,7 +42,7 @@ STAGE_OF = {
     "profkit.__main__": "cli",
 }
 TORCH_ALLOWED = {"profkit.collect.workload", "profkit.collect.flops", "profkit.collect.hooks", "profkit.collect.env",
-                 "profkit.collect.outputs"}
+                 "profkit.collect.outputs", "profkit.collect.memory"}
 TORCH_IN_FUNCTION_ONLY = {"profkit.collect.doctor"}
 
 
@@ -149,3 +150,16 @@ def test_pyproject_lists_every_package() -> None:
     assert set(setuptools["packages"]) == folders | {"profkit.models"}
     assert setuptools["package-dir"]["profkit.models"] == "models" and (MODELS / "__init__.py").exists()
     assert not list(MODELS.glob("*/__init__.py"))  # models/ has no subpackages the list would miss
+
+
+def test_memory_report_runs_without_torch(tmp_path: Path) -> None:
+    """`profkit report memory` reads, replays and draws a snapshot with torch never imported."""
+    from tests.memory_scenario import build
+
+    build(tmp_path, seed=0)
+    code = ("import sys; from profkit.cli import cli; sys.argv = ['profkit', 'report', 'memory', sys.argv[1], '--png', "
+            "sys.argv[1] + '/m.png', '--html', sys.argv[1] + '/m.html', '-o', sys.argv[1] + '/m.md']\n"
+            "try:\n    cli()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    assert (tmp_path / "m.png").stat().st_size > 1000 and "Peak allocated" in (tmp_path / "m.md").read_text()
