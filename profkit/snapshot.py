@@ -35,7 +35,8 @@ ACTIONS = ("alloc", "free_requested", "free_completed", "segment_alloc", "segmen
            "segment_unmap", "oom", "snapshot", "user_defined")
 SIDECAR_FORMAT = "profkit-memory"
 # Frames that are not the user's: torch itself, and profkit's own taps and hooks.
-INTERNAL_FRAMES = ("/torch/", "/profkit/ranges.py", "/profkit/collect/", "<frozen ", "/contextlib.py", "/threading.py")
+INTERNAL_FRAMES = ("/torch/", "/profkit/ranges.py", "/profkit/collect/hooks.py", "/profkit/collect/memory.py",
+                   "/contextlib.py", "/threading.py")
 
 
 class MemoryInputError(ProfkitError):
@@ -142,7 +143,8 @@ def top_frame(frames: Any) -> str:
         if not isinstance(f, dict):
             continue
         name = str(f.get("filename", ""))
-        if not name or any(part in name for part in INTERNAL_FRAMES) or name.startswith("<"):
+        probe = "/" + name.lstrip("/")  # scrubbed paths are relative (site-packages/torch/...)
+        if not name or name.startswith("<") or any(part in probe for part in INTERNAL_FRAMES):
             continue
         short = "/".join(name.split("/")[-2:])
         return f"{short}:{f.get('line', '?')} {f.get('name', '?')}"

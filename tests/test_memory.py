@@ -266,3 +266,30 @@ def test_the_unpickler_runs_no_code(tmp_path: Path) -> None:
     p.write_bytes(pickle.dumps({"segments": [], "device_traces": [[Boom()]]}, protocol=4))
     code, out, err = invoke("report", "memory", str(p))
     assert code == 2 and "ran" not in out and "names the Python object builtins.print" in err
+
+
+CAPTURE = Path(__file__).parent / "data" / "h100_small_step_bf16"
+
+
+def test_profile_puts_gpu_time_beside_memory(tmp_path: Path) -> None:
+    """--profile (or a snapshot inside a capture folder) joins each path's kernel time, as report
+    nvtx gives it, to its memory."""
+    build(tmp_path / "run", seed=0)
+    code, out, _ = invoke("report", "memory", str(tmp_path / "run"), "--profile", str(CAPTURE), "--format", "json")
+    assert code == 0
+    rows = {k["path"]: k for k in json.loads(out)["kernels"]}
+    code, nvtx, _ = invoke("report", "nvtx", str(CAPTURE), "--format", "json", "--no-cache")
+    gpu = {r["path"]: r["gpu_total_ns"] for r in json.loads(nvtx)}
+    for path in ("step_0", "step_0/forward", "step_0/backward", "step_0/optimizer", "step_0/forward/layer_1/attention"):
+        assert rows[path]["gpu_ns"] == gpu[path] > 0, path
+    assert rows["step_0/forward"]["rise_bytes"] == mem.path_table(analysis(tmp_path / "run")).set_index("path").loc[
+        "step_0/forward", "rise_bytes"]
+    # a snapshot inside a capture folder pairs with it by itself
+    folder = tmp_path / "capture"
+    folder.mkdir()
+    for name in ("profile.sqlite", "run.json"):
+        (folder / name).symlink_to((CAPTURE / name).resolve())
+    for name in ("memory.pickle", "memory.json"):
+        (folder / name).write_bytes((tmp_path / "run" / name).read_bytes())
+    code, out, _ = invoke("report", "memory", str(folder / "memory.pickle"))
+    assert code == 0 and "## GPU time beside memory" in out

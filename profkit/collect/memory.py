@@ -186,8 +186,10 @@ class Recorder:
         if self.cuda:
             _record_history(self.cfg)
         try:
-            with ranges.tap(self._push, self._pop, inner=not self.cfg.compile), \
-                    torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+            # Saved-tensor hooks would break a compiled graph: under --compile, saved tensors are not told apart.
+            saved = (contextlib.nullcontext() if self.cfg.compile
+                     else torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t))
+            with ranges.tap(self._push, self._pop, inner=not self.cfg.compile), saved:
                 yield
         except torch.OutOfMemoryError as e:
             self.oom = True
