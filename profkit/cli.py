@@ -507,10 +507,8 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
     if capture is not None:
         a = _load(capture, None, False)
         kernels = analyze.nvtx_summary(a.ranges, a.kernels, by="path")
-    title = data.path.parent.name if data.path.name == layout.MEMORY_SNAPSHOT else data.path.stem
-    text = memory_report.report(data, m, fmt=fmt, title=title, top=top, kernels=kernels)
-    image = memory_report.chart_png(m, title=f"{title}: allocated memory") if png else None
-    page = memory_report.page(memory_report.result(data, m, top=top), m, title=title, top=top) if html_out else None
+    text, image, page = memory_report.outputs(data, m, fmt=fmt, top=top, kernels=kernels, png=png is not None,
+                                              html=html_out is not None)
     if image is not None and png is not None:
         library(lambda: layout.write_bytes(png, image, replace=False))
         click.echo(f"wrote {png}", err=True)

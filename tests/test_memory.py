@@ -293,3 +293,16 @@ def test_profile_puts_gpu_time_beside_memory(tmp_path: Path) -> None:
         (folder / name).write_bytes((tmp_path / "run" / name).read_bytes())
     code, out, _ = invoke("report", "memory", str(folder / "memory.pickle"))
     assert code == 0 and "## GPU time beside memory" in out
+
+
+def test_an_out_of_memory_history_says_so(tmp_path: Path) -> None:
+    s = build(tmp_path, seed=0)
+    snap = pickle.loads((tmp_path / "memory.pickle").read_bytes())
+    snap["device_traces"][0].append({"action": "oom", "addr": 1 << 30, "size": 80 * MB, "stream": 0,
+                                     "time_us": s.model.time_us + 5, "frames": []})
+    (tmp_path / "memory.pickle").write_bytes(pickle.dumps(snap, protocol=4))
+    side = json.loads((tmp_path / "memory.json").read_text())
+    (tmp_path / "memory.json").write_text(json.dumps({**side, "oom": True}))
+    code, out, _ = invoke("report", "memory", str(tmp_path))
+    assert code == 0 and "**The measured steps ran out of memory**" in out
+    assert f"({s.peak:,} B)" in out

@@ -77,3 +77,15 @@ def test_record_reports_the_cost_against_the_baseline(tmp_path: Path) -> None:
     r = rec.record([10.0, 12.0, 11.0], [10.0, 10.0, 10.0])
     assert r.overhead_pct == pytest.approx(10.0, rel=1e-12)
     assert r.steps_ms_without == [10.0, 10.0, 10.0] and r.stacks == "python"
+
+
+def test_out_of_memory_in_the_window_is_re_raised_and_named(tmp_path: Path) -> None:
+    cfg = RunConfig(model="tiny", device="cpu", memory_snapshot=True, out=tmp_path)
+    model = torch.nn.Linear(2, 2)
+    rec = memory.Recorder(cfg, model, torch.device("cpu"), tmp_path)
+    with pytest.raises(torch.OutOfMemoryError, match="boom"), rec.window():
+        raise torch.OutOfMemoryError("boom")
+    assert rec.oom and rec._handles == []
+    (tmp_path / "memory.pickle").write_bytes(b"")  # where the GPU run dumps the history
+    message = workload._out_of_memory(cfg, torch.device("cuda"), "CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert message.endswith(f"(profkit report memory {tmp_path / 'memory.pickle'} says what filled it)")

@@ -152,6 +152,21 @@ def report(data: MemoryData, m: mem.MemoryAnalysis, *, fmt: str, title: str, top
     return markdown(r, title=title, top=top)
 
 
+def title_of(data: MemoryData) -> str:
+    """A snapshot's name for headings: its folder's for memory.pickle, else the file's stem."""
+    return data.path.parent.name if data.path.name == layout.MEMORY_SNAPSHOT else data.path.stem
+
+
+def outputs(data: MemoryData, m: mem.MemoryAnalysis, *, fmt: str, top: int = 10, kernels: pd.DataFrame | None = None,
+            png: bool = False, html: bool = False) -> tuple[str, bytes | None, str | None]:
+    """`profkit report memory`'s text, and its PNG and HTML when asked: all made before anything is written."""
+    title = title_of(data)
+    text = report(data, m, fmt=fmt, title=title, top=top, kernels=kernels)
+    image = chart_png(m, title=f"{title}: allocated memory") if png else None
+    doc = page(result(data, m, top=top, kernels=kernels), m, title=title, top=top) if html else None
+    return text, image, doc
+
+
 # --- the chart --------------------------------------------------------------------------------
 
 def _nice_step(span: float, ticks: int = 5) -> float:
@@ -335,6 +350,10 @@ def page(r: dict[str, Any], m: mem.MemoryAnalysis, *, title: str, top: int = 10)
     paths = _html_table(["path", "allocated MiB", "at entry MiB", "at exit MiB", "peak MiB", "rise MiB"],
                         [[p["path"], _mib(p["allocated_bytes"]), _mib(p["entry_bytes"]), _mib(p["exit_bytes"]),
                           _mib(p["peak_bytes"]), _mib(p["rise_bytes"])] for p in r["paths"]])
+    kernels = "" if "kernels" not in r else "<h2>GPU time beside memory</h2>" + _html_table(
+        ["path", "GPU ms", "% GPU time", "allocated MiB", "rise MiB"],
+        [[k["path"], f"{k['gpu_ns'] / 1e6:,.3f}", f"{k['gpu_pct']:.1f}", _mib(k["allocated_bytes"]),
+          _mib(k["rise_bytes"])] for k in r["kernels"]])
     summary = html.escape(markdown(r, title=title, top=top).split("\n## ")[0].split("\n", 2)[-1].strip())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Memory: {html.escape(title)}</title>
@@ -350,6 +369,7 @@ pre{{white-space:pre-wrap}}</style></head><body>
 <h2>At the peak, by path where allocated</h2>{by_path}
 <h2>Largest allocations at the peak</h2>{tops}
 <h2>Per path</h2>{paths}
+{kernels}
 <p>The allocator history itself is the snapshot ({html.escape(Path(r["snapshot"]).name)}): PyTorch's viewer,
 pytorch.org/memory_viz, opens it in the browser, which reads the file locally.</p>
 </body></html>
