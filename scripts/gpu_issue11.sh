@@ -5,9 +5,9 @@
 # Items, each failing on its own (OUTDIR/status.txt lists them):
 #   fixture  profkit run --model tiny --mode step --dtype bf16 --warmup 2 --steps 1 --memory-snapshot, scrubbed
 #            into OUTDIR/fixture/h200_memory_tiny_step/ (commit as tests/data/h200_memory_tiny_step/)
-#   cost     small step bf16, 10 measured steps: history's cost against the same steps without (run.json `memory`)
-#   study    scripts/memory_study.py: small and 2.7B x contexts 128/256/512 x fwd/step x fp32/bf16, a report each,
-#            laid out as reports/h200/memory/ (OUTDIR/study/reports/h200/memory/)
+#   study    scripts/memory_study.py (one process): first the cost (small step bf16, 10 measured steps with history,
+#            then 10 without: OUTDIR/study/cost.json), then small and 2.7B x contexts 128/256/512 x fwd/step x
+#            fp32/bf16, a report each, laid out as reports/h200/memory/ (OUTDIR/study/reports/h200/memory/)
 #   capture  profkit profile --model small --mode step --dtype bf16 --memory-snapshot, and report memory on it
 #            (GPU time beside memory, from the same run)
 # Pickles over 4 MiB are moved out of OUTDIR at the end (listed in OUTDIR/big_pickles.txt).
@@ -75,14 +75,6 @@ profkit run --model tiny --mode step --dtype bf16 --warmup 2 --steps 1 --memory-
 EOF
 }
 
-cost() {
-  # shellcheck disable=SC2086
-  "$py" -m profkit run --model small --mode step --dtype bf16 --warmup 3 --steps 10 $flags --out "$out/cost" \
-    --force || return 1
-  "$py" -c "import json, sys; r = json.load(open(sys.argv[1])); m = r.get('memory') or {}; \
-print(json.dumps({'steps_ms': r['steps_ms'], **m}, indent=1))" "$out/cost/run.json" > "$out/cost.json"
-}
-
 capture() {
   local name=small-step-bf16-memory
   [[ $dry == 1 ]] && name=tiny-step-memory
@@ -98,10 +90,9 @@ capture() {
   "$py" -m profkit report memory "$out/captures/$name" --format json -o "$dest/$name.memory.json"
 }
 
-export -f fixture cost capture
+export -f fixture capture
 item fixture 60 fixture
-item cost 60 cost
-item study 200 "$py" scripts/memory_study.py "$out/study"
+item study 210 "$py" scripts/memory_study.py "$out/study"
 item capture 120 capture
 find "$out" -name '*.pickle' -size +4M > "$out/big_pickles.txt"
 if [[ -s "$out/big_pickles.txt" ]]; then

@@ -1,6 +1,7 @@
 """Seed 002's memory study, done by profkit: `small` and CS336 `2.7B` at contexts 128, 256, 512,
 forward-only against a full AdamW step, fp32 against bf16, each with --memory-snapshot, and
-`profkit report memory` for each (markdown, JSON, PNG, HTML) plus one summary.
+`profkit report memory` for each (markdown, JSON, PNG, HTML) plus one summary; first, the cost of
+history (10 measured steps of `small` bf16 with it, then 10 without: OUTDIR/cost.json).
 
     python scripts/memory_study.py OUTDIR            # on the GPU machine (scripts/gpu_issue11.sh calls it)
     PROFKIT_GPU_DRY=1 python scripts/memory_study.py OUTDIR   # plumbing check on CPU: tiny, fabricated snapshots
@@ -97,6 +98,23 @@ def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     dest = out / "reports" / "h200" / "memory"
     dest.mkdir(parents=True, exist_ok=True)
+    # The cost of history first: 10 measured steps of small bf16, with history, then 10 without.
+    cost = RunConfig(model=MODELS[0], mode="step", dtype="bf16", warmup=3, steps=10, memory_snapshot=True,
+                     out=out / "runs" / "cost", force=True)
+    try:
+        rec = record(cost)
+        (out / "cost.json").write_text(json.dumps({"steps_ms": rec.steps_ms, **(rec.to_dict()["memory"] or {})},
+                                                  indent=1) + "\n")
+        m = rec.memory
+        assert m is not None
+        log(out, f"cost: {m.events:,} events, {m.pickle_bytes:,} B pickle, dumped in {m.dump_ms:.0f} ms, "
+                 f"median step {sorted(rec.steps_ms)[len(rec.steps_ms) // 2]:.2f} ms with history, "
+                 f"{sorted(m.steps_ms_without)[len(m.steps_ms_without) // 2]:.2f} ms without ({m.overhead_pct:+.1f}%)")
+    except Exception as e:  # noqa: BLE001 - one item failing must not stop the study
+        log(out, f"cost: FAILED {type(e).__name__}: {str(e)[:300]}")
+        (out / "cost.error.txt").write_text(traceback.format_exc())
+    finally:
+        free_cuda()
     rows = []
     for model in MODELS:
         for ctx in CONTEXTS:
@@ -119,8 +137,9 @@ def main(out: Path) -> int:
                         (out / f"{name}.error.txt").write_text(traceback.format_exc())
                     finally:
                         free_cuda()
-    (out / "study.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (dest / "README.md").write_text(summary(rows))
+                    # after every run: a time limit that stops the study still leaves its summary
+                    (out / "study.json").write_text(json.dumps(rows, indent=1) + "\n")
+                    (dest / "README.md").write_text(summary(rows))
     log(out, f"study: {len(rows)} of {len(MODELS) * len(CONTEXTS) * len(MODES) * len(DTYPES)} runs reported")
     return 0 if rows else 1
 

@@ -32,6 +32,8 @@ class Scenario:
     peak_path: str = ""
     alloc_paths: dict[int, str] = field(default_factory=dict)  # trace index of an alloc -> its path
     alloc_blocks: dict[int, int] = field(default_factory=dict)  # trace index of an alloc -> its block's size
+    addr_paths: dict[int, str] = field(default_factory=dict)  # live address -> where it was allocated
+    forward_end: dict[int, int] = field(default_factory=dict)  # step_0: layer -> activation bytes when forward ends
     step: int = -1
     trace_start: int = 0  # where the window begins in the model's whole trace
 
@@ -58,6 +60,7 @@ class Scenario:
     def alloc(self, size: int, category: str, window: bool = True) -> int:
         addr = self.model.alloc(size)
         self.labels[addr] = category
+        self.addr_paths[addr] = self.path()
         if window:
             self.alloc_paths[len(self.model.trace) - 1] = self.path()
             self.alloc_blocks[len(self.model.trace) - 1] = self.model.blocks[addr].size
@@ -132,6 +135,10 @@ def build(folder: Path, *, seed: int = 0, annotations: bool = True, host_offset_
             s.end(0, "attention")
             s.end(0, f"layer_{layer}")
         s.end(0, "forward")
+        if step == 0:
+            for layer in range(2):
+                s.forward_end[layer] = sum(m.blocks[a].size for a, c in s.labels.items() if c == "activations"
+                                           and s.addr_paths[a].startswith(f"step_0/forward/layer_{layer}"))
         s.begin(0, "backward")
         grads = []
         for layer in (1, 0):

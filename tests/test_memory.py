@@ -306,3 +306,11 @@ def test_an_out_of_memory_history_says_so(tmp_path: Path) -> None:
     code, out, _ = invoke("report", "memory", str(tmp_path))
     assert code == 0 and "**The measured steps ran out of memory**" in out
     assert f"({s.peak:,} B)" in out
+
+
+def test_residual_stream_per_layer_is_what_forward_leaves_saved(tmp_path: Path) -> None:
+    s = build(tmp_path, seed=3)
+    data = read(tmp_path / "memory.pickle")
+    t = mem.residual_stream(memory_report.analyze(data), data.run)
+    assert t["residual_bytes"].tolist() == [2 * 32 * 64 * 4] * 2  # tiny: batch 2 x context 32 x d_model 64, fp32
+    assert t["saved_bytes"].tolist() == [s.forward_end[0], s.forward_end[1]] and min(s.forward_end.values()) > 0

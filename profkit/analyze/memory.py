@@ -696,8 +696,9 @@ def fold_path(path: str) -> str:
 def residual_stream(m: MemoryAnalysis, run: dict[str, Any]) -> pd.DataFrame:
     """Per layer of a built-in model: the residual stream's size from the config (batch x context x
     d_model x 4 bytes: the stream is float32, as the parameters, under autocast too) against what
-    the snapshot holds at the peak for that layer's forward: activations saved for backward
-    (autocast copies apart), and how many of those blocks are exactly one residual stream.
+    the snapshot holds for that layer's forward when the forward ends (every saved activation is
+    alive then, wherever the peak falls; the step of the peak, else step_0): activations saved for
+    backward (autocast copies apart), and how many of those blocks are exactly one residual stream.
 
     Empty for a user's model or a run without its config.
     """
@@ -707,8 +708,14 @@ def residual_stream(m: MemoryAnalysis, run: dict[str, Any]) -> pd.DataFrame:
     if size is None or not run.get("batch_size") or not run.get("context_length"):
         return pd.DataFrame(columns=cols)
     residual = int(run["batch_size"]) * int(run["context_length"]) * size.d_model * 4
-    live = alive_at(m, m.peak_seq)
-    step = m.peak_path.split("/", 1)[0] if m.peak_path.startswith("step_") else None
+    step: str | None = m.peak_path.split("/", 1)[0] if m.peak_path.startswith("step_") else "step_0"
+    forward = m.tree[m.tree["path"] == f"{step}/forward"]
+    ev = m.replay.events
+    if forward.empty or ev.empty:
+        step, live = None, m.lifetimes.iloc[0:0]
+    else:
+        times = np.maximum.accumulate(ev["time_us"].to_numpy())
+        live = alive_at(m, _index_before(times, int(forward["end_us"].iloc[0])) - 1)
     rows = []
     for k in range(size.n_layers):
         if step is None:

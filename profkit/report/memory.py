@@ -114,8 +114,8 @@ def markdown(r: dict[str, Any], *, title: str, top: int = 10) -> str:
         res = r["residual_stream"]
         lines += ["## Residual stream per layer", "",
                   f"The residual stream of one layer, batch × context × d_model × 4 B (float32, as the parameters, "
-                  f"under autocast too): **{_mib(res[0]['residual_bytes'])} MiB**. What the snapshot holds at the "
-                  "peak for each layer's forward:", ""]
+                  f"under autocast too): **{_mib(res[0]['residual_bytes'])} MiB**. What the snapshot holds for each "
+                  "layer's forward when the forward ends (every saved activation alive):", ""]
         lines.append(markdown_table(
             ["layer", "saved for backward MiB", "× residual", "blocks of exactly one residual", "autocast copies MiB"],
             [[str(x["layer"]), _mib(x["saved_bytes"]), f"{x['saved_over_residual']:.2f}",
