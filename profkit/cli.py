@@ -10,7 +10,7 @@ import click
 from click_default_group import DefaultGroup
 
 from profkit import __version__
-from profkit.config import COMPILE_MODES, DEVICES, DTYPES, MODES, OPTIMIZERS, STRATEGIES, RunConfig
+from profkit.config import COMPILE_MODES, DEVICES, DTYPES, MEMORY_STACKS, MODES, OPTIMIZERS, STRATEGIES, RunConfig
 from profkit.errors import ProfkitError
 from profkit.sizes import ATTN_BACKENDS, SIZES
 from profkit.sweeps import DEFAULT_DB
@@ -102,6 +102,12 @@ def run_options(f: Any) -> Any:
         click.option("--rdzv-id", default=d.rdzv_id, help="torchrun's --rdzv-id (under srun: SLURM_JOB_ID)."),
         click.option("--timeout", type=int, default=d.timeout, show_default=True,
                      help="Seconds a multi-rank job may run before it is ended and its ranks' stacks reported."),
+        click.option("--memory-snapshot/--no-memory-snapshot", default=d.memory_snapshot,
+                     help="Record the allocator history of the measured steps into memory.pickle (CUDA)."),
+        click.option("--memory-stacks", type=click.Choice(MEMORY_STACKS), default=d.memory_stacks,
+                     show_default=True, help="Frames per allocator event (all: C++ too, slow dumps)."),
+        click.option("--memory-max-entries", type=int, default=d.memory_max_entries, show_default=True,
+                     help="Allocator events kept by --memory-snapshot."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -149,6 +155,13 @@ def run(**kwargs: Any) -> None:
     except ProfkitError as e:
         raise bad_input(str(e)) from None
     print_run(record)
+    if record.memory is not None:
+        m = record.memory
+        cost = f"{m.overhead_pct:+.1f}% step time" if m.overhead_pct is not None else "cost not measured"
+        click.echo(f"memory snapshot: {record.config.out}/{m.snapshot} ({m.events:,} events, "
+                   f"{m.pickle_bytes / 2**20:.2f} MiB, dumped in {m.dump_ms:.0f} ms; history {cost})"
+                   + (" OVERFLOWED: raise --memory-max-entries" if m.overflowed else ""))
+        click.echo(f"next: profkit report memory {record.config.out}/{m.snapshot}")
 
 
 def _run_ranks(cfg: RunConfig) -> None:
@@ -569,6 +582,17 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fmt: st
 
     if len(profiles) < 2:
         raise bad_input("compare needs at least two captures")
+    pickles = [p.suffix == ".pickle" for p in profiles]
+    if any(pickles):
+        if not all(pickles):
+            raise bad_input("compare takes captures or memory snapshots (.pickle), not both")
+        from profkit.report import memory as memory_report
+
+        if fmt == "csv":
+            raise bad_input("memory snapshots compare as markdown or json")
+        items = [_memory(p) for p in profiles]
+        emit(memory_report.compare(items, memory_report.labels(list(profiles)), fmt=fmt, top=max(top, 15)), output)
+        return
     if html_out is not None and html_out.exists():
         raise bad_input(f"{html_out} exists; choose another --html FILE")
     analyses = [_load(p, rules, allow_incomplete) for p in profiles]  # NVTX: the step_i ranges count the steps
@@ -642,6 +666,64 @@ def ranks_command(profile: Path, png: Path | None, jobs: int | None, fmt: str, o
         click.echo(timeline_png(merged, png), err=True)
     emit(library(lambda: ranks_report(merged, fmt=fmt, png=str(png) if png is not None and png.exists() else None)),
          output)
+
+
+def _memory(path: Path) -> Any:
+    """(MemoryData, MemoryAnalysis) of a snapshot, or one `Error:` line."""
+    from profkit import snapshot
+    from profkit.report import memory as memory_report
+
+    data = library(lambda: snapshot.read(path))
+    return data, memory_report.analyze(data)
+
+
+@report.command("memory", context_settings=CONTEXT_SETTINGS)
+@click.argument("snapshot", type=click.Path(path_type=Path))
+@click.option("--profile", "capture", type=click.Path(path_type=Path),
+              help="A capture of the same run: its GPU time per path beside the memory (default: the snapshot's "
+              "folder, when it is a capture).")
+@click.option("--top", type=int, default=10, show_default=True, help="Rows of the at-peak tables.")
+@click.option("--png", type=click.Path(path_type=Path), help="Write memory over time as a PNG (never over a file).")
+@click.option("--html", "html_out", type=click.Path(path_type=Path),
+              help="Write a self-contained HTML page (timeline and tables; opens offline).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file (never over one that "
+              "exists; - for stdout) instead of stdout.")
+def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | None, html_out: Path | None, fmt: str,
+                   output: Path | None) -> None:
+    """A memory snapshot's peak and what fills it: by category (parameters, gradients, optimizer
+    state, activations saved for backward, autocast copies, temporaries), by range path, the
+    largest allocations, per path, the residual stream per layer. Reads the pickle with a
+    restricted unpickler (no torch needed).
+
+    \b
+    Example:
+        profkit report memory runs/small-step/memory.pickle
+        profkit report memory profiles/small-step/memory.pickle --png memory.png --html memory.html
+        profkit report memory runs/small-step --format json
+    """
+    from profkit import analyze, layout
+    from profkit.report import memory as memory_report
+
+    for out in (png, html_out, output if output is not None and str(output) != "-" else None):
+        if out is not None and out.exists():
+            raise bad_input(f"{out} exists; choose another file")
+    data, m = _memory(snapshot)
+    if capture is None and (data.path.parent / layout.EXPORT).is_file():
+        capture = data.path.parent
+    kernels = None
+    if capture is not None:
+        a = _load(capture, None, False)
+        kernels = analyze.nvtx_summary(a.ranges, a.kernels, by="path")
+    text, image, page = memory_report.outputs(data, m, fmt=fmt, top=top, kernels=kernels, png=png is not None,
+                                              html=html_out is not None)
+    if image is not None and png is not None:
+        library(lambda: layout.write_bytes(png, image, replace=False))
+        click.echo(f"wrote {png}", err=True)
+    if page is not None and html_out is not None:
+        library(lambda: layout.write_text(html_out, page, replace=False))
+        click.echo(f"wrote {html_out}", err=True)
+    emit(text, output)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

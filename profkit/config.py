@@ -20,6 +20,7 @@ STRATEGIES = ("none", "ddp", "fsdp2")
 DEFAULT_TIMEOUT_S = 1800
 """A multi-rank job still running this long is ended (30 min: gloo's own collective timeout,
 three times NCCL's 10 min, longer than any step profkit profiles should take)."""
+MEMORY_STACKS = ("python", "all")
 USER_DEFAULT_BATCH, USER_DEFAULT_CONTEXT = 4, 256
 
 
@@ -64,6 +65,12 @@ class RunConfig:
     """NVTX ranges: `auto` emits them when a tool (nsys, ncu) is attached, `on` always, `off` never."""
     nvtx_depth: int = 2
     """For your own model: how many module levels get forward and backward ranges."""
+    memory_snapshot: bool = False
+    """Record the allocator's history over the measured steps into memory.pickle (CUDA only)."""
+    memory_stacks: str = "python"
+    """Frames kept per allocator event: `python`, or `all` (C++ too: much slower dumps)."""
+    memory_max_entries: int = 1_000_000
+    """Allocator events kept; past it the oldest are dropped and the report refuses the history."""
     out: Path | None = None
     """Folder for run.json; None: runs/<model>-<mode>-<dtype>-<attn>-<time>."""
     force: bool = False
@@ -94,6 +101,9 @@ class RunConfig:
         _choice(self.attn, ATTN_BACKENDS, "attention backend")
         _choice(self.dtype, DTYPES, "dtype")
         _choice(self.nvtx, NVTX_MODES, "nvtx setting")
+        _choice(self.memory_stacks, MEMORY_STACKS, "memory stacks setting")
+        if self.memory_max_entries < 1:
+            raise ValueError(f"memory-max-entries must be at least 1, got {self.memory_max_entries}")
         if self.device is not None:
             _choice(self.device, DEVICES, "device")
         for name in ("batch_size", "context_length", "steps"):

@@ -50,7 +50,8 @@ RANK_RUN = "rank{rank}.run.json"
 RANK_LOG = "rank{rank}.log"
 RANK_NSYS_STEM = "rank%q{RANK}"  # nsys expands %q{RANK} from each rank's environment (torchrun sets RANK)
 LAUNCH_LOG = "torchrun.log"
-MEMORY_SNAPSHOT = "memory.pickle"
+MEMORY_SNAPSHOT = "memory.pickle"  # torch.cuda.memory._snapshot(), pickle protocol 4 (PyTorch's viewer)
+MEMORY_SIDECAR = "memory.json"  # what profkit knows beside it: window start, ranges, tensors (no pickle)
 FLOPS_FILE = "flops.json"
 
 PARTIAL = ".{name}.partial"  # a capture in progress
@@ -89,13 +90,18 @@ def write_text(path: Path, text: str, *, replace: bool = True) -> None:
     Raises:
         LayoutError: `replace` is False and `path` exists, or the folder is missing or not writable.
     """
+    write_bytes(path, text.encode(), replace=replace)
+
+
+def write_bytes(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """write_text() for bytes (a PNG)."""
     if not replace and path.exists():
         raise LayoutError(f"{path} exists; choose another file, or pass --force to replace it")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, FILE_MODE)  # O_CREAT's mode is masked by the umask; set it as meant
         os.replace(tmp, path)
     except FileNotFoundError:
@@ -197,6 +203,33 @@ class Environment:
 
 
 @dataclass(kw_only=True, slots=True)
+class MemoryRecord:
+    """`--memory-snapshot`: where the allocator history went and what recording it cost."""
+
+    snapshot: str
+    """The pickle's file name in the run folder (memory.pickle), beside its sidecar (memory.json)."""
+    events: int
+    """Allocator trace entries recorded over the measured steps."""
+    max_entries: int
+    overflowed: bool
+    """The history hit max_entries: its oldest events were dropped (the report refuses it)."""
+    stacks: str
+    """`python`, or `all` (C++ frames too)."""
+    pickle_bytes: int
+    dump_ms: float
+    """Taking the snapshot and pickling it to disk."""
+    steps_ms_without: list[float]
+    """The same number of steps run again right after, without history: the cost's baseline."""
+    overhead_pct: float | None
+    """Median measured step with history over median without, minus one, in percent."""
+    peak_reserved_bytes: int
+    """torch.cuda.max_memory_reserved over the measured steps."""
+    start_allocated_bytes: int
+    oom: bool = False
+    """The measured steps ran out of memory; the snapshot holds the history up to the failure."""
+
+
+@dataclass(kw_only=True, slots=True)
 class RunRecord:
     """run.json: one workload's config, machine, and every measured step's time."""
 
@@ -215,6 +248,8 @@ class RunRecord:
     """torch.cuda.max_memory_allocated over the measured steps (reset after warm-up)."""
     resident_memory_bytes: int | None = None
     """torch.cuda.memory_allocated before the measured steps."""
+    memory: MemoryRecord | None = None
+    """`--memory-snapshot`: the allocator history's file and cost."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys a newer profkit wrote that this one does not know, kept as they were."""
     version: int = RUN_RECORD_VERSION
@@ -225,7 +260,8 @@ class RunRecord:
             if f.name in ("version", "config", "extra"):
                 continue
             value = getattr(self, f.name)
-            d[f.name] = dataclasses.asdict(value) if isinstance(value, (Resolved, Environment, StepSummary)) else value
+            d[f.name] = (dataclasses.asdict(value) if isinstance(value, (Resolved, Environment, StepSummary,
+                                                                          MemoryRecord)) else value)
         return {**d, **self.extra}
 
     @classmethod
@@ -251,6 +287,7 @@ class RunRecord:
                 compile_s=d.get("compile_s"),
                 peak_memory_bytes=d.get("peak_memory_bytes"),
                 resident_memory_bytes=d.get("resident_memory_bytes"),
+                memory=MemoryRecord(**d["memory"]) if d.get("memory") is not None else None,
                 extra={k: v for k, v in d.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:

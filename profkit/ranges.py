@@ -42,6 +42,8 @@ _INNER = True  # ranges inside models (`annotate`, module hooks)
 _NULL = contextlib.nullcontext()
 _CACHE: dict[str, Any] = {}
 _SINK: tuple[Callable[[str], None], Callable[[str], None]] | None = None
+_TAP: tuple[Callable[[str], None], Callable[[str], None]] | None = None
+_TAP_NVTX = False  # whether ranges also reach NVTX while tapped (they were switched on before)
 
 
 def tool_attached() -> bool:
@@ -94,11 +96,38 @@ class _SinkRange:
         _SINK[1](self.name)
 
 
+class _TapRange:
+    """A range that calls `tap`'s functions and, when ranges were on before, NVTX too."""
+
+    __slots__ = ("name", "nvtx")
+
+    def __init__(self, name: str, nvtx_range: Any) -> None:
+        self.name, self.nvtx = name, nvtx_range
+
+    def __enter__(self) -> None:
+        assert _TAP is not None
+        _TAP[0](self.name)
+        if self.nvtx is not None:
+            self.nvtx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        assert _TAP is not None
+        if self.nvtx is not None:
+            self.nvtx.__exit__()
+        _TAP[1](self.name)
+
+
 def _range(name: str) -> Any:
     # nvtx.annotate registers its string once; reusing the object keeps push/pop cheap.
     r = _CACHE.get(name)
     if r is None:
-        r = _CACHE[name] = nvtx.annotate(name, domain=_DOMAIN) if _SINK is None else _SinkRange(name)
+        if _SINK is not None:
+            r = _SinkRange(name)
+        elif _TAP is not None:
+            r = _TapRange(name, nvtx.annotate(name, domain=_DOMAIN) if _TAP_NVTX else None)
+        else:
+            r = nvtx.annotate(name, domain=_DOMAIN)
+        _CACHE[name] = r
     return r
 
 
@@ -123,6 +152,32 @@ def redirect(on_push: Callable[[str], None], on_pop: Callable[[str], None], *, i
         yield
     finally:
         _SINK, _CACHE, _ENABLED, _INNER = saved
+
+
+@contextlib.contextmanager
+def tap(on_push: Callable[[str], None], on_pop: Callable[[str], None], *, inner: bool = True) -> Iterator[None]:
+    """Every range also calls `on_push(name)`/`on_pop(name)`, all of them switched on (inner=False:
+    the phases only, as for a compiled model), until the block ends; NVTX gets the ranges too
+    exactly when they were on before. `profkit run --memory-snapshot` records the range timeline
+    of the measured steps this way, with or without a profiler attached. Not reentrant.
+
+    >>> seen = []
+    >>> set_enabled(False)
+    >>> with tap(lambda n: seen.append("+" + n), lambda n: seen.append("-" + n)):
+    ...     with phase("step_0"), annotate("mlp"):
+    ...         pass
+    >>> set_enabled(True)
+    >>> seen
+    ['+step_0', '+mlp', '-mlp', '-step_0']
+    """
+    global _TAP, _TAP_NVTX, _CACHE, _ENABLED, _INNER
+    saved = _TAP, _TAP_NVTX, _CACHE, _ENABLED, _INNER
+    _TAP, _TAP_NVTX, _CACHE = (on_push, on_pop), _ENABLED, {}
+    _ENABLED, _INNER = True, inner
+    try:
+        yield
+    finally:
+        _TAP, _TAP_NVTX, _CACHE, _ENABLED, _INNER = saved
 
 
 def annotate(name: str) -> contextlib.AbstractContextManager[Any]:

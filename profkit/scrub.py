@@ -2,14 +2,19 @@
 variables (as StringIds strings and in TARGET_INFO_SYSTEM_ENV) and the host name.
 
 Writes a scrubbed copy and VACUUMs it, so the removed text is not left in free pages.
+
+A memory snapshot's frames name files by absolute path (home folders, virtual environments):
+`scrub_snapshot` keeps each path from its package on (`site-packages/torch/...`, `models/...`).
 """
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 ENV_STRING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 SCRUBBED = "<scrubbed>"
@@ -38,3 +43,52 @@ def scrub_export(src: Path, dst: Path) -> dict[str, int]:
     finally:
         db.close()
     return counts
+
+
+KEEP_FROM = ("site-packages/", "dist-packages/", "profkit/", "models/", "scripts/", "tests/")
+
+
+def short_path(filename: str) -> str:
+    """An absolute source path from its package on; else its last two parts.
+
+    >>> short_path("/home/me/.venv/lib/python3.12/site-packages/torch/nn/functional.py")
+    'site-packages/torch/nn/functional.py'
+    >>> short_path("/work/repo/models/transformer_lm.py"), short_path("/tmp/x/y/run.py")
+    ('models/transformer_lm.py', 'y/run.py')
+    """
+    if not filename.startswith("/"):
+        return filename
+    best = -1
+    for marker in KEEP_FROM:
+        i = filename.find("/" + marker)
+        if i >= 0 and (best < 0 or i < best):
+            best = i
+    return filename[best + 1:] if best >= 0 else "/".join(filename.split("/")[-2:])
+
+
+def scrub_snapshot(src: Path, dst: Path) -> int:
+    """Copy a memory snapshot with every frame's file path shortened (short_path); returns the
+    frames changed. Read with profkit's restricted unpickler; written with protocol 4."""
+    from profkit.snapshot import load_pickle
+
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists")
+    data = load_pickle(src)
+    changed = 0
+
+    def walk(x: Any) -> None:
+        nonlocal changed
+        if isinstance(x, dict):
+            name = x.get("filename")
+            if isinstance(name, str) and short_path(name) != name:
+                x["filename"] = short_path(name)
+                changed += 1
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(data)
+    dst.write_bytes(pickle.dumps(data, protocol=4))
+    return changed

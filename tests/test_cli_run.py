@@ -15,7 +15,7 @@ from tests.conftest import TESTS, read_run
 
 RUN_KEYS = {"version", "config", "resolved", "environment", "steps_ms", "micro_batch_ms", "summary", "first_step_ms",
             "compile_s",
-            "peak_memory_bytes", "resident_memory_bytes"}
+            "peak_memory_bytes", "resident_memory_bytes", "memory"}
 
 
 def invoke(*args: str):

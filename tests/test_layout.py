@@ -38,6 +38,7 @@ STAGE_OF = {
     "profkit.parse_ranks": "parse",  # a multi-rank export's processes, NCCL ranges, session start
     "profkit.columns": "parse",  # the export's columns as numpy arrays (parse's reading, without pandas)
     "profkit.scrub": "parse",  # rewrites an export; imports nothing of profkit's
+    "profkit.snapshot": "parse",  # reads a memory snapshot (restricted unpickler) and its sidecar
     "profkit.analyze": "analyze",
     "profkit.pipeline": "pipeline",
     "profkit.ranks": "pipeline",  # a multi-rank capture -> per-rank tables (parallel processes) -> merged
@@ -48,7 +49,7 @@ STAGE_OF = {
 }
 TORCH_ALLOWED = {"profkit.collect.workload", "profkit.collect.flops", "profkit.collect.hooks", "profkit.collect.env",
                  "profkit.collect.outputs", "profkit.collect.attention_bench", "profkit.collect.parallel",
-                 "profkit.collect.peaks"}
+                 "profkit.collect.peaks", "profkit.collect.memory"}
 TORCH_IN_FUNCTION_ONLY = {"profkit.collect.doctor", "profkit.collect.sweep"}
 
 
@@ -169,3 +170,16 @@ def test_multi_rank_modules_keep_to_their_stage() -> None:
     code = ("import sys, profkit.ranks, profkit.parse_ranks, profkit.analyze.ranks, profkit.report.ranks, "
             "profkit.collect.distributed; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_memory_report_runs_without_torch(tmp_path: Path) -> None:
+    """`profkit report memory` reads, replays and draws a snapshot with torch never imported."""
+    from tests.memory_scenario import build
+
+    build(tmp_path, seed=0)
+    code = ("import sys; from profkit.cli import cli; sys.argv = ['profkit', 'report', 'memory', sys.argv[1], '--png', "
+            "sys.argv[1] + '/m.png', '--html', sys.argv[1] + '/m.html', '-o', sys.argv[1] + '/m.md']\n"
+            "try:\n    cli()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    assert (tmp_path / "m.png").stat().st_size > 1000 and "Peak allocated" in (tmp_path / "m.md").read_text()

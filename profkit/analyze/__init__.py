@@ -4,7 +4,9 @@
 - `kernels`: kernel names and categories per row, the ranking, category shares, filters;
 - `categories`: the ordered rule table that names each kernel's category;
 - `timeline`: GPU busy and idle time per phase, the verdict, and what to try.
-- `modules`: per module path, forward against backward GPU time per step.
+- `modules`: per module path, forward against backward GPU time per step;
+- `memory`: a memory snapshot's allocator replay, placement under range paths, categories (imported as
+  `profkit.analyze.memory`: its names are its own).
 """
 
 from __future__ import annotations

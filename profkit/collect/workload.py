@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import profkit.models as models
 from profkit import layout, ranges
-from profkit.collect import hooks, outputs
+from profkit.collect import hooks, memory, outputs
 from profkit.collect.distributed import RankEnv
 from profkit.collect.env import environment
 from profkit.config import RunConfig
@@ -67,7 +67,14 @@ def preflight(cfg: RunConfig) -> tuple[str, str | None]:
     without building the model; returns the device type and torch's CUDA version."""
     device = resolve_device(cfg)
     check_attention(cfg, device)
+    check_memory_snapshot(cfg, device)
     return device.type, torch.version.cuda
+
+
+def check_memory_snapshot(cfg: RunConfig, device: torch.device) -> None:
+    if cfg.memory_snapshot and device.type != "cuda":
+        raise RunError(f"--memory-snapshot needs a CUDA GPU (torch records allocator history on CUDA only), and this "
+                       f"run is on {device.type}; drop --memory-snapshot or use --device cuda")
 
 
 def out_dir(cfg: RunConfig) -> Path:
@@ -297,6 +304,7 @@ def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = No
     cfg = dataclasses.replace(cfg, out=out_dir(cfg) if rank is None or rank.rank == 0 else cfg.out)
     device = resolve_device(cfg, rank)
     check_attention(cfg, device)
+    check_memory_snapshot(cfg, device)
     backend = None
     if rank is not None:
         from profkit.collect import parallel
@@ -306,7 +314,7 @@ def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = No
     try:
         record = _run(cfg, device, progress or (lambda what, i, n: None), rank)
     except torch.OutOfMemoryError as e:
-        raise RunError(_out_of_memory(cfg, device, str(e))) from None
+        raise RunError(_out_of_memory(cfg, device, " ".join([str(e), *getattr(e, "__notes__", [])]))) from None
     except RuntimeError as e:
         if "can't allocate memory" not in str(e) and "out of memory" not in str(e).lower():
             raise
@@ -329,9 +337,11 @@ def run(cfg: RunConfig, *, progress: Callable[[str, int, int], None] | None = No
 
 def _out_of_memory(cfg: RunConfig, device: torch.device, message: str) -> str:
     first = message.strip().splitlines()[0] if message.strip() else "out of memory"
-    return (f"out of memory on {device}: --model {cfg.model} --mode {cfg.mode} --dtype {cfg.dtype} with batch "
+    snapshot = f" (profkit report memory {cfg.out / layout.MEMORY_SNAPSHOT} says what filled it)" if (
+        cfg.memory_snapshot and cfg.out is not None and (cfg.out / layout.MEMORY_SNAPSHOT).exists()) else ""
+    return (f"out of memory on {device.type}: --model {cfg.model} --mode {cfg.mode} --dtype {cfg.dtype} with batch "
             f"{cfg.resolved_batch_size} x {cfg.resolved_context_length} did not fit ({first[:200]}); "
-            "try a smaller --batch-size or --context-length")
+            f"try a smaller --batch-size or --context-length{snapshot}")
 
 
 def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int], None],
@@ -340,11 +350,12 @@ def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int],
     # Inside a compiled model NVTX calls would be graph breaks: keep only the runner's phases.
     emit = ranges.resolve(cfg.nvtx)
     ranges.set_enabled(emit, inner=not cfg.compile)
-    if emit and not cfg.compile:
+    range_hooks = []
+    if (emit or cfg.memory_snapshot) and not cfg.compile:  # the snapshot's timeline needs the ranges too
         if w.builtin:
-            hooks.add_backward_ranges(w.model)
+            range_hooks = hooks.add_backward_ranges(w.model)
         else:
-            hooks.add_module_ranges(w.model, cfg.nvtx_depth)
+            range_hooks = hooks.add_module_ranges(w.model, cfg.nvtx_depth)
     wrapped: nn.Module = w.model
     if rank is not None:  # after the hooks, which name the model's own modules, not the wrapper's
         from profkit.collect import parallel
@@ -374,15 +385,32 @@ def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int],
     resident = torch.cuda.memory_allocated(device) if cuda else None
 
     timer.marks.clear()  # warm-up steps marked nothing (no step open), but start clean
+    recorder = memory.Recorder(cfg, w.model, device, cfg.out) if cfg.memory_snapshot and cfg.out else None
     if cuda:
         torch.cuda.profiler.start()
-    for i in range(cfg.steps):
-        report("measure", i, cfg.steps)
-        with ranges.phase(f"step_{i}"), timer.step(i):
-            step()
-    times = timer.times_ms()  # synchronizes: every measured kernel is inside the capture
+    with recorder.window() if recorder else contextlib.nullcontext():  # history over the measured steps only
+        for i in range(cfg.steps):
+            report("measure", i, cfg.steps)
+            if recorder:
+                recorder.step = i
+            with ranges.phase(f"step_{i}"), timer.step(i):
+                step()
+        times = timer.times_ms()  # synchronizes: every measured kernel is inside the capture
     if cuda:
         torch.cuda.profiler.stop()
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    memory_record = None
+    if recorder:
+        # The cost: the same steps again without history, taps or hooks (as a run without the flag).
+        if not emit:
+            for h in range_hooks:
+                h.remove()
+        baseline = _Timer(device, cfg.steps)
+        for i in range(cfg.steps):
+            report("baseline", i, cfg.steps)
+            with baseline.step(i):
+                step()
+        memory_record = recorder.record(times, baseline.times_ms())
 
     return layout.RunRecord(
         config=cfg,
@@ -396,6 +424,7 @@ def _run(cfg: RunConfig, device: torch.device, report: Callable[[str, int, int],
         summary=summarize(times, tokens),
         first_step_ms=first_ms,
         compile_s=_compile_seconds() if cfg.compile else None,
-        peak_memory_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
+        peak_memory_bytes=peak,
         resident_memory_bytes=resident,
+        memory=memory_record,
     )

@@ -3,7 +3,8 @@
 - `formats`: one table as markdown, CSV or JSON;
 - `tables`: markdown building blocks (tables, units, readable kernel names);
 - `capture`: a capture folder's report.md;
-- `compare`: several captures side by side.
+- `compare`: several captures side by side;
+- `memory`: a memory snapshot's report (markdown, JSON, HTML) and its PNG (`png`, no plotting package).
 
 Every number comes from profkit.analyze; nothing here computes what a table shows, it only
 chooses the rows and formats them.

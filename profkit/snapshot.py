@@ -1,0 +1,283 @@
+"""torch memory snapshot (memory.pickle) and profkit's sidecar (memory.json) -> MemoryData (no torch).
+
+A pickle can run any code when it is loaded: `pickle.load` calls whatever importable
+callable the file names. So the snapshot is read by a restricted unpickler that builds only
+plain data (dicts, lists, tuples, strings, numbers, booleans, None) and refuses a file that
+names any Python object at all. A torch snapshot is nothing but such data.
+
+The snapshot (torch.cuda.memory._snapshot()): `segments` (the allocator's state at the dump),
+`device_traces` (per device, every allocator action of the recorded history: alloc,
+free_requested, free_completed, segment_alloc, segment_free, oom, ... with addr, size, stream,
+time_us and Python frames), `allocator_settings`, and `external_annotations` (record_function
+starts and ends with their time, when recorded with global_record_annotations=True).
+
+The sidecar (profkit.collect.memory writes it): the allocator's blocks when the window opened,
+torch's peak counters over it, profkit's range log (thread, begin/end, name, host time) and the
+storages that tell what blocks hold. Without it (a snapshot from elsewhere) the report still
+works, with an approximate replay and no ranges.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from profkit import layout
+from profkit.errors import ProfkitError
+
+ACTIONS = ("alloc", "free_requested", "free_completed", "segment_alloc", "segment_free", "segment_map",
+           "segment_unmap", "oom", "snapshot", "user_defined")
+SIDECAR_FORMAT = "profkit-memory"
+# Frames that are not the user's: torch itself, and profkit's own taps and hooks.
+INTERNAL_FRAMES = ("/torch/", "/profkit/ranges.py", "/profkit/collect/hooks.py", "/profkit/collect/memory.py",
+                   "/contextlib.py", "/threading.py")
+
+
+class MemoryInputError(ProfkitError):
+    """Not a usable memory snapshot; the message says why and what to do."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds only what pickle's opcodes build by themselves; any named Python object is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise _NamedObject(f"{module}.{name}")
+
+
+class _NamedObject(Exception):
+    pass
+
+
+@dataclass(kw_only=True)
+class MemoryData:
+    """One snapshot, as frames. Addresses and sizes are bytes (int64), times microseconds."""
+
+    path: Path
+    device: int
+    events: pd.DataFrame
+    """The device's trace in recorded order: seq, action, addr, size, stream, time_us, frame (the top
+    user frame, `file.py:line function`, "" when none: the autograd thread has no Python frames)."""
+    end_blocks: pd.DataFrame
+    """The blocks at the dump, as start_blocks below."""
+    settings: dict[str, Any]
+    """The allocator's settings: expandable_segments, max_split_size, roundup_power2_divisions."""
+    sidecar: bool
+    """Whether profkit's memory.json was beside the pickle (the rest below comes from it)."""
+    start_blocks: pd.DataFrame | None = None
+    """The blocks when the window opened: segment, segment_size, segment_type, address, size,
+    requested_size, state (active_allocated, active_pending_free, inactive)."""
+    start_allocated_bytes: int | None = None
+    torch_peak_allocated_bytes: int | None = None
+    """torch.cuda.max_memory_allocated over the window, as the run read it."""
+    torch_peak_reserved_bytes: int | None = None
+    range_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["thread", "kind", "name", "host_ns", "time_us"]))
+    """profkit's ranges, one row per begin (B) or end (E) in the order they happened, with time_us
+    in the snapshot's clock (`clock`)."""
+    clock: str = "none"
+    """`snapshot`: range times are torch's own annotation times; `host`: the host clock profkit
+    logged (the annotations were missing); `none`: no ranges."""
+    tensors: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["kind", "step", "address", "bytes", "name"]))
+    """Storages seen in the window: parameter, buffer, gradient, optimizer_state, saved, autocast_copy."""
+    max_entries: int | None = None
+    oom: bool = False
+    run: dict[str, Any] = field(default_factory=dict)
+    """The run's model, mode, dtype, attn, batch_size, context_length, steps (from the sidecar)."""
+
+
+def snapshot_path(path: Path) -> Path:
+    """A memory.pickle, or the run/capture folder that holds one.
+
+    Raises:
+        MemoryInputError: missing, or a folder without memory.pickle.
+    """
+    if path.is_dir():
+        if (path / layout.MEMORY_SNAPSHOT).is_file():
+            return path / layout.MEMORY_SNAPSHOT
+        raise MemoryInputError(f"{path} holds no {layout.MEMORY_SNAPSHOT}; record one with profkit run "
+                               "--memory-snapshot (or profkit profile --memory-snapshot)")
+    if not path.exists():
+        raise MemoryInputError(f"{path} does not exist; give a {layout.MEMORY_SNAPSHOT} or the run folder holding "
+                               "one")
+    return path
+
+
+def load_pickle(path: Path) -> Any:
+    """The pickle's plain data.
+
+    Raises:
+        MemoryInputError: not a pickle, truncated or damaged, or it names a Python object.
+    """
+    data = path.read_bytes()
+    if len(data) < 2 or data[0] != 0x80 or not 2 <= data[1] <= 5:
+        raise MemoryInputError(f"{path} is not a pickle (a torch memory snapshot starts with pickle's protocol "
+                               "header); give the memory.pickle that profkit run --memory-snapshot wrote")
+    try:
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except _NamedObject as e:
+        raise MemoryInputError(f"{path} is a pickle that names the Python object {e}; profkit loads only plain "
+                               "snapshot data (dicts, lists, strings, numbers), because unpickling anything else "
+                               "can run code") from None
+    except (EOFError, pickle.UnpicklingError, ValueError, IndexError, KeyError, TypeError, MemoryError) as e:
+        raise MemoryInputError(f"{path} is truncated or damaged ({type(e).__name__}: {str(e)[:120]}); record the "
+                               "snapshot again") from None
+
+
+def top_frame(frames: Any) -> str:
+    """The innermost frame that is the user's code (not torch's, not profkit's taps), else "".
+
+    >>> top_frame([{"filename": "/x/torch/nn/functional.py", "line": 3, "name": "linear"},
+    ...            {"filename": "/repo/models/gpt.py", "line": 42, "name": "forward"}])
+    'models/gpt.py:42 forward'
+    """
+    if not isinstance(frames, list):
+        return ""
+    for f in frames:
+        if not isinstance(f, dict):
+            continue
+        name = str(f.get("filename", ""))
+        probe = "/" + name.lstrip("/")  # scrubbed paths are relative (site-packages/torch/...)
+        if not name or name.startswith("<") or any(part in probe for part in INTERNAL_FRAMES):
+            continue
+        short = "/".join(name.split("/")[-2:])
+        return f"{short}:{f.get('line', '?')} {f.get('name', '?')}"
+    return ""
+
+
+def read(path: Path) -> MemoryData:
+    """Read a snapshot and, when it is there, its sidecar.
+
+    Raises:
+        MemoryInputError: see load_pickle(); not a snapshot; no history (device_traces empty); a
+            history that overflowed max_entries; a sidecar that is not profkit's.
+    """
+    path = snapshot_path(path)
+    snap = load_pickle(path)
+    if not isinstance(snap, dict) or "segments" not in snap:
+        what = type(snap).__name__
+        raise MemoryInputError(f"{path} is a pickle of a {what}, not a torch memory snapshot (no 'segments'); give "
+                               "the memory.pickle that profkit run --memory-snapshot wrote")
+    side = _read_sidecar(path)
+    traces = snap.get("device_traces")
+    if not isinstance(traces, list) or not any(isinstance(t, list) and t for t in traces):
+        raise MemoryInputError(f"{path} has no allocator history (device_traces is empty): it was taken without "
+                               "torch.cuda.memory._record_memory_history; record one with profkit run "
+                               "--memory-snapshot")
+    device = int(side["device"]) if side else next(i for i, t in enumerate(traces) if isinstance(t, list) and t)
+    if device >= len(traces) or not isinstance(traces[device], list):
+        raise MemoryInputError(f"{path} has no history for device {device}, which its memory.json names")
+    trace = traces[device]
+    if side and (side.get("overflowed") or len(trace) >= int(side["max_entries"])):
+        raise MemoryInputError(f"{path}'s history overflowed: {len(trace):,} events kept of max_entries "
+                               f"{int(side['max_entries']):,}, the oldest dropped, so the peak cannot be replayed; "
+                               "record it again with a larger --memory-max-entries or fewer --steps")
+    events = _events(path, trace)
+    segments = [s for s in snap["segments"] if isinstance(s, dict) and s.get("device", device) == device]
+    try:
+        end_blocks = blocks_frame(segments)
+    except (KeyError, TypeError, ValueError) as e:
+        raise MemoryInputError(f"{path}: a segment is damaged ({type(e).__name__}: {e})") from None
+    data = MemoryData(path=path, device=device, events=events, end_blocks=end_blocks,
+                      settings=_settings(snap.get("allocator_settings")), sidecar=side is not None)
+    if side:
+        _apply_sidecar(data, side, snap.get("external_annotations"))
+    return data
+
+
+BLOCK_COLUMNS = ["segment", "segment_size", "segment_type", "address", "size", "requested_size", "state"]
+
+
+def blocks_frame(segments: list[Any]) -> pd.DataFrame:
+    """One row per block of the segments (the snapshot's or the sidecar's shape), by address."""
+    rows = []
+    for s in segments:
+        for b in s["blocks"]:
+            rows.append((int(s["address"]), int(s["total_size"]), str(s.get("segment_type", "large")),
+                         int(b["address"]), int(b["size"]), int(b.get("requested_size", b["size"])), str(b["state"])))
+    frame = pd.DataFrame(rows, columns=BLOCK_COLUMNS)
+    return frame.sort_values("address", kind="stable").reset_index(drop=True)
+
+
+def _events(path: Path, trace: list[Any]) -> pd.DataFrame:
+    rows = []
+    for i, e in enumerate(trace):
+        if not isinstance(e, dict) or "action" not in e:
+            raise MemoryInputError(f"{path}: trace entry {i} is not an allocator event; the snapshot is damaged")
+        rows.append((i, str(e["action"]), int(e.get("addr", 0) or 0), int(e.get("size", 0) or 0),
+                     int(e.get("stream", 0) or 0), int(e.get("time_us", 0) or 0), top_frame(e.get("frames"))))
+    return pd.DataFrame(rows, columns=["seq", "action", "addr", "size", "stream", "time_us", "frame"]).astype(
+        {"seq": "int64", "addr": "int64", "size": "int64", "stream": "int64", "time_us": "int64"})
+
+
+def _settings(raw: Any) -> dict[str, Any]:
+    """The allocator settings the replay follows; torch's defaults where the snapshot says nothing."""
+    raw = raw if isinstance(raw, dict) else {}
+    max_split = raw.get("max_split_size")
+    divisions = raw.get("roundup_power2_divisions")
+    return {"expandable_segments": bool(raw.get("expandable_segments", False)),
+            # torch reports "unlimited" as SIZE_MAX (or -1 through a signed conversion)
+            "max_split_size": None if max_split in (None, -1) or (isinstance(max_split, int) and max_split >= 2**63 - 1)
+            else int(max_split),
+            "roundup_power2_divisions": divisions if isinstance(divisions, (int, list, dict)) else None}
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MemoryInputError(f"{side} is not readable JSON ({e}); remove it to report the snapshot alone") from None
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT or "max_entries" not in data:
+        raise MemoryInputError(f"{side} is not profkit's memory sidecar; remove or rename it to report the snapshot "
+                               "alone")
+    return data
+
+
+def _apply_sidecar(data: MemoryData, side: dict[str, Any], annotations: Any) -> None:
+    try:
+        start = side.get("start") or {}
+        end = side.get("end") or {}
+        data.start_blocks = blocks_frame(start.get("segments", []))
+        data.start_allocated_bytes = start.get("allocated_bytes")
+        data.torch_peak_allocated_bytes = end.get("peak_allocated_bytes")
+        data.torch_peak_reserved_bytes = end.get("peak_reserved_bytes")
+        data.max_entries = int(side["max_entries"])
+        data.oom = bool(side.get("oom", False))
+        data.run = dict(side.get("run") or {})
+        log = pd.DataFrame(side["ranges"]["rows"], columns=["thread", "kind", "name", "host_ns"])
+        data.tensors = pd.DataFrame(side["tensors"]["rows"], columns=["kind", "step", "address", "bytes", "name"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MemoryInputError(f"{data.path.with_suffix('.json')} is damaged ({type(e).__name__}: {e}); remove it to "
+                               "report the snapshot alone") from None
+    prefix = str(side.get("annotation_prefix", "profkit:"))
+    times, data.clock = _annotation_times(log, annotations, prefix)
+    if times is None:
+        times = (log["host_ns"] // 1000).tolist()
+        data.clock = "host" if len(log) else "none"
+    data.range_log = log.assign(time_us=pd.Series(times, dtype="int64"))
+
+
+def _annotation_times(log: pd.DataFrame, annotations: Any, prefix: str) -> tuple[list[int] | None, str]:
+    """Each logged begin/end's time in the snapshot's clock: the n-th annotation of profkit's is the
+    n-th logged event (same name, START for B, END for E), else None (the host clock is used)."""
+    if not isinstance(annotations, list) or log.empty:
+        return None, "none"
+    ours = [a for a in annotations if isinstance(a, dict) and str(a.get("name", "")).startswith(prefix)]
+    if len(ours) != len(log):
+        return None, "none"
+    times = []
+    for a, kind, name in zip(ours, log["kind"], log["name"], strict=True):
+        stage = str(a.get("stage", "")).upper()
+        if a["name"] != prefix + name or stage != ("START" if kind == "B" else "END") or "time_us" not in a:
+            return None, "none"
+        times.append(int(a["time_us"]))
+    return times, "snapshot"
