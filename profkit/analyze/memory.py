@@ -277,14 +277,21 @@ def replay(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: di
                 blocks.pop(addr)
         alloc_after[i] = allocated
         reserved_after[i] = reserved
+    out, lifetimes = _replayed(events, block_size, alloc_after, reserved_after, lifetime, life_rows)
+    return Replay(events=out, lifetimes=lifetimes, start_allocated_bytes=start_allocated,
+                  start_reserved_bytes=start_reserved, exact=exact, notes=notes[:20])
+
+
+def _replayed(events: pd.DataFrame, block_size: Any, alloc_after: Any, reserved_after: Any, lifetime: Any,
+              life_rows: list[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A replay's per-event columns beside the events, and its lifetimes table (both replays')."""
     out = events.assign(block_size=pd.Series(block_size, dtype="int64", index=events.index),
                         allocated_bytes=pd.Series(alloc_after, dtype="int64", index=events.index),
                         reserved_bytes=pd.Series(reserved_after, dtype="int64", index=events.index),
                         lifetime=pd.Series(lifetime, dtype="int64", index=events.index))
     lifetimes = pd.DataFrame(life_rows, columns=["lifetime", "addr", "size", "requested", "alloc_seq", "free_seq"],
                              dtype="int64")
-    return Replay(events=out, lifetimes=lifetimes, start_allocated_bytes=start_allocated,
-                  start_reserved_bytes=start_reserved, exact=exact, notes=notes[:20])
+    return out, lifetimes
 
 
 def _merge(blocks: dict[int, _Block], dst: _Block, src: _Block) -> None:
@@ -351,12 +358,7 @@ def _replay_approximate(events: pd.DataFrame, end_blocks: pd.DataFrame | None, s
         elif act == "segment_free":
             reserved -= size
         alloc_after[i], reserved_after[i] = allocated, reserved
-    out = events.assign(block_size=pd.Series(block_size, dtype="int64", index=events.index),
-                        allocated_bytes=pd.Series(alloc_after, dtype="int64", index=events.index),
-                        reserved_bytes=pd.Series(reserved_after, dtype="int64", index=events.index),
-                        lifetime=pd.Series(lifetime, dtype="int64", index=events.index))
-    lifetimes = pd.DataFrame(life_rows, columns=["lifetime", "addr", "size", "requested", "alloc_seq", "free_seq"],
-                             dtype="int64")
+    out, lifetimes = _replayed(events, block_size, alloc_after, reserved_after, lifetime, life_rows)
     note = ("approximate: no profkit sidecar (memory.json), so no window start state: sizes are requested sizes "
             "rounded to 512 bytes, without the allocator's block splitting, and the reserved memory at the start "
             "is the dump's")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from profkit import layout
-from profkit.collect.launch import ANALYSIS_FAILED, CaptureError, tail
+from profkit.collect.launch import ANALYSIS_FAILED, CaptureError, attempt_folder, tail
 from profkit.config import RunConfig
 from profkit.errors import ProfkitError
 from profkit.nsys import NSYS_ENV, Nsys, NsysError, export, profile_options
@@ -467,14 +467,7 @@ def profile_ranks(nsys: Nsys, cfg: RunConfig, *, device: str, name: str, out_dir
         cmd = build(nsys.path, cfg, device=device, user_args=user_args, out=partial)
     except NsysError as e:
         raise CaptureError(str(e)) from None
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    log = partial / layout.LOG
-
-    def failure(message: str) -> CaptureError:
-        shutil.rmtree(failed, ignore_errors=True)
-        partial.rename(failed)
-        return CaptureError(message.replace(str(partial), str(failed)) + f" (log: {failed / layout.LOG})")
+    log, failure = attempt_folder(partial, failed)
 
     status(f"capturing {cfg.world_label} with nsys {nsys.version_str}" + (" (one file)" if single_file else ""))
     result = run_job(cmd, log=log, env=_env(nsys), timeout=cfg.timeout)

@@ -79,14 +79,7 @@ def profile(nsys: Nsys, cfg: RunConfig, *, device: str, name: str, out_dir: Path
         cmd = build_profile_command(nsys.path, cfg, device=device, user_args=user_args, out=partial)
     except NsysError as e:
         raise CaptureError(str(e)) from None
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    log = partial / layout.LOG
-
-    def failure(message: str) -> CaptureError:
-        shutil.rmtree(failed, ignore_errors=True)
-        partial.rename(failed)
-        return CaptureError(f"{message} (log: {failed / layout.LOG})")
+    log, failure = attempt_folder(partial, failed)
 
     status(f"capturing with nsys {nsys.version_str}")
     with log.open("w") as f:
@@ -139,3 +132,17 @@ def _point_record_at(folder: Path) -> None:
     record = layout.RunRecord.read(folder)
     record = dataclasses.replace(record, config=dataclasses.replace(record.config, out=folder, force=False))
     record.write(folder)
+
+
+def attempt_folder(partial: Path, failed: Path) -> tuple[Path, Callable[[str], CaptureError]]:
+    """A fresh NAME.partial/ for one capture attempt: its log's path, and what turns a message into
+    the CaptureError of a failed attempt (the folder kept as NAME.failed/, the message naming it)."""
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+
+    def failure(message: str) -> CaptureError:
+        shutil.rmtree(failed, ignore_errors=True)
+        partial.rename(failed)
+        return CaptureError(message.replace(str(partial), str(failed)) + f" (log: {failed / layout.LOG})")
+
+    return partial / layout.LOG, failure
