@@ -145,6 +145,9 @@ def measure(point: AttentionPoint, settings: AttentionSettings,
                           probe=False)
         except AttentionBackendError as e:
             return {**row, "status": "refused", "reason": str(e), "failed_mode": "fwd"}
+    if device.type == "cuda":  # the last point's tensors (freed by now) leave the cache: reserved is this point's
+        gc.collect()
+        torch.cuda.empty_cache()
     tensors: list[Tensor] = []
     try:
         if point.impl == "compiled":

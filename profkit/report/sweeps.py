@@ -163,7 +163,7 @@ def attention_markdown(rows: list[dict[str, Any]], grids: list[AttentionGrid] | 
         return "# Attention sweep\n\nNo points in the database yet.\n"
     counts = df["status"].value_counts()
     lines = ["# Attention sweep", "", source and f"Preset: {source}." or "", _env_line(df), "",
-             f"{len(df)} points: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".", "",
+             f"{len(df)} points in the database: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".", "",
              "Times: the median of the timed passes (CUDA events with L2 flushed before each pass on a GPU, "
              "time.perf_counter on a CPU; warm-up passes excluded). "
              f"`Forward ({PASSES} passes)` is {PASSES} x the mean pass, seed 002's column. FLOPs by FlashAttention's "
