@@ -424,7 +424,7 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, html_page: 
         from profkit.ranks import load_ranks
         from profkit.report.ranks import timeline_png
 
-        merged = library(lambda: load_ranks(profile, rules=rules))
+        merged: Any = library(lambda: load_ranks(profile, rules=rules))
         png = out.with_name("ranks_timeline.png")
         note = timeline_png(merged, png)
         click.echo(note, err=True)
@@ -440,7 +440,8 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, html_page: 
             lambda: capture_markdown(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank),
                                       title=title, top=top),
             rules=rules, use_cache=not no_cache, rank=rank))
-    page = _capture_html(profile, title, rules, allow_incomplete, no_cache, rank=r) if page_out is not None else None
+    page = (_capture_html(profile, title, rules, allow_incomplete, no_cache, rank=r,
+                          ranks=merged if ranks else None) if page_out is not None else None)
     library(lambda: layout.write_text(out, text))
     click.echo(f"report: {out}")
     if page_out is not None and page is not None:
@@ -449,16 +450,35 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, html_page: 
 
 
 def _capture_html(profile: Path, title: str, rules: Path | None, allow_incomplete: bool, no_cache: bool,
-                  rank: int | None = None) -> str:
-    """report.html's text: the capture's sections, FLOPs from flops.json (or counted) when they can be had."""
+                  rank: int | None = None, ranks: Any = None) -> str:
+    """report.html's text: the capture's sections, FLOPs from flops.json (or counted) when they can be had,
+    memory when the folder holds memory.pickle, the ranks section of a multi-rank capture (`ranks`)."""
+    import json
+
+    from profkit import analyze, layout
     from profkit.report import html
+    from profkit.report import memory as memory_report
 
     a = _load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank)
     try:
         counted: Any = _flops_of(profile, a)
     except click.ClickException as e:  # no flops.json and nothing to count it with: the section says why
         counted = html.Unavailable(e.format_message())
-    return library(lambda: html.capture_page(a, title=title, profile=str(profile), name=title, flops=counted))
+    memory: Any = None
+    if profile.is_dir() and (profile / layout.MEMORY_SNAPSHOT).is_file():
+        try:  # as `report memory FOLDER/memory.pickle --format json` reports it (the folder is the capture)
+            data, m = _memory(profile / layout.MEMORY_SNAPSHOT)
+            kernels = analyze.nvtx_summary(a.ranges, a.kernels, by="path")
+            memory = json.loads(memory_report.report(data, m, fmt="json", title="", kernels=kernels))
+        except click.ClickException as e:
+            memory = html.Unavailable(e.format_message())
+    ranks_doc = None
+    if ranks is not None:
+        from profkit.report.ranks import ranks_report
+
+        ranks_doc = json.loads(ranks_report(ranks, fmt="json"))
+    return library(lambda: html.capture_page(a, title=title, profile=str(profile), name=title, flops=counted,
+                                             memory=memory, ranks=ranks_doc))
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
@@ -836,6 +856,8 @@ def flops_command(profile: Path, peaks: str, png: Path | None, waterfall: Path |
 def sweep_options(f: Any) -> Any:
     """Options every `profkit sweep` command shares."""
     f = click.option("--force", is_flag=True, help="Replace an existing report in --report DIR.")(f)
+    f = click.option("--html", "html_page", is_flag=True, help="With --report DIR: also write KIND.html there (one "
+                     "self-contained page of the tables and plots, no network).")(f)
     f = click.option("--report", "report_dir", type=click.Path(path_type=Path),
                      help="Write markdown tables and PNG plots of the table into this folder.")(f)
     f = click.option("--redo", is_flag=True, help="Run again the points already in the database.")(f)
@@ -852,13 +874,17 @@ def _grid(fn: Any) -> Any:
         raise bad_input(str(e)) from None
 
 
-def _sweep(kind: str, run: Any, db: Path, report_dir: Path | None, force: bool, report_args: dict[str, Any]) -> None:
+def _sweep(kind: str, run: Any, db: Path, report_dir: Path | None, force: bool, report_args: dict[str, Any],
+           html_page: bool = False) -> None:
     """Run a sweep under the progress bar, say what it wrote, then the report; Ctrl-C says how to resume."""
     from profkit import results
     from profkit.console import sweep_progress
 
-    if report_dir is not None and (report_dir / f"{kind}.md").exists() and not force:
-        raise bad_input(f"{report_dir / f'{kind}.md'} exists; pass --force to replace it, or give another --report")
+    if html_page and report_dir is None:
+        raise bad_input("--html writes KIND.html into the --report folder; give --report DIR")
+    for name in (f"{kind}.md", f"{kind}.html") if html_page else (f"{kind}.md",):
+        if report_dir is not None and (report_dir / name).exists() and not force:
+            raise bad_input(f"{report_dir / name} exists; pass --force to replace it, or give another --report")
     try:
         with sweep_progress(f"sweep {kind}") as bar:
             summary = library(lambda: run(bar))
@@ -873,7 +899,8 @@ def _sweep(kind: str, run: Any, db: Path, report_dir: Path | None, force: bool, 
         from profkit.report.sweeps import write_report
 
         rows = library(lambda: results.read(db, kind))
-        for line in library(lambda: write_report(kind, rows, report_dir, force=True, **report_args)):
+        for line in library(lambda: write_report(kind, rows, report_dir, force=True, html=html_page, db=str(db),
+                                                 **report_args)):
             click.echo(line)
 
 
@@ -912,7 +939,7 @@ def sweep() -> None:
 @sweep_options
 def sweep_attention(preset: str | None, reps: int | None, warmup: int | None, max_seconds: float | None,
                     seed: int | None, device: str | None, db: Path, redo: bool, report_dir: Path | None, force: bool,
-                    **grid: Any) -> None:
+                    html_page: bool, **grid: Any) -> None:
     """Time attention implementations over a grid of shapes: forward, backward, forward+backward.
 
     Per point: the median pass time of each mode (CUDA events, L2 flushed; perf_counter on a
@@ -947,7 +974,7 @@ def sweep_attention(preset: str | None, reps: int | None, warmup: int | None, ma
                                 derive=attention_metrics, progress=bar)
 
     source = sweeps.ATTENTION_PRESETS[preset].source if preset else ""
-    _sweep("attention", run, db, report_dir, force, {"grids": grids if preset else None, "source": source})
+    _sweep("attention", run, db, report_dir, force, {"grids": grids if preset else None, "source": source}, html_page)
 
 
 @sweep.command("models", context_settings=CONTEXT_SETTINGS)
@@ -974,7 +1001,7 @@ def sweep_attention(preset: str | None, reps: int | None, warmup: int | None, ma
 @sweep_options
 def sweep_models(preset: str | None, warmup: int | None, steps: int | None, seed: int | None, profile: bool,
                  timeout: float | None, runs_dir: Path | None, device: str | None, db: Path, redo: bool,
-                 report_dir: Path | None, force: bool, **grid: Any) -> None:
+                 report_dir: Path | None, force: bool, html_page: bool, **grid: Any) -> None:
     """Run model sizes x modes x dtypes x attention x compile, each point a fresh `profkit run`.
 
     Per point: ms/step and per micro-batch, tokens/s, MFU (PaLM's FLOPs against the datasheet
@@ -1000,7 +1027,7 @@ def sweep_models(preset: str | None, warmup: int | None, steps: int | None, seed
                              timeout=timeout, derive=model_metrics, progress=bar)
 
     source = sweeps.MODEL_PRESETS[preset].source if preset else ""
-    _sweep("models", run, db, report_dir, force, {"source": source})
+    _sweep("models", run, db, report_dir, force, {"source": source}, html_page)
 
 
 @sweep.command("report", context_settings=CONTEXT_SETTINGS)
@@ -1008,13 +1035,17 @@ def sweep_models(preset: str | None, warmup: int | None, steps: int | None, seed
 @click.option("--db", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The folder for KIND.md and its PNGs.")
 @click.option("--preset", help="Group attention points by this preset's grids (cs336, flash2, mac).")
-@click.option("--force", is_flag=True, help="Replace an existing KIND.md and its plots.")
-def sweep_report(kind: str, db: Path, out: Path, preset: str | None, force: bool) -> None:
-    """Write the markdown tables and PNG plots of a database's table (no torch, no GPU).
+@click.option("--force", is_flag=True, help="Replace an existing KIND.md (KIND.html) and its plots.")
+@click.option("--html", "html_page", is_flag=True, help="Also write KIND.html: one self-contained page of the tables "
+              "and their plots (no network).")
+def sweep_report(kind: str, db: Path, out: Path, preset: str | None, force: bool, html_page: bool) -> None:
+    """Write the markdown tables and PNG plots of a database's table (no torch, no GPU); --html
+    adds one page of them.
 
     \b
     Example:
         profkit sweep report attention --db reports/h200/sweeps/profkit.db --out reports/h200/sweeps --preset cs336
+        profkit sweep report models --db reports/h200/sweeps/nanogpt.db --out reports/h200/sweeps/nanogpt --html
     """
     from profkit import results, sweeps
     from profkit.report.sweeps import write_report
@@ -1024,5 +1055,6 @@ def sweep_report(kind: str, db: Path, out: Path, preset: str | None, force: bool
     rows = library(lambda: results.read(db, kind))
     grids = list(sweeps.ATTENTION_PRESETS[preset].grids) if preset else None
     source = sweeps.ATTENTION_PRESETS[preset].source if preset else ""
-    for line in library(lambda: write_report(kind, rows, out, grids=grids, source=source, force=force)):
+    for line in library(lambda: write_report(kind, rows, out, grids=grids, source=source, force=force, html=html_page,
+                                             db=str(db))):
         click.echo(line)

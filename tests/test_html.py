@@ -330,3 +330,154 @@ def test_a_large_capture_page_stays_small_and_opens_fast(tmp_path: Path, browser
     assert time.monotonic() - t0 < 2.0
     assert page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd") < 2000
     assert page.errors == []
+
+
+# --- the memory, floor-and-gap, ranks and sweep pages --------------------------------------------------------
+
+MEMORY = DATA / "h200_memory_tiny_step"
+RANKS_CAPTURE = DATA / "h200_small_step_bf16_ddp_1rank"
+SWEEPS = ROOT / "reports" / "h200" / "sweeps"
+
+
+@pytest.fixture(scope="module")
+def memory_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A capture folder holding a memory snapshot (the tiny step's, beside the small bf16 step's export)."""
+    folder = copy_capture("h100_small_step_bf16", tmp_path_factory.mktemp("memory-page"))
+    for name in ("memory.pickle", "memory.json"):
+        shutil.copyfile(MEMORY / name, folder / name)
+    r = invoke("report", folder, "--html")
+    assert r.exit_code == 0, r.output
+    return folder / "report.html"
+
+
+def test_memory_section_holds_report_memorys_json(memory_page: Path) -> None:
+    folder = memory_page.parent
+    r = invoke("report", "memory", folder / "memory.pickle", "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = block(memory_page.read_text(), "memory")
+    assert doc == json.loads(r.stdout)
+    # the replayed peak is torch's own counter, recorded in the sidecar at the window's end
+    end = json.loads((MEMORY / "memory.json").read_text())["end"]
+    assert doc["peak_allocated_bytes"] == end["peak_allocated_bytes"] == max(  # type: ignore[index]
+        p["allocated_bytes"] for p in doc["timeline"])  # type: ignore[index]
+    assert sum(c["bytes"] for c in doc["categories"]) == doc["peak_allocated_bytes"]  # type: ignore[index]
+
+
+def test_memory_page_in_chromium(memory_page: Path, browser: Browser, artifacts: Path) -> None:
+    page = browser.open(memory_page.as_uri())
+    check_rendered(page, CAPTURE_SECTIONS + ["memory"])
+    doc = block(memory_page.read_text(), "memory")
+    assert page.evaluate("document.querySelectorAll('#memory svg polygon.allocated').length") == 1
+    assert page.evaluate("document.querySelectorAll('#memory svg polyline.reserved').length") == 1
+    assert page.evaluate("document.querySelectorAll('#memory svg circle.peak').length") == 1
+    phases = doc["phases"]  # type: ignore[index]
+    assert len(phases) == 3 and page.evaluate("document.querySelectorAll('#memory svg rect.phase').length") == 3
+    assert page.evaluate("document.querySelector('#memory svg circle.peak title').textContent").endswith(
+        doc["peak_path"])  # type: ignore[index]
+    cats = doc["categories"]  # type: ignore[index]
+    assert page.evaluate("document.querySelectorAll('#memory svg rect.mark').length") == len(cats)
+    assert page.evaluate("document.querySelectorAll('#memory table.top-allocations tbody tr').length") == \
+        len(doc["top_allocations"]) > 0  # type: ignore[index]
+    page.screenshot(artifacts / "memory.png")
+
+
+def test_flops_section_has_the_floor_and_gap_waterfall(flops_page: Path, browser: Browser) -> None:
+    gap = block(flops_page.read_text(), "flops")["gap"]  # type: ignore[index]
+    run = json.loads((flops_page.parent / "run.json").read_text())
+    # the components add up to the measured step (run.json's median, computed here from its steps)
+    steps = sorted(run["steps_ms"])
+    median = (steps[(len(steps) - 1) // 2] + steps[len(steps) // 2]) / 2
+    assert sum(g["ns"] for g in gap) == pytest.approx(median * 1e6, rel=1e-9)
+    assert [g["component"] for g in gap][0] == "floor"
+    page = browser.open(flops_page.as_uri())
+    bars = page.evaluate("Array.from(document.querySelectorAll('#flops figure')).filter(f => "
+                         "JSON.parse(f.dataset.plot).kind === 'waterfall').map(f => f.querySelectorAll("
+                         "'rect.mark').length)")
+    assert bars == [len(gap) + 1]  # one per component and the step
+    assert page.evaluate("document.querySelectorAll('#flops tbody tr').length") == \
+        len(block(flops_page.read_text(), "flops")["rows"]) + len(gap)  # type: ignore[index]
+    assert page.errors == []
+
+
+def test_ranks_section_of_a_multi_rank_capture(tmp_path: Path, browser: Browser, artifacts: Path) -> None:
+    folder = tmp_path / "ddp"
+    shutil.copytree(RANKS_CAPTURE, folder)
+    r = invoke("report", folder, "--html")
+    assert r.exit_code == 0, r.output
+    out = folder / "report.html"
+    r = invoke("report", "ranks", folder, "--format", "json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert block(out.read_text(), "ranks") == rows and [x["rank"] for x in rows] == [0]
+    # the rank's kernel time, plain SQL: compute is the union of its kernels (one stream per step here or not,
+    # never more than the sum of their durations)
+    db = sqlite3.connect(folder / "rank0.sqlite")
+    (total,) = db.execute('SELECT sum("end" - start) FROM CUPTI_ACTIVITY_KIND_KERNEL').fetchone()
+    assert 0 < rows[0]["compute_ns"] * rows[0]["steps"] <= total
+    page = browser.open(out.as_uri())
+    check_rendered(page, ["ranks"] + CAPTURE_SECTIONS)
+    assert page.evaluate("document.querySelectorAll('#ranks svg rect.mark').length") == 4 * len(rows)
+    assert page.evaluate("document.querySelector('#ranks svg text.label').firstChild.textContent") == "rank 0"
+    page.screenshot(artifacts / "ranks.png")
+
+
+def sweep_db(tmp: Path, name: str) -> Path:
+    db = tmp / name
+    shutil.copyfile(SWEEPS / name, db)  # never written where it is committed
+    return db
+
+
+def test_sweep_report_html_and_its_force_rules(tmp_path: Path, browser: Browser, artifacts: Path) -> None:
+    db, out = sweep_db(tmp_path, "nanogpt.db"), tmp_path / "nanogpt"
+    hostile = '<img src=x onerror="window.__pwned=4">'
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE models SET reason = ? WHERE status != 'ok'", (hostile,))
+        ok, points = c.execute("SELECT sum(status = 'ok'), count(*) FROM models").fetchone()
+    r = invoke("sweep", "report", "models", "--db", db, "--out", out, "--html")
+    assert r.exit_code == 0, r.output
+    assert f"html: {out / 'models.html'}" in r.output.splitlines()
+    again = invoke("sweep", "report", "models", "--db", db, "--out", out, "--html")
+    assert again.exit_code == 2 and again.output.startswith(f"Error: {out / 'models.md'} exists")
+    text = (out / "models.html").read_text()
+    assert hostile not in text and html.esc(hostile) in text
+    assert len(block(text, "sweep")["rows"]) == points  # type: ignore[index]
+    page = browser.open((out / "models.html").as_uri())
+    check_rendered(page, ["sweep"])
+    assert page.evaluate("Array.from(document.querySelectorAll('#sweep figure')).map(f => f.querySelectorAll("
+                         "'rect.mark').length)") == [ok, ok]
+    # "Every point" lists each row of the table, as models.md does
+    md_rows = [x for x in (out / "models.md").read_text().split("## Every point")[1].split("\n## ")[0].splitlines()
+               if x.startswith("|")][2:]
+    assert page.evaluate("document.querySelectorAll('#sweep table.seed')[0].tBodies[0].rows.length") == \
+        len(md_rows) == points
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert hostile in page.evaluate("document.body.innerText")
+    page.screenshot(artifacts / "sweep-models.png")
+
+
+def test_sweep_attention_page_per_grid(tmp_path: Path, browser: Browser, artifacts: Path) -> None:
+    db, out = sweep_db(tmp_path, "attention.db"), tmp_path / "cs336"
+    r = invoke("sweep", "report", "attention", "--db", db, "--out", out, "--preset", "cs336", "--html")
+    assert r.exit_code == 0, r.output
+    doc = block((out / "attention.html").read_text(), "sweep")
+    (grid,) = doc["grids"]  # type: ignore[index]
+    with sqlite3.connect(db) as c:
+        ids = set(grid["ids"])
+        rows = [x for x in c.execute("SELECT point_id, impl, seq_len, head_dim, embed, status FROM attention")
+                if x[0] in ids]
+    ok = [x for x in rows if x[5] == "ok"]
+    labels = {x[2:5] for x in ok}
+    page = browser.open((out / "attention.html").as_uri())
+    check_rendered(page, ["sweep"])
+    marks = page.evaluate("Array.from(document.querySelectorAll('#sweep figure')).map(f => f.querySelectorAll("
+                          "'rect.mark').length)")
+    impls = {x[1] for x in ok}
+    assert marks == [min(len(labels), html.PLOT_ROWS) * len(impls)] * 3  # a bar per implementation and shape
+    page.screenshot(artifacts / "sweep-attention.png")
+
+
+def test_sweep_html_needs_report_dir(tmp_path: Path) -> None:
+    r = invoke("sweep", "models", "--html", "--db", tmp_path / "x.db", "--model", "tiny", "--device", "cpu")
+    assert r.exit_code == 2
+    assert r.output == "Error: --html writes KIND.html into the --report folder; give --report DIR\n"
+    assert not (tmp_path / "x.db").exists()

@@ -370,7 +370,80 @@ def flops_html(doc: dict[str, Any]) -> str:
     plot = figure({"kind": "roofline", "data": "flops", "path": "rows", "x": "intensity", "y": "tflops_per_s",
                    "size": "gpu_ns", "label": "path", "roofs": roofs},
                   "Roofline: one point per range path (area: its GPU time), against the peaks above")
-    return "".join(para(t) for t in lines) + plot + table(cols, rows)
+    return "".join(para(t) for t in lines) + plot + table(cols, rows) + gap_html(doc.get("gap"))
+
+
+def gap_html(g: list[dict[str, Any]] | dict[str, Any] | None) -> str:
+    """flops_report.gap()'s rows (what `report flops` prints under "floor and gap"): the measured
+    step as the floor plus each thing between it and the floor, drawn as a waterfall."""
+    if g is None:
+        return ""
+    if isinstance(g, dict):  # why there is none
+        return f'<h3>Floor and gap</h3><p class="unavailable">Not available for this capture: {esc(g["reason"])}</p>'
+    step = sum(r["ns"] for r in g)
+    head = para(f"Measured step {step / 1e6:.2f} ms = "
+                + " + ".join(f"{r['component']} {r['ns'] / 1e6:.2f}" for r in g) + " ms (per measured step).")
+    cols = [Col("component", "component", numeric=False), Col("ns", "ms per step", ms),
+            Col("pct_of_step", "% of step", num(1)), Col("what", "what", numeric=False)]
+    plot = figure({"kind": "waterfall", "data": "flops", "path": "gap", "label": "component", "value": "ns",
+                   "scale": 1e-6, "unit": "ms per step", "total": "measured step"},
+                  "Floor and gap: from the floor to the measured step, one bar per component (each starts where "
+                  "the last ended)")
+    return "<h3>Floor and gap</h3>" + head + plot + table(cols, g)
+
+
+def memory_html(doc: dict[str, Any]) -> str:
+    """`report memory --format json`: memory over time (phases shaded, the peak marked), what is
+    alive at the peak by category, the largest allocations alive then."""
+    peak, torch_peak = doc["peak_allocated_bytes"], doc.get("torch_max_memory_allocated")
+    lines = [f"Peak allocated {peak / 2**20:,.1f} MiB (reserved {doc['peak_reserved_bytes'] / 2**20:,.1f} MiB)"
+             + (f" at {doc['peak_time_us'] / 1e3:,.3f} ms into the recorded window, in {doc['peak_path']}."
+                if doc.get("peak_time_us") is not None else "."),
+             "torch.cuda.max_memory_allocated over the same steps: "
+             + ("not recorded." if torch_peak is None else f"{torch_peak / 2**20:,.1f} MiB ("
+                + ("equal" if doc.get("peak_equals_torch") else "not equal: see the notes") + ")."),
+             f"{doc['events']:,} allocator events replayed"
+             + ("" if doc.get("exact") else " (not exact: see the notes)")
+             + f"; {doc['window_start_allocated_bytes'] / 2**20:,.1f} MiB allocated before the window."]
+    notes = "".join(f"<li>{esc(n)}</li>" for n in doc.get("notes") or [])
+    plot = figure({"kind": "memory", "data": "memory", "peak": "peak_allocated_bytes", "peak_time": "peak_time_us",
+                   "peak_path": "peak_path"},
+                  "Allocated (area) and reserved (line) memory over the recorded window; forward, backward and "
+                  "optimizer shaded; the peak marked")
+    cat_plot = figure({"kind": "bars", "data": "memory", "path": "categories", "label": "category",
+                       "scale": 1 / 2**20, "unit": "MiB", "series": [{"key": "bytes", "name": "alive at the peak"}]},
+                      "What is alive at the peak, by category")
+    cats = table([Col("category", "category", numeric=False), Col("bytes", "MiB", lambda v: f"{v / 2**20:,.1f}"),
+                  Col("allocations", "allocations", num(0)), Col("pct", "% of the peak", num(1))],
+                 doc["categories"], css="categories")
+    top = table([Col("bytes", "MiB", lambda v: f"{v / 2**20:,.2f}"), Col("requested", "requested B", num(0)),
+                 Col("category", "category", numeric=False), Col("path", "range path", numeric=False),
+                 Col("frame", "allocated at", numeric=False)], doc["top_allocations"], css="top-allocations")
+    return ("".join(para(t) for t in lines) + (f'<ul class="notes">{notes}</ul>' if notes else "") + plot
+            + "<h3>Alive at the peak, by category</h3>" + cat_plot + cats
+            + "<h3>The largest allocations alive at the peak</h3>" + top)
+
+
+def ranks_html(rows: list[dict[str, Any]]) -> str:
+    """`report ranks --format json`: a lane per rank (compute, communication hidden under compute,
+    exposed, waits at collectives, per measured step), and the table."""
+    plot = figure({"kind": "bars", "data": "ranks", "label": "rank", "stacked": True, "scale": 1e-6,
+                   "unit": "ms per measured step", "names": {str(r["rank"]): f"rank {r['rank']}" for r in rows},
+                   "series": [{"key": "compute_ns", "name": "compute"},
+                              {"key": "comm_hidden_ns", "name": "communication hidden under compute"},
+                              {"key": "comm_exposed_ns", "name": "communication exposed"},
+                              {"key": "wait_ns", "name": "waiting at collectives"}]},
+                  "One lane per rank: GPU time per measured step")
+    shown = [{**r, "exposed_pct": 100 * r["comm_exposed_ns"] / r["comm_ns"] if r["comm_ns"] else None}
+             for r in rows]
+    cols = [Col("rank", "rank", num(0)), Col("steps", "steps", num(0)), Col("step_ms", "step ms (median)", num(2)),
+            Col("step_min_ms", "min ms", num(2)), Col("step_max_ms", "max ms", num(2)),
+            Col("compute_ns", "compute ms", ms), Col("comm_ns", "comm ms", ms), Col("comm_hidden_ns", "hidden ms", ms),
+            Col("comm_exposed_ns", "exposed ms", ms), Col("exposed_pct", "exposed %", num(1)),
+            Col("wait_ns", "wait ms", ms)]
+    return (para("Per measured step: compute is the union of a rank's non-NCCL kernels, communication the union of "
+                 "its NCCL kernels; hidden while a compute kernel of the same device runs, exposed otherwise.")
+            + plot + table(cols, shown))
 
 
 VERDICT = Section("verdict", "What bounds the step", "profkit report timeline {profile} --by phase --format json",
@@ -384,7 +457,11 @@ MODULES = Section("modules", "Modules: forward against backward", "profkit repor
                   modules_html)
 TIMELINE = Section("timeline", "Timeline: GPU busy per range", "profkit report timeline {profile} --by name "
                    "--format json", timeline_html)
-FLOPS = Section("flops", "FLOPs and the roofline", "profkit report flops {profile} --format json", flops_html)
+FLOPS = Section("flops", "FLOPs, the roofline, the floor and the gap", "profkit report flops {profile} --format json",
+                flops_html)
+MEMORY = Section("memory", "Memory over time", "profkit report memory {profile}/memory.pickle --format json",
+                 memory_html)
+RANKS = Section("ranks", "Ranks", "profkit report ranks {profile} --format json", ranks_html)
 
 
 def _json(text: str) -> Any:
@@ -393,9 +470,15 @@ def _json(text: str) -> Any:
 
 def flops_doc(a: Analysis, counted: dict[str, Any], *, measured: bool = False) -> dict[str, Any]:
     """`report flops --format json`'s rows (the same table() and render() call), its step summary and peaks."""
+    from profkit.errors import ProfkitError
+
     t, s, peak = flops_report.table(a, counted, measured=measured)
+    try:
+        g: Any = _json(render(flops_report.gap(a, t, s), "json", ""))
+    except ProfkitError as e:
+        g = {"reason": str(e)}
     return {"rows": _json(render(t[flops_report.KEYS], "json", "")), "summary": dataclasses.asdict(s),
-            "peak": dataclasses.asdict(peak), "gpu": str(a.data.gpus["name"].iloc[0])}
+            "peak": dataclasses.asdict(peak), "gpu": str(a.data.gpus["name"].iloc[0]), "gap": g}
 
 
 def verdict_doc(a: Analysis, phases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -414,18 +497,23 @@ def verdict_doc(a: Analysis, phases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def capture_documents(a: Analysis, *, flops: dict[str, Any] | Unavailable | None = None,
-                      measured: bool = False) -> list[tuple[Section, Any]]:
+                      measured: bool = False, memory: dict[str, Any] | Unavailable | None = None,
+                      ranks: list[dict[str, Any]] | None = None) -> list[tuple[Section, Any]]:
     """Each section of a capture's page with its command's JSON (or why it has none).
 
     Args:
         a: the analysed capture.
         flops: its flops.json object, or why there is none (None: not asked for).
         measured: compare FLOPs with the measured peaks instead of the datasheet's.
+        memory: `report memory --format json` of the folder's memory.pickle, or why not (None: no snapshot).
+        ranks: `report ranks --format json` of a multi-rank capture (None: one process); first on the page.
     """
     from profkit import report as reports
     from profkit.report.timeline import timeline as timeline_report
 
     parts: list[tuple[Section, Any]] = []
+    if ranks is not None:
+        parts.append((RANKS, ranks))
     has_kernels = a.data.has_kernel_table and not a.kernels.empty
     phases = _json(timeline_report(a, by="phase", fmt="json"))
     parts.append((VERDICT, verdict_doc(a, phases) if phases else Unavailable("no NVTX phases")))
@@ -448,6 +536,8 @@ def capture_documents(a: Analysis, *, flops: dict[str, Any] | Unavailable | None
                 parts.append((FLOPS, flops_doc(a, flops, measured=measured)))
             except Exception as e:  # noqa: BLE001 - any reason the FLOP table cannot be made is shown, not fatal
                 parts.append((FLOPS, Unavailable(str(e))))
+    if memory is not None:
+        parts.append((MEMORY, memory))
     return parts
 
 
@@ -465,9 +555,10 @@ def run_intro(run: RunRecord | None) -> str:
 
 
 def capture_page(a: Analysis, *, title: str, profile: str, name: str,
-                 flops: dict[str, Any] | Unavailable | None = None, measured: bool = False) -> str:
-    """`profkit report PROFILE --html`: the capture's page."""
-    parts = capture_documents(a, flops=flops, measured=measured)
+                 flops: dict[str, Any] | Unavailable | None = None, measured: bool = False,
+                 memory: dict[str, Any] | Unavailable | None = None, ranks: list[dict[str, Any]] | None = None) -> str:
+    """`profkit report PROFILE --html`: the capture's page (capture_documents() says what each argument adds)."""
+    parts = capture_documents(a, flops=flops, measured=measured, memory=memory, ranks=ranks)
     intro = run_intro(a.run) + para(f"{len(a.kernels):,} kernels, {a.kernels['dur_ns'].sum() / 1e6:,.3f} ms of kernel "
                                     f"time; {a.unattributed_pct:.2f}% of it launched outside every NVTX range.")
     return page(title, intro, parts, profile=profile, name=name)
@@ -561,5 +652,120 @@ def compare_page(analyses: list[Analysis], names: list[str], *, profiles: str, t
     return page("Comparison: " + " vs ".join(names), intro, parts, profile=profiles, name="compare")
 
 
+# --- the sweep page ----------------------------------------------------------------------------------------------
+
+def markdown_html(md: str) -> str:
+    """A sweep report's markdown (headings, paragraphs, lists, pipe tables) as HTML: every bit of
+    text escaped, `code` spans kept, tables sortable (numeric where the markdown right-aligns).
+    Image lines (the PNGs beside the .md) are left out: the page draws its own plots.
+
+    >>> markdown_html("## T\\n\\n| a | b |\\n| --- | ---: |\\n| x<y | 1,200 |")
+    '<h3>T</h3><div class="scroll"><table class="sortable seed"><thead><tr><th class="txt" scope="col">a</th><th \
+class="num" scope="col">b</th></tr></thead><tbody><tr><td class="txt" data-v="x&lt;y">x&lt;y</td><td class="num" \
+data-v="1200">1,200</td></tr></tbody></table></div>'
+    """
+    out: list[str] = []
+    lines = md.splitlines()
+    i = 0
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    while i < len(lines):
+        line = lines[i].strip()
+        if line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1].replace("|", "").strip()) <= set("-: "):
+            head, align = cells(line), cells(lines[i + 1])
+            numeric = [a.endswith(":") for a in align]
+            i += 2
+            body = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                row = cells(lines[i])
+                body.append("<tr>" + "".join(
+                    f'<td class="{"num" if n else "txt"}" data-v="{esc(c.replace(",", "") if n else c)}">'
+                    f"{code_spans(c)}</td>" for c, n in zip(row, numeric, strict=False)) + "</tr>")
+                i += 1
+            th = "".join(f'<th class="{"num" if n else "txt"}" scope="col">{esc(h)}</th>'
+                         for h, n in zip(head, numeric, strict=False))
+            out.append(f'<div class="scroll"><table class="sortable seed"><thead><tr>{th}</tr></thead>'
+                       f"<tbody>{''.join(body)}</tbody></table></div>")
+            continue
+        if line.startswith("# ") or line.startswith("![") or not line:
+            pass
+        elif line.startswith("### "):
+            out.append(f"<h4>{code_spans(line[4:])}</h4>")
+        elif line.startswith("## "):
+            out.append(f"<h3>{code_spans(line[3:])}</h3>")
+        elif line.startswith("- "):
+            out.append(f'<ul class="md"><li>{code_spans(line[2:])}</li></ul>')
+        else:
+            out.append(f"<p>{code_spans(line)}</p>")
+        i += 1
+    return "".join(out)
+
+
+ATTN_SERIES = [("fwd_ms", "forward ms"), ("bwd_ms", "backward ms"),
+               ("fwd_bwd_tflops_per_s", "forward+backward TFLOP/s")]
+
+
+def attention_plots(doc: dict[str, Any]) -> str:
+    """Per grid: forward and backward time and TFLOP/s along its axis, a bar per implementation."""
+    out = []
+    for g in doc["grids"]:
+        for key, name in ATTN_SERIES:
+            out.append(figure({"kind": "bars", "data": "sweep", "path": "rows", "ids": g["ids"], "status": "ok",
+                               "labels": g["labels"], "group": "impl", "unit": name,
+                               "series": [{"key": key, "name": name}]},
+                              f"{g['name']}: {name} (median of the timed passes), a bar per implementation"))
+    return "".join(out)
+
+
+def models_plots(doc: dict[str, Any]) -> str:
+    """ms per step and MFU of every measured point."""
+    return (figure({"kind": "bars", "data": "sweep", "path": "rows", "status": "ok", "labels": doc["labels"],
+                    "unit": "ms/step (median)", "series": [{"key": "ms_per_step", "name": "ms/step"}]},
+                   "Median ms per step of every measured point")
+            + figure({"kind": "bars", "data": "sweep", "path": "rows", "status": "ok", "labels": doc["labels"],
+                      "unit": "MFU %", "scale": 100, "series": [{"key": "mfu", "name": "MFU (PaLM FLOPs)"}]},
+                     "MFU of every measured point (PaLM's FLOPs over the median step, the datasheet peak)"))
+
+
+def sweep_html(doc: dict[str, Any]) -> str:
+    """A sweep database's rows: the plots, then the report's seed-shaped tables."""
+    plots = attention_plots(doc) if doc["kind"] == "attention" else models_plots(doc)
+    return plots + markdown_html(doc["markdown"])
+
+
+def sweep_page(kind: str, rows: list[dict[str, Any]], *, grids: Sequence[Any] | None = None, source: str = "",
+               db: str = "") -> str:
+    """`profkit sweep ... --report DIR --html`: one page of the sweep's tables (as KIND.md has them) and plots.
+
+    The JSON block holds the database's rows (`profkit sweep report`'s input), the markdown the
+    tables come from, and which points each plot draws."""
+    import pandas as pd
+
+    from profkit.report import sweeps as sweep_report
+
+    df = pd.DataFrame(rows)
+    doc: dict[str, Any] = {"kind": kind, "rows": rows}
+    if kind == "attention":
+        doc["markdown"] = sweep_report.attention_markdown(rows, list(grids) if grids else None, source=source)
+        doc["grids"] = [{"name": name, "axis": axis, "ids": part["point_id"].tolist(),
+                         "labels": [c for c in sweep_report._varying(part, sweep_report.ATTN_CONFIG) if c != "impl"]
+                         or [axis]}
+                        for name, part, axis in sweep_report.attention_sections(rows, list(grids) if grids else None)]
+    else:
+        doc["markdown"] = sweep_report.models_markdown(rows, source=source)
+        ok = df[df["status"] == "ok"] if not df.empty else df
+        doc["labels"] = sweep_report._varying(ok, sweep_report.MODEL_CONFIG) if not ok.empty else []
+    section = Section("sweep", f"{kind} sweep: {len(rows)} points",
+                      f"profkit sweep report {kind} --db {{profile}}" + (" --preset ..." if grids else ""), sweep_html)
+    envs = sorted({f"{r.get('gpu')}, torch {r.get('torch')}" for r in rows if r.get("gpu")})
+    intro = para(f"{len(rows)} points from {db}" + (f"; preset: {source}" if source else "")
+                 + (f"; measured on {'; '.join(envs)}" if envs else "") + ".")
+    title = f"Sweep: {kind}" + (f" ({source})" if source else "")
+    return page(title, intro, [(section, doc)], profile=db, name=f"sweep-{kind}")
+
+
 __all__ = ["Col", "Section", "Unavailable", "capture_documents", "capture_page", "compare_page", "esc", "figure",
-           "json_script", "json_text", "page", "table"]
+           "json_script", "json_text", "markdown_html", "page",
+           "sweep_page", "table"]

@@ -26,6 +26,11 @@ RESERVED_COLOR = (150, 150, 150)
 PEAK_COLOR = (200, 30, 30)
 
 
+TIMELINE_POINTS = 1000
+"""Rows of the JSON's `timeline` (allocated and reserved over time; each bucket keeps its highest
+allocated value, so the peak is among them): what report.html's memory plot draws."""
+
+
 def analyze(data: MemoryData) -> mem.MemoryAnalysis:
     return mem.analyze_memory(data.events, data.start_blocks, data.settings, log=data.range_log, tensors=data.tensors,
                               end_blocks=data.end_blocks, torch_peak_allocated_bytes=data.torch_peak_allocated_bytes,
@@ -66,6 +71,8 @@ def result(data: MemoryData, m: mem.MemoryAnalysis, *, top: int = 10,
         "top_allocations": _records(mem.top_allocations(m, top)),
         "paths": _records(mem.path_table(m)),
         "residual_stream": _records(mem.residual_stream(m, data.run)),
+        "timeline": _records(mem.timeline(m, points=TIMELINE_POINTS)),
+        "phases": _records(mem.phases(m)),
     }
     if kernels is not None:
         out["kernels"] = _records(mem.paired(mem.path_table(m), kernels))

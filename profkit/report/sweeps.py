@@ -405,17 +405,27 @@ def models_pngs(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 # -- writing -----------------------------------------------------------------------------------
 
 def write_report(kind: str, rows: list[dict[str, Any]], out: Path, *, grids: list[AttentionGrid] | None = None,
-                 source: str = "", force: bool = False) -> list[str]:
-    """Write {kind}.md and its PNGs into `out` (created); returns lines saying what was written.
+                 source: str = "", force: bool = False, html: bool = False, db: str = "") -> list[str]:
+    """Write {kind}.md and its PNGs into `out` (created), and {kind}.html with `html` (one
+    self-contained page: the same tables, plots drawn by the page); returns lines saying what
+    was written.
 
     Raises:
-        SweepReportError: `out` is a file, or {kind}.md exists there and not `force`.
+        SweepReportError: `out` is a file, or {kind}.md ({kind}.html with `html`) exists there and not `force`.
     """
     if out.exists() and not out.is_dir():
         raise SweepReportError(f"--report {out} is a file; give a folder")
     md = out / f"{kind}.md"
-    if md.exists() and not force:
-        raise SweepReportError(f"{md} exists; pass --force to replace it and its plots, or give another --report")
+    page_path = out / f"{kind}.html"
+    for path in (md, page_path) if html else (md,):
+        if path.exists() and not force:
+            raise SweepReportError(f"{path} exists; pass --force to replace it and its plots, or give another "
+                                   "--report")
+    page = None
+    if html:  # made before anything is written
+        from profkit.report.html import sweep_page
+
+        page = sweep_page(kind, rows, grids=grids, source=source, db=db)
     out.mkdir(parents=True, exist_ok=True)
     said = []
     if kind == "attention":
@@ -427,6 +437,9 @@ def write_report(kind: str, rows: list[dict[str, Any]], out: Path, *, grids: lis
         text = models_markdown(rows, source=source, pngs=[p.name for p in files])
     layout.write_text(md, text)
     said.append(f"report: {md}")
+    if page is not None:
+        layout.write_text(page_path, page)
+        said.append(f"html: {page_path}")
     said += [f"plot: {p}" for p in files]
     if _plt() is None:
         said.append("plots skipped: matplotlib is not installed (pip install matplotlib)")

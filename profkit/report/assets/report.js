@@ -49,19 +49,23 @@
   function bars(fig, spec, doc) {
     let rows = spec.path ? doc[spec.path] : doc;
     if (spec.filter === "top-level") rows = rows.filter(r => !String(r[spec.label]).includes("/"));
+    if (spec.ids) { const keep = new Set(spec.ids); rows = rows.filter(r => keep.has(r.point_id)); }
+    if (spec.status) rows = rows.filter(r => r.status === spec.status);
+    // a label from several keys ("seq_len 256, head_dim 16"), else one key's value
+    const lab = r => spec.labels ? spec.labels.map(k => `${k} ${r[k]}`).join(", ") || "all" : r[spec.label];
     const scale = spec.scale || 1;
     let labels, series, value;
     if (spec.group) {
-      labels = [...new Set(rows.map(r => r[spec.label]))];
+      labels = [...new Set(rows.map(lab))];
       series = [...new Set(rows.map(r => r[spec.group]))].map(g => ({name: String(g), g: g}));
       const key = spec.series[0].key;
       value = (label, s) => {
-        const r = rows.find(x => x[spec.label] === label && x[spec.group] === s.g);
+        const r = rows.find(x => lab(x) === label && x[spec.group] === s.g);
         return r ? get(r, key) : null;
       };
     } else {
       if (spec.sort) rows = rows.slice().sort((a, b) => (get(b, spec.sort) || 0) - (get(a, spec.sort) || 0));
-      labels = rows.map(r => r[spec.label]);
+      labels = rows.map(lab);
       series = spec.series;
       value = (label, s, i) => {
         const r = rows[i];
@@ -167,7 +171,79 @@
     });
   }
 
-  const PLOTS = {bars: bars, steps: steps, roofline: roofline};
+  // Waterfall: each row a bar starting where the previous ended (a negative value steps back),
+  // then the total of them all as one bar from zero.
+  function waterfall(fig, spec, doc) {
+    const rows = doc[spec.path], scale = spec.scale || 1;
+    const items = [];
+    let acc = 0;
+    rows.forEach(r => { const v = (get(r, spec.value) || 0) * scale; items.push({name: String(r[spec.label]), from: acc, to: acc + v}); acc += v; });
+    items.push({name: spec.total, from: 0, to: acc, total: true});
+    const labelW = 160, w = 900, band = 26, top = 8, h = top + items.length * band + 30, plotW = w - labelW - 80;
+    const max = Math.max(1e-12, ...items.map(i => Math.max(i.from, i.to))), min = Math.min(0, ...items.map(i => Math.min(i.from, i.to)));
+    const svg = svgFor(fig, w, h), x = v => labelW + plotW * (v - min) / (max - min);
+    const step = niceStep(max - min, 5);
+    for (let t = Math.ceil(min / step) * step; t <= max * 1.0001; t += step) {
+      el("line", {x1: x(t), x2: x(t), y1: top, y2: top + items.length * band, class: "grid"}, svg);
+      el("text", {x: x(t), y: top + items.length * band + 14, class: "tick", "text-anchor": "middle"}, svg, tick(t, step));
+    }
+    el("text", {x: labelW + plotW / 2, y: h - 2, class: "axis", "text-anchor": "middle"}, svg, spec.unit || "");
+    items.forEach((it, i) => {
+      const y0 = top + i * band, lo = Math.min(it.from, it.to), hi = Math.max(it.from, it.to), v = it.to - it.from;
+      el("text", {x: labelW - 6, y: y0 + band / 2 + 4, class: "label", "text-anchor": "end"}, svg, short(it.name, 24));
+      tip(el("rect", {x: x(lo), y: y0 + 3, width: Math.max(1, x(hi) - x(lo)), height: band - 6, class: "mark",
+                      fill: it.total ? COLORS[0] : i === 0 ? COLORS[2] : v < 0 ? COLORS[3] : COLORS[1]}, svg),
+          `${it.name}: ${fmt(v)} ${spec.unit || ""}`);
+      el("text", {x: x(hi) + 4, y: y0 + band / 2 + 4, class: "tick"}, svg, fmt(v));
+      if (i + 1 < items.length && !items[i + 1].total)
+        el("line", {x1: x(it.to), x2: x(it.to), y1: y0 + band - 3, y2: y0 + band + 3, class: "median"}, svg);
+    });
+  }
+
+  // Memory over time: the phases shaded, allocated as an area, reserved as a line, the peak marked.
+  function memory(fig, spec, doc) {
+    const line = doc.timeline, phases = doc.phases || [];
+    const w = 1000, h = 410, left = 70, right = 10, top = 56, bottom = 40, pw = w - left - right, ph = h - top - bottom;
+    const tEnd = Math.max(1, ...line.map(p => p.t_us)), peak = get(doc, spec.peak);
+    const yMax = Math.max(1, doc.peak_reserved_bytes || 0, peak || 0, ...line.map(p => p.reserved_bytes)) * 1.05;
+    const [unit, div] = yMax >= Math.pow(2, 30) ? ["GiB", Math.pow(2, 30)] : ["MiB", Math.pow(2, 20)];
+    const X = t => left + pw * Math.min(Math.max(t, 0), tEnd) / tEnd, Y = b => top + ph * (1 - b / yMax);
+    const svg = svgFor(fig, w, h);
+    const names = [...new Set(phases.map(p => p.phase))];
+    phases.forEach(p => {
+      tip(el("rect", {x: X(p.start_us), y: top, width: Math.max(0.5, X(p.end_us) - X(p.start_us)), height: ph,
+                      class: "phase", fill: COLORS[names.indexOf(p.phase) % COLORS.length], "fill-opacity": 0.14}, svg),
+          `${p.step}/${p.phase}: ${(p.start_us / 1e3).toFixed(3)}-${(p.end_us / 1e3).toFixed(3)} ms`);
+    });
+    const ystep = niceStep(yMax / div, 5);
+    for (let v = 0; v * div <= yMax; v += ystep) {
+      el("line", {x1: left, x2: left + pw, y1: Y(v * div), y2: Y(v * div), class: "grid"}, svg);
+      el("text", {x: left - 6, y: Y(v * div) + 4, class: "tick", "text-anchor": "end"}, svg, tick(v, ystep));
+    }
+    const tstep = niceStep(tEnd / 1e3, 6);
+    for (let v = 0; v <= tEnd / 1e3 + 1e-9; v += tstep)
+      el("text", {x: X(v * 1e3), y: top + ph + 14, class: "tick", "text-anchor": "middle"}, svg, tick(v, tstep));
+    el("text", {x: left + pw / 2, y: h - 4, class: "axis", "text-anchor": "middle"}, svg, "ms into the recorded window");
+    el("text", {x: 14, y: top + ph / 2, class: "axis", "text-anchor": "middle", transform: `rotate(-90 14 ${top + ph / 2})`},
+       svg, unit);
+    const pts = [];
+    line.forEach((p, i) => { if (i) pts.push(`${X(p.t_us)},${Y(line[i - 1].allocated_bytes)}`); pts.push(`${X(p.t_us)},${Y(p.allocated_bytes)}`); });
+    if (pts.length) {
+      tip(el("polygon", {points: `${X(0)},${Y(0)} ${pts.join(" ")} ${X(line[line.length - 1].t_us)},${Y(0)}`,
+                         class: "mark allocated", fill: COLORS[0], "fill-opacity": 0.8}, svg), "allocated");
+      tip(el("polyline", {points: line.map(p => `${X(p.t_us)},${Y(p.reserved_bytes)}`).join(" "), class: "mark reserved",
+                          fill: "none", stroke: "#777", "stroke-width": 1.5}, svg), "reserved");
+    }
+    const t = get(doc, spec.peak_time);
+    if (t !== null && peak !== null) {
+      el("line", {x1: X(t), x2: X(t), y1: top, y2: top + ph, class: "median"}, svg);
+      tip(el("circle", {cx: X(t), cy: Y(peak), r: 5, class: "mark peak", fill: "#c0504d"}, svg),
+          `peak ${(peak / div).toFixed(1)} ${unit} at ${(t / 1e3).toFixed(3)} ms in ${doc[spec.peak_path]}`);
+    }
+    legend(svg, names, left + 6, 4);
+  }
+
+  const PLOTS = {bars: bars, steps: steps, roofline: roofline, waterfall: waterfall, memory: memory};
 
   function sortable(tableEl) {
     const heads = tableEl.tHead.rows[0].cells;
