@@ -156,3 +156,16 @@ def test_work_in_parts_and_small_chunks_equal_one_frame(monkeypatch: pytest.Monk
              tl.Work(np.array([3]), np.array([6]), np.array([0]), np.array([2]), False)]
     assert tl._take(parts, "start_ns", np.array([2, 0, 1])).tolist() == [3, 5, 0]
     assert tl._take(parts, "is_kernel", np.array([2, 0, 1])).tolist() == [False, True, True]
+
+
+def test_slim_analysis_drops_only_attribution_columns_and_report_md_is_the_same() -> None:
+    from profkit import pipeline
+    from profkit.report import capture_markdown
+
+    a = pipeline.load(DATA / "h100_small_step_bf16" / "profile.sqlite")
+    slim = a.slim()
+    for full, lean in ((a.kernels, slim.kernels), (a.data.kernels, slim.data.kernels)):
+        assert set(full.columns) - set(lean.columns) == {"correlation_id", "global_pid", "launch_tid"}
+        assert list(lean.columns) == [c for c in full.columns if c in set(lean.columns)]
+        assert np.shares_memory(full["start_ns"].to_numpy(), lean["start_ns"].to_numpy())  # nothing copied
+    assert capture_markdown(slim, title="t") == capture_markdown(a, title="t")
