@@ -428,7 +428,7 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, html_page: 
         png = out.with_name("ranks_timeline.png")
         note = timeline_png(merged, png)
         click.echo(note, err=True)
-        a = _load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=r)
+        a = _load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=r).slim()
         text = capture_markdown(a, title=title, top=top, ranks=merged, rank=r,
                                 png=png.name if note.startswith("wrote") else None)
     else:
@@ -437,7 +437,8 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, html_page: 
         text = library(lambda: pipeline.cached_report(
             profile, "capture", {"top": top, "title": title, "allow_incomplete": allow_incomplete,
                                  "flops": flops_stamp(profile)},
-            lambda: capture_markdown(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank),
+            lambda: capture_markdown(_load(profile, rules, allow_incomplete, use_cache=not no_cache,
+                                           rank=rank).slim(),
                                       title=title, top=top),
             rules=rules, use_cache=not no_cache, rank=rank))
     page = (_capture_html(profile, title, rules, allow_incomplete, no_cache, rank=r,

@@ -31,8 +31,11 @@ if TYPE_CHECKING:
 
     from profkit import parse
     from profkit.analyze.nvtx import Owned, Projected
+    from profkit.analyze.timeline import Work
 
 DEMO = "h100_small_step_fp32.sqlite"
+SLIM_DROPS = ("correlation_id", "global_pid", "launch_tid")
+"""Kernel columns Analysis.slim() leaves out."""
 
 
 class InputError(ProfkitError):
@@ -66,6 +69,25 @@ class Analysis:
         cols = ["start_ns", "end_ns", "owner", "launch_ns"]
         return pd.concat([self.kernels[cols].assign(is_kernel=True), self.transfers[cols].assign(is_kernel=False)],
                          ignore_index=True)
+
+    def slim(self) -> Analysis:
+        """This analysis without the kernel columns only parsing and attribution read
+        (correlation_id, global_pid, launch_tid; ~24 MB a million kernels): report.md's sections
+        read the rest. The frames share the remaining columns, nothing is copied."""
+        import dataclasses
+
+        def lean(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame.drop(columns=[c for c in SLIM_DROPS if c in frame.columns])
+
+        return Analysis(dataclasses.replace(self.data, kernels=lean(self.data.kernels)), lean(self.kernels),
+                        self.ranges, self.transfers, self.run)
+
+    def work(self) -> list[Work]:
+        """activity() as two parts, kernels then transfers, viewing this analysis's columns (no
+        concatenated copy: a million kernels' would be ~35 MB): what analyze.timeline() takes."""
+        from profkit.analyze.timeline import Work
+
+        return [Work.of(self.kernels, is_kernel=True), Work.of(self.transfers, is_kernel=False)]
 
     def require_kernels(self) -> None:
         """Raises InputError when the export has no kernels table."""

@@ -133,3 +133,39 @@ def test_launch_bound_step_and_what_to_try_in_report_md(tmp_path: Path) -> None:
     assert "`torch.optim.AdamW(fused=True)`: the foreach optimizer runs 112 multi_tensor_apply kernels" in head
     assert "Step time (2 measured steps): median 105.24 ms, min 103.50, max 106.99" in head
     assert "| step_0 |" not in text  # per-step rows live in the step-time line
+
+
+def test_work_in_parts_and_small_chunks_equal_one_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    # report.md takes the kernels and the transfers as two Work parts viewing their columns; the rows
+    # straddle the parts' boundary inside every range and, with tiny chunks, every chunk boundary too
+    import importlib
+
+    from profkit import pipeline
+
+    tl = importlib.import_module("profkit.analyze.timeline")  # (profkit.analyze.timeline names the function)
+
+    a = pipeline.load(DATA / "h100_small_step_bf16" / "profile.sqlite")
+    assert len(a.transfers) and (a.transfers["owner"] >= 0).any()
+    whole = {by: analyze.timeline(a.ranges, a.activity(), by=by) for by in ("phase", "name")}
+    monkeypatch.setattr(tl, "GATHER_ROWS", 7)
+    for by, expected in whole.items():
+        pd.testing.assert_frame_equal(analyze.timeline(a.ranges, a.work(), by=by), expected)
+    parts = [tl.Work(np.array([5, 0]), np.array([9, 4]), np.array([0, 0]), np.array([1, -1]), True),
+             tl.Work(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                     False),
+             tl.Work(np.array([3]), np.array([6]), np.array([0]), np.array([2]), False)]
+    assert tl._take(parts, "start_ns", np.array([2, 0, 1])).tolist() == [3, 5, 0]
+    assert tl._take(parts, "is_kernel", np.array([2, 0, 1])).tolist() == [False, True, True]
+
+
+def test_slim_analysis_drops_only_attribution_columns_and_report_md_is_the_same() -> None:
+    from profkit import pipeline
+    from profkit.report import capture_markdown
+
+    a = pipeline.load(DATA / "h100_small_step_bf16" / "profile.sqlite")
+    slim = a.slim()
+    for full, lean in ((a.kernels, slim.kernels), (a.data.kernels, slim.data.kernels)):
+        assert set(full.columns) - set(lean.columns) == {"correlation_id", "global_pid", "launch_tid"}
+        assert list(lean.columns) == [c for c in full.columns if c in set(lean.columns)]
+        assert np.shares_memory(full["start_ns"].to_numpy(), lean["start_ns"].to_numpy())  # nothing copied
+    assert capture_markdown(slim, title="t") == capture_markdown(a, title="t")

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from profkit.analyze.nvtx import OPEN_END
 
@@ -52,7 +54,7 @@ def union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
     return int((seg_end - s[first]).sum())
 
 
-def _starts(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _starts(lo: np.ndarray, hi: np.ndarray) -> npt.NDArray[np.int64]:
     """Where each slice [lo, hi) (none empty) begins in _gather()'s output."""
     return np.concatenate([[0], np.cumsum(hi - lo)[:-1]]).astype(np.int64)
 
@@ -165,13 +167,49 @@ def phase_of(ranges: pd.DataFrame) -> pd.Series:
     return pd.Series(np.array(phases, dtype=object)[codes] if len(codes) else [], index=ranges.index, dtype=object)
 
 
-def timeline(ranges: pd.DataFrame, activity: pd.DataFrame, *, by: str = "phase") -> pd.DataFrame:
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One source of GPU work, as arrays of equal length (views of a frame's columns, not copies):
+    kernels, or memcpy and memset rows. timeline() takes several, one after another."""
+
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    owner: np.ndarray
+    """Owner range id, -1 outside every range."""
+    launch_ns: np.ndarray
+    """Start of the launching call, -1 when unknown."""
+    is_kernel: np.ndarray | bool
+    """Per row, or one value for all the rows."""
+
+    @staticmethod
+    def of(frame: pd.DataFrame, is_kernel: bool | None = None) -> Work:
+        """A frame's columns (its `is_kernel` column unless `is_kernel` is given)."""
+        return Work(frame["start_ns"].to_numpy(), frame["end_ns"].to_numpy(), frame["owner"].to_numpy(),
+                    frame["launch_ns"].to_numpy(),
+                    frame["is_kernel"].to_numpy() if is_kernel is None else is_kernel)
+
+
+def _take(parts: list[Work], field: str, idx: np.ndarray) -> np.ndarray:
+    """parts' `field` at rows `idx` of the parts one after another, without concatenating them."""
+    arrays = [np.broadcast_to(np.asarray(getattr(w, field)), len(w.owner)) for w in parts]
+    kinds = [a for a in arrays if len(a)]
+    out = np.empty(len(idx), dtype=np.result_type(*kinds) if kinds else np.int64)
+    off = 0
+    for a in arrays:
+        m = (idx >= off) & (idx < off + len(a))
+        out[m] = a[idx[m] - off]
+        off += len(a)
+    return out
+
+
+def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: str = "phase") -> pd.DataFrame:
     """Busy and idle GPU time per phase of the measured steps (or per range name).
 
     Args:
         ranges: analyze.project() rows (range_id order, with parent, path, name, start_ns, end_ns).
         activity: GPU work with its owner range id: kernels, memcpy and memset rows with start_ns,
-            end_ns, owner (-1 outside every range), launch_ns (-1 unknown) and is_kernel.
+            end_ns, owner (-1 outside every range), launch_ns (-1 unknown) and is_kernel; or that
+            work as several Work parts, one after another (no concatenated copy of the frames).
         by: `phase` (step, forward, backward, optimizer of the step_i ranges) or `name`.
 
     Returns:
@@ -184,27 +222,37 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame, *, by: str = "phase")
     from profkit.frames import require
 
     require(ranges, ["parent", "path", "name", "start_ns", "end_ns"], "ranges")
-    require(activity, ["start_ns", "end_ns", "owner", "launch_ns", "is_kernel"], "activity")
+    if isinstance(activity, pd.DataFrame):
+        require(activity, ["start_ns", "end_ns", "owner", "launch_ns", "is_kernel"], "activity")
+        activity = [Work.of(activity)]
     keys = phase_of(ranges) if by == "phase" else ranges["name"].astype(object)
     tin, tout = _euler(ranges["parent"].to_numpy()) if len(ranges) else (np.zeros(0, np.int64),) * 2
-    owner = activity["owner"].to_numpy()
-    keep = np.flatnonzero(owner >= 0)  # the owned work, gathered once in preorder (no copy of the frame)
-    pos = tin[owner[keep]] if len(keep) else np.zeros(0, np.int64)
-    by_pos = np.argsort(pos, kind="stable")
-    order, pos = keep[by_pos], pos[by_pos]
-    del keep, by_pos
-    s, e = activity["start_ns"].to_numpy()[order], activity["end_ns"].to_numpy()[order]
-    is_k = activity["is_kernel"].to_numpy()[order]
-    launch = activity["launch_ns"].to_numpy()[order]
-    del order
-    has_launch = launch >= 0
-    queue = np.subtract(s, launch, out=launch)  # (launch is not needed again)
+    # The owned work in preorder of its owner: each row's preorder position (int32 while it fits),
+    # unowned rows last; only the sort order and the sorted positions are kept, nothing gathered.
+    pos_type = np.int32 if len(ranges) < np.iinfo(np.int32).max else np.int64
+    last = np.iinfo(pos_type).max
+    tin_p = tin.astype(pos_type)
+    pos_all = np.empty(sum(len(w.owner) for w in activity), dtype=pos_type)
+    off = 0
+    for w in activity:
+        o = w.owner
+        at = pos_all[off:off + len(o)]
+        at[:] = last
+        owned = o >= 0
+        if len(tin_p):
+            at[owned] = tin_p[o[owned]]
+        off += len(o)
+    order = np.argsort(pos_all, kind="stable")
+    n_owned = int(np.count_nonzero(pos_all != last))
+    order = order[:n_owned].copy()
+    pos = pos_all[order]
+    del pos_all
     # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder.
     lo = np.searchsorted(pos, tin, "left")
     hi = np.searchsorted(pos, tout, "right")
+    del pos
     r_start, r_end = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
     wall_r = np.where(r_end < OPEN_END, r_end - r_start, 0)
-    counted = is_k & has_launch
     rows = []
     for key, idx in pd.Series(np.arange(len(ranges))).groupby(keys.to_numpy(), sort=False).groups.items():
         if key is None:
@@ -217,12 +265,16 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame, *, by: str = "phase")
         for part in _chunks(hi[busy_at] - lo[busy_at], GATHER_ROWS):
             chunk = busy_at[part]
             g, seg = _gather(lo[chunk], hi[chunk])
+            rows_at = order[g]
+            del g
+            s, e = _take(activity, "start_ns", rows_at), _take(activity, "end_ns", rows_at)
+            is_k, launch = _take(activity, "is_kernel", rows_at), _take(activity, "launch_ns", rows_at)
             at = _starts(lo[chunk], hi[chunk])
-            s_first, e_last = np.minimum.reduceat(s[g], at), np.maximum.reduceat(e[g], at)
+            s_first, e_last = np.minimum.reduceat(s, at), np.maximum.reduceat(e, at)
             span += int((e_last - s_first).sum())
-            busy += int(_unions(s[g], e[g], seg, s_first, e_last).sum())
-            kernels += int(is_k[g].sum())
-            qs.append(queue[g][counted[g]])
+            busy += int(_unions(s, e, seg, s_first, e_last).sum())
+            kernels += int(is_k.sum())
+            qs.append((s - launch)[is_k & (launch >= 0)])
         q = np.concatenate(qs) if qs else np.zeros(0, np.int64)
         idle = 100.0 * (span - busy) / span if span else 0.0
         median_q = float(np.median(q)) if len(q) else float("nan")

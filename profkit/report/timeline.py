@@ -15,7 +15,7 @@ from profkit.report.tables import markdown_table
 
 def phases(a: Analysis, by: str = "phase") -> pd.DataFrame:
     """timeline() of an Analysis."""
-    return analyze.timeline(a.ranges, a.activity(), by=by)
+    return analyze.timeline(a.ranges, a.work(), by=by)
 
 
 def _ms(ns: float) -> str:
