@@ -715,6 +715,9 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
     if capture is not None:
         a = _load(capture, None, False)
         kernels = analyze.nvtx_summary(a.ranges, a.kernels, by="path")
+        if not len(kernels):
+            click.echo(f"note: {capture} has no NVTX ranges with kernels; GPU time per path skipped", err=True)
+            kernels = None
     text, image, page = memory_report.outputs(data, m, fmt=fmt, top=top, kernels=kernels, png=png is not None,
                                               html=html_out is not None)
     if image is not None and png is not None:
