@@ -587,24 +587,37 @@ def modules(profile: Path, fmt: str, output: Path | None, rank: int | None, rule
 @click.option("--top", type=int, default=10, show_default=True, help="Top kernels listed per capture (markdown).")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="Also write the comparison as one "
               "self-contained page to this file (never over one that exists).")
+@click.option("--fail-if", "fail_if", multiple=True, metavar="METRIC>LIMIT",
+              help="Exit 1 (a one-line verdict on stderr) when a capture got worse than the first by more than "
+              "LIMIT: METRIC step_ms, gpu_ms or category:NAME; LIMIT +PCT% or +Xms, e.g. 'step_ms>+5%'. Repeatable.")
 @output_options
 @report_options
-def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fmt: str, output: Path | None,
-            rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
+def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if: tuple[str, ...], fmt: str,
+            output: Path | None, rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
     """Category shares and top kernels of several captures side by side, deltas against the first.
+
+    With --fail-if, a CI gate: exit 1 when any threshold is crossed, 0 otherwise.
 
     \b
     Example:
         profkit report compare profiles/small-fwd profiles/small-fwd_bwd profiles/small-step
         profkit report compare profiles/small-step profiles/small-step-flash --html compare.html
+        profkit report compare base/ new/ --fail-if 'step_ms>+5%' --fail-if 'category:gemm>+10%'
     """
     from profkit import layout
     from profkit import report as reports
+    from profkit.analyze.gate import parse_threshold
 
     if len(profiles) < 2:
         raise bad_input("compare needs at least two captures")
+    try:
+        thresholds = [parse_threshold(t) for t in fail_if]
+    except ValueError as e:
+        raise bad_input(str(e)) from None
     pickles = [p.suffix == ".pickle" for p in profiles]
     if any(pickles):
+        if thresholds:
+            raise bad_input("--fail-if gates captures (ms/step, GPU time), not memory snapshots")
         if not all(pickles):
             raise bad_input("compare takes captures or memory snapshots (.pickle), not both")
         from profkit.report import memory as memory_report
@@ -618,6 +631,14 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fmt: st
         raise bad_input(f"{html_out} exists; choose another --html FILE")
     analyses = [_load(p, rules, allow_incomplete) for p in profiles]  # NVTX: the step_i ranges count the steps
     names = reports.labels(list(profiles))
+    verdict = None
+    if thresholds:
+        from profkit.report.compare import gate
+
+        try:
+            verdict = library(lambda: gate(analyses, names, thresholds))
+        except ValueError as e:
+            raise bad_input(str(e)) from None
     emit(library(lambda: reports.compare(analyses, names, top=top, fmt=fmt)), output)
     if html_out is not None:
         from profkit.report import html
@@ -625,6 +646,10 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fmt: st
         page = library(lambda: html.compare_page(analyses, names, profiles=" ".join(map(str, profiles)), top=top))
         library(lambda: layout.write_text(html_out, page, replace=False))
         click.echo(f"html: {html_out}", err=True)
+    if verdict is not None:
+        click.echo(verdict[1], err=True)
+        if verdict[0]:
+            sys.exit(1)  # a threshold crossed: the line above says which
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
@@ -736,6 +761,9 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
     if capture is not None:
         a = _load(capture, None, False)
         kernels = analyze.nvtx_summary(a.ranges, a.kernels, by="path")
+        if not len(kernels):
+            click.echo(f"note: {capture} has no NVTX ranges with kernels; GPU time per path skipped", err=True)
+            kernels = None
     text, image, page = memory_report.outputs(data, m, fmt=fmt, top=top, kernels=kernels, png=png is not None,
                                               html=html_out is not None)
     if image is not None and png is not None:

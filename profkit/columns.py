@@ -166,7 +166,12 @@ class Reader:
         cur = self.db.execute(sql)
         chunks = []
         while rows := cur.fetchmany(CHUNK_ROWS):
-            chunks.append(np.array(rows, dtype=np.int64).reshape(-1, n))
+            chunk = np.array(rows)  # no dtype: text, a REAL or a NULL shows as a dtype that is not int
+            if chunk.dtype.kind not in "iu":
+                raise ProfileError(f"{self.path} holds a value that is not an integer (text, a fraction or a NULL) "
+                                   f"where nsys writes integers ({sql[:80]}...); export the capture again with "
+                                   "nsys export --type sqlite")
+            chunks.append(chunk.astype(np.int64, copy=False).reshape(-1, n))
         array = np.concatenate(chunks) if chunks else np.empty((0, n), dtype=np.int64)
         return [np.ascontiguousarray(array[:, i]) for i in range(n)]
 
@@ -217,11 +222,13 @@ def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launc
     """
     if like in reader.calls:
         return list(reader.calls[like])
+    require(reader, RUNTIME_TABLE, ("correlationId", "globalTid", "start"))
     where = ""
     if like is not None and "nameId" in reader.columns_of(RUNTIME_TABLE):
         where = f" WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '{like}')"
     corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE}{where}",
                                      [-1, -1, None])
+    check_unique(reader.path, "runtime call", corr, pid_of(tid))
     return [corr, pid_of(tid), start, tid]
 
 
@@ -236,17 +243,72 @@ def read_launch_calls(reader: Reader, tables: set[str], likes: list[str]) -> Non
     wanted = np.unique(np.concatenate(list(ids.values())))
     if not len(wanted):
         return
+    require(reader, RUNTIME_TABLE, ("correlationId", "globalTid", "start"))
     if len(likes) == 1:  # one pattern: no name column to tell them apart
         corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE} WHERE nameId IN "
                                          f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None])
+        check_unique(reader.path, "runtime call", corr, pid_of(tid))
         reader.calls[likes[0]] = [corr, pid_of(tid), start, tid]
         return
     corr, tid, start, name = reader.select(
         f"SELECT correlationId, globalTid, start, nameId FROM {RUNTIME_TABLE} WHERE nameId IN "
         f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None, None])
+    check_unique(reader.path, "runtime call", corr, pid_of(tid))
     for like, mine in ids.items():
         keep = np.isin(name, mine)
         reader.calls[like] = [corr[keep], pid_of(tid[keep]), start[keep], tid[keep]]
+
+
+MAX_DURATION_NS = 7 * 86_400 * 10**9
+"""Longer than any capture nsys takes (a week): a duration beyond it is a damaged value."""
+
+
+def require(reader: Reader, table: str, names: Iterable[str]) -> None:
+    """Raise ProfileError when `table` lacks a column every nsys version writes."""
+    missing = [c for c in names if c not in reader.columns_of(table)]
+    if missing:
+        raise ProfileError(f"{reader.path}: {table} has no {', '.join(missing)} column (every nsys export has it); "
+                           "the export is damaged: export the capture again with nsys export --type sqlite")
+
+
+def check_times(path: Path, what: str, start: np.ndarray, end: np.ndarray, *, open_end: bool = False) -> None:
+    """Raise ProfileError when a row starts before the session (negative), ends before it starts
+    or lasts longer than MAX_DURATION_NS (with `open_end`, an NVTX range still open, end OPEN_END, is fine).
+
+    >>> try:
+    ...     check_times(Path("p"), "kernel", np.array([5, 9]), np.array([7, 4]))
+    ... except ProfileError as e:
+    ...     print(str(e).split(";")[0])
+    p is damaged: 1 kernel row ends before it starts
+    """
+    dur = end[end != OPEN_END] - start[end != OPEN_END] if open_end else end - start
+    for count, why in (((start < 0).sum(), "starts before the session (a negative time)"),
+                       ((dur < 0).sum(), "ends before it starts"),
+                       ((dur > MAX_DURATION_NS).sum(), "lasts longer than a week")):
+        if count:
+            rows = f"{int(count):,} {what} row{'s' if count > 1 else ''}"
+            verb = why if count == 1 else why.replace("ends", "end").replace("starts", "start").replace("lasts", "last")
+            raise ProfileError(f"{path} is damaged: {rows} {verb}; export the capture again with nsys export "
+                               "--type sqlite")
+
+
+def check_unique(path: Path, what: str, corr: np.ndarray, pid: np.ndarray, start: np.ndarray | None = None) -> None:
+    """Raise ProfileError when two rows share a correlation id in one process (and, given
+    `start`, a start time: kernels of one CUDA-graph launch share its correlation id, never
+    their start). A NULL correlation id (-1) repeats freely."""
+    keep = corr >= 0
+    if not keep.any():
+        return
+    keys = [corr[keep], pid[keep]] if start is None else [corr[keep], pid[keep], start[keep]]
+    order = np.lexsort(keys[::-1])
+    same = np.ones(max(int(keep.sum()) - 1, 0), dtype=bool)
+    for k in keys:
+        ks = k[order]
+        same &= ks[1:] == ks[:-1]
+    if same.any():
+        raise ProfileError(f"{path} is damaged: {int(same.sum()):,} {what} rows repeat another's correlation id"
+                           f"{' and start' if start is not None else ''}; export the capture again with nsys export "
+                           "--type sqlite")
 
 
 def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -330,7 +392,8 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     Raises:
         ProfileError: the kernels table has no name column.
     """
-    wanted = list(dict.fromkeys([*fields, *(["correlation_id", "global_pid"] if launches else [])]))
+    # correlation_id and global_pid always: a repeated row is found by them (and its start).
+    wanted = list(dict.fromkeys([*fields, "correlation_id", "global_pid"]))
     if KERNEL_TABLE not in tables:
         empty = np.empty(0, dtype=np.int64)
         return {**{f: empty for f in wanted}, "dur_ns": empty,
@@ -339,9 +402,10 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     name = next((c for c in ("demangledName", "name", "shortName", "mangledName") if c in have), None)
     if name is None:
         raise ProfileError("the kernels table has no name column (demangledName, shortName, mangledName)")
+    require(reader, KERNEL_TABLE, ("start", "end", "correlationId"))
     short = "shortName" if "shortName" in have else name
     exprs = {"start_ns": ("start", None), "end_ns": ("end", None), "device_id": ("deviceId", None),
-             "stream_id": ("streamId", None), "correlation_id": ("correlationId", -1),
+             "stream_id": ("streamId", None), "correlation_id": ("correlationId", None),
              "global_pid": ("globalPid", 0) if "globalPid" in have else ("0", None), "name_id": (name, None),
              "short_id": (short, None)}
     read = [f for f in wanted if f in exprs]
@@ -351,6 +415,8 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
                            [exprs[f][1] for f in read])
     columns = dict(zip(read, arrays, strict=True))
     n = len(columns["start_ns"])
+    check_times(reader.path, "kernel", columns["start_ns"], columns["end_ns"])
+    check_unique(reader.path, "kernel", columns["correlation_id"], columns["global_pid"], columns["start_ns"])
     if launches:
         launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
         if RUNTIME_TABLE in tables and n:
@@ -406,7 +472,7 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
     """NVTX ranges (push/pop and start/end; marks are not ranges) and their distinct names.
 
     Returns:
-        ({start_ns, end_ns (OPEN_END for a range still open), global_tid (0 when NULL), global_pid,
+        ({start_ns, end_ns (OPEN_END for a range still open), global_tid, global_pid,
         push_pop (bool), name (index into the names), seq (the autograd sequence number of
         PyTorch's per-op ranges, -1 for none)}, names): names cleaned by split_op_name(), in
         order of first appearance.
@@ -418,9 +484,11 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
     if not types:
         return empty, []
     have = reader.columns_of(NVTX_TABLE)
+    require(reader, NVTX_TABLE, ("start", "end", "eventType"))
     where = f" WHERE eventType IN ({', '.join(map(str, types))})"
     start, end, tid, kind = reader.select(f"SELECT start, end, globalTid, eventType FROM {NVTX_TABLE}{where}",
-                                          [None, OPEN_END, 0, None])
+                                          [None, OPEN_END, None, None])
+    check_times(reader.path, "NVTX range", start, end, open_end=True)
     # Names: per row, the inline text or the registered string; read with sqlite3 (text), each
     # distinct one split once (115 k ranges share a few hundred names).
     text = "text" if "text" in have else "NULL"

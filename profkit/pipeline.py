@@ -184,8 +184,10 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
         """StringIds ids as codes into their distinct texts (two ids may share a text)."""
         uniq, inverse = unique_inverse(ids)
         index: dict[str, int] = {}
-        remap = np.array([index.setdefault(strings.get(i, "<unknown>"), len(index)) for i in uniq.tolist()],
-                         dtype=np.int64)
+        if missing := [i for i in uniq.tolist() if i not in strings]:
+            raise col.ProfileError(f"{export} is damaged: {len(missing):,} kernel name ids (e.g. {missing[0]}) are not "
+                                   "in StringIds; export the capture again with nsys export --type sqlite")
+        remap = np.array([index.setdefault(strings[i], len(index)) for i in uniq.tolist()], dtype=np.int64)
         return (remap[inverse] if len(ids) else ids), list(index)
 
     name, names = texts(k["name_id"])
@@ -415,7 +417,13 @@ def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bo
 
     rule_list = analyze.load_rules(rules)
     ids = pd.Series(pd.unique(data.kernels["name_id"]))
-    names = ids.map(data.names).fillna("<unknown>")
+    names = ids.map(data.names)
+    if bool(names.isna().any()):
+        from profkit.columns import ProfileError
+
+        raise ProfileError(f"{data.path} is damaged: {int(names.isna().sum()):,} kernel name ids (e.g. "
+                           f"{ids[names.isna()].iloc[0]}) are not in StringIds; export the capture again with nsys "
+                           "export --type sqlite")
     cats = pd.Series(analyze.categorize(names, rule_list).to_numpy(), index=ids.to_numpy())
     kernels = analyze.kernel_frame(data.kernels, data.names, cats)
     tree, timelines = tree_and_timelines(data.nvtx if nvtx else data.nvtx.iloc[:0])

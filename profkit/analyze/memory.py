@@ -743,7 +743,8 @@ def paired(paths: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
     require(kernels, ["path", "gpu_total_ns"], "nvtx summary")
     j = paths.merge(kernels[["path", "gpu_total_ns"]], on="path", how="left")
     steps = j["path"].str.fullmatch(r"step_\d+")
-    total = float(j.loc[steps, "gpu_total_ns"].sum()) or float(j["gpu_total_ns"].max() or 1)
+    largest = j["gpu_total_ns"].max()  # NaN when no path has GPU time (a capture without ranges)
+    total = float(j.loc[steps, "gpu_total_ns"].sum()) or (float(largest) if largest > 0 else 1.0)
     top_rise = float(max(j["rise_bytes"].max(), 1)) if len(j) else 1.0
     return pd.DataFrame({"path": j["path"], "gpu_ns": j["gpu_total_ns"].fillna(0).astype("int64"),
                          "gpu_pct": j["gpu_total_ns"].fillna(0) / total * 100,

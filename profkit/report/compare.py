@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from profkit import analyze, layout
+from profkit.analyze import gate as gates
+from profkit.analyze.gate import Threshold
 from profkit.pipeline import Analysis
 from profkit.report.formats import render
 from profkit.report.names import unique_names
@@ -53,6 +55,22 @@ def compare(analyses: list[Analysis], names: list[str], *, top: int = 10, fmt: s
     kernels = analyze.compare_kernels(ranked, steps, names, top=top)
     return "\n".join(_runs_markdown(analyses, names, steps) + _categories_markdown(table, names)
                      + _kernels_markdown(kernels, names))
+
+
+def gate(analyses: list[Analysis], names: list[str], thresholds: list[Threshold]) -> tuple[bool, str]:
+    """(any threshold crossed, the one-line verdict) of the captures against the first.
+
+    Raises:
+        ValueError: a threshold that cannot be evaluated on these captures (the message says why).
+    """
+    for a in analyses:
+        a.require_kernels()
+    steps = [steps_of(a) for a in analyses]
+    shares = analyze.compare_shares([analyze.category_shares(a.kernels, a.data.memcpy, a.data.memset)
+                                     for a in analyses], steps, names)
+    step_ms = [a.run.summary.median_ms if a.run is not None else None for a in analyses]
+    crossings = gates.gate(thresholds, shares, step_ms, names)
+    return bool(crossings), gates.summary(crossings, len(thresholds) * (len(analyses) - 1))
 
 
 def _runs_markdown(analyses: list[Analysis], names: list[str], steps: list[int]) -> list[str]:

@@ -1,0 +1,183 @@
+"""Damaged exports through every report command: a correct report or one `Error:` line, exit 2.
+
+Every case is a copy of a real fixture (tests/data) with one damage applied: cut short, zeroed,
+random bytes, a table or column gone, a column of the wrong type, NULLs where nsys never writes
+them, string ids pointing nowhere, end before start, duplicated correlation ids. Each goes
+through kernels, nvtx, modules, timeline, compare and report.md (capture), through click's
+CliRunner. Allowed: exit 0 with a report, or exactly one `Error: ...` line on stderr, exit 2, no
+traceback, and no new file beside the export. A report is allowed only where the damage leaves
+the export consistent (e.g. a table nsys creates lazily is gone) or where it says what it skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from profkit.cli import cli
+
+TESTS = Path(__file__).parent
+SOURCE = TESTS / "data" / "h100_small_step_bf16" / "profile.sqlite"
+MEMORY = TESTS / "data" / "h200_memory_tiny_step" / "memory.pickle"
+RANKS = TESTS / "data" / "h200_small_step_bf16_ddp_1rank"
+K, R, N = "CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVENTS"
+
+# (name, SQL statements) applied to a copy: the export stays a readable SQLite file.
+SQL_DAMAGE = {
+    "no-kernels": [f"DROP TABLE {K}"],
+    "no-strings": ["DROP TABLE StringIds"],
+    "no-runtime": [f"DROP TABLE {R}"],
+    "no-nvtx": [f"DROP TABLE {N}"],
+    "kernel-no-start": [f"ALTER TABLE {K} DROP COLUMN start"],
+    "kernel-no-corr": [f"ALTER TABLE {K} DROP COLUMN correlationId"],
+    "kernel-no-name": [f"ALTER TABLE {K} DROP COLUMN demangledName", f"ALTER TABLE {K} DROP COLUMN shortName"],
+    "runtime-no-corr": [f"ALTER TABLE {R} DROP COLUMN correlationId"],
+    "nvtx-no-end": [f"ALTER TABLE {N} DROP COLUMN [end]"],
+    "kernel-start-text": [f"UPDATE {K} SET start = 'soon' WHERE rowid % 7 = 0"],
+    "kernel-end-real": [f"UPDATE {K} SET [end] = [end] + 0.5 WHERE rowid % 5 = 0"],
+    "kernel-null-corr": [f"UPDATE {K} SET correlationId = NULL WHERE rowid % 9 = 0"],
+    "nvtx-null-tid": [f"UPDATE {N} SET globalTid = NULL WHERE rowid % 9 = 0"],
+    "name-nowhere": [f"UPDATE {K} SET demangledName = 987654321, shortName = 987654321 WHERE rowid % 11 = 0"],
+    "kernel-end-before-start": [f"UPDATE {K} SET [end] = start - 1000 WHERE rowid % 13 = 0"],
+    "nvtx-end-before-start": [f"UPDATE {N} SET [end] = start - 1000 WHERE [end] IS NOT NULL AND rowid % 13 = 0"],
+    "runtime-end-before-start": [f"UPDATE {R} SET [end] = start - 1000 WHERE rowid % 13 = 0"],
+    "kernel-dup-corr": [f"INSERT INTO {K} SELECT * FROM {K} WHERE rowid % 17 = 0"],
+    "runtime-dup-corr": [f"INSERT INTO {R} SELECT * FROM {R} WHERE rowid % 17 = 0"],
+    "kernel-huge": [f"UPDATE {K} SET [end] = 9223372036854775807 WHERE rowid % 19 = 0"],
+    "kernel-negative": [f"UPDATE {K} SET start = -5, [end] = -1 WHERE rowid % 19 = 0"],
+}
+def _cut(b: bytes, frac: float) -> bytes:
+    return b[: int(len(b) * frac)]
+
+
+def _flip(b: bytes, seed: int, n: int) -> bytes:
+    rng = random.Random(seed)
+    out = bytearray(b)
+    for _ in range(n):
+        i = rng.randrange(100, len(out))  # keep the header: damage the pages
+        out[i] ^= 1 << rng.randrange(8)
+    return bytes(out)
+
+
+# (name, bytes transform) applied to the file itself.
+BYTE_DAMAGE = {
+    "zeros": lambda b: bytes(len(b)),
+    "random": lambda b: random.Random(17).randbytes(len(b)),
+    "empty": lambda b: b"",
+    **{f"cut-{frac}": functools.partial(_cut, frac=frac) for frac in (0.01, 0.3, 0.7, 0.97)},
+    "header-only": lambda b: b[:100],
+    "flipped": lambda b: _flip(b, 17, 64),
+}
+# Damage that leaves a consistent export: a report is the right answer (nsys creates tables lazily).
+REPORT_OK = {"no-kernels", "no-nvtx", "no-runtime", "kernel-no-name"}  # the last: mangled names
+
+
+def damaged(tmp_path: Path, name: str, source: Path = SOURCE, file: str = "profile.sqlite") -> Path:
+    """A copy of `source` with the damage `name`, as FOLDER/`file` (a fresh folder per case)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    copy = folder / file
+    if name in BYTE_DAMAGE:
+        copy.write_bytes(BYTE_DAMAGE[name](source.read_bytes()))
+        return copy
+    shutil.copyfile(source, copy)
+    db = sqlite3.connect(copy)
+    for statement in SQL_DAMAGE[name]:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    return copy
+
+
+COMMANDS = {
+    "kernels": lambda p: ["report", "kernels", p, "--no-cache"],
+    "kernels-json": lambda p: ["report", "kernels", p, "--format", "json", "--by", "category", "--no-cache"],
+    "nvtx": lambda p: ["report", "nvtx", p, "--no-cache"],
+    "modules": lambda p: ["report", "modules", p, "--no-cache"],
+    "timeline": lambda p: ["report", "timeline", p, "--no-cache"],
+    "compare": lambda p: ["report", "compare", SOURCE, p, "--no-cache"],
+    "memory": lambda p: ["report", "memory", MEMORY, "--profile", p.parent],
+    "capture": lambda p: ["report", "capture", p, "--no-cache"],
+}
+
+
+_ORIGINAL: dict[str, str] = {}
+
+
+def normal(text: str, path: Path) -> str:
+    """A report with its export's path and folder name (compare's column label) made neutral."""
+    return text.replace(str(path.parent), "<folder>").replace(path.parent.name, "<folder>")
+
+
+def output(command: str, result, path: Path) -> str:
+    """What the command reported: stdout, or for `capture` the report.md it wrote (then removed)."""
+    if command != "capture":
+        return normal(result.stdout, path)
+    written = path.parent / "profile.report.md"
+    written = written if written.exists() else path.parent / "report.md"
+    text = written.read_text()
+    written.unlink()
+    return normal(text, path)
+
+
+def original(command: str, tmp: Path) -> str:
+    """The command's output on the undamaged fixture (copied, so its folder stays clean)."""
+    if command not in _ORIGINAL:
+        folder = tmp / "original"
+        folder.mkdir(exist_ok=True)
+        copy = folder / "profile.sqlite"
+        if not copy.exists():
+            shutil.copyfile(SOURCE, copy)
+        result = CliRunner().invoke(cli, [str(a) for a in COMMANDS[command](copy)])
+        assert result.exit_code == 0, result.output
+        _ORIGINAL[command] = output(command, result, copy)
+    return _ORIGINAL[command]
+
+
+def check(command: str, path: Path, damage: str, tmp: Path) -> None:
+    folder = path.parent
+    before = set(folder.iterdir())
+    args = COMMANDS[command](path)
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), (
+        damage, command, repr(result.exception))
+    assert "Traceback" not in result.output, (damage, result.output)
+    if result.exit_code == 0:  # a report: the original's (the damage is in what it does not read) or said so
+        same = output(command, result, path) == original(command, tmp)
+        assert same or damage in REPORT_OK or "skipped" in result.output, (damage, command, result.output[-2000:])
+        return
+    assert result.exit_code == 2, (damage, command, result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), (damage, command, result.stderr)
+    assert result.stdout == "", (damage, command, result.stdout)
+    assert set(folder.iterdir()) == before, (damage, command, set(folder.iterdir()) - before)
+
+
+@pytest.mark.parametrize("damage", sorted(SQL_DAMAGE) + sorted(BYTE_DAMAGE))
+def test_damaged_export_never_crashes(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, damage: str) -> None:
+    path = damaged(tmp_path, damage)
+    tmp = tmp_path_factory.getbasetemp()
+    for command in COMMANDS:
+        check(command, path, damage, tmp)
+
+
+@pytest.mark.parametrize("damage", ["cut-0.3", "zeros", "flipped", "no-strings", "kernel-start-text",
+                                    "kernel-end-before-start", "kernel-dup-corr", "runtime-dup-corr", "name-nowhere",
+                                    "nvtx-end-before-start", "runtime-no-corr"])
+def test_damaged_rank_never_crashes(tmp_path: Path, damage: str) -> None:
+    """`report ranks` on a multi-rank capture whose rank export is damaged: one Error: line, exit 2."""
+    path = damaged(tmp_path, damage, RANKS / "rank0.sqlite", "rank0.sqlite")
+    for extra in ("run.json", "rank0.run.json"):
+        shutil.copyfile(RANKS / extra, path.parent / extra)
+    before = set(path.parent.iterdir())
+    result = CliRunner().invoke(cli, ["report", "ranks", str(path.parent)])
+    assert isinstance(result.exception, SystemExit | None), repr(result.exception)
+    assert result.exit_code == 2, (damage, result.output)
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith("Error: ")
+    assert set(path.parent.iterdir()) == before
