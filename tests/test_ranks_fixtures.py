@@ -187,3 +187,15 @@ def test_a_payload_size_wins_over_the_model(tmp_path: Path) -> None:
     line = next(x for x in md.stdout.splitlines() if x.startswith("| all-reduce |"))
     assert f"| {expect / 1e6:,.2f} | NVTX payload |" in line and "params" not in line
 
+
+def test_png_link_is_relative_to_the_markdown(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "out").mkdir()
+    png, md = tmp_path / "pics" / "r.png", tmp_path / "out" / "r.md"
+    result = CliRunner().invoke(cli, ["report", "ranks", str(DDP), "--png", str(png), "-o", str(md)])
+    assert result.exit_code == 0, result.output
+    assert "](../pics/r.png)" in md.read_text()
+    given = tmp_path / "pics" / "s.png"
+    result = CliRunner().invoke(cli, ["report", "ranks", str(DDP), "--png", str(given)])
+    assert result.exit_code == 0 and f"]({given})" in result.stdout
