@@ -123,7 +123,9 @@ def test_missing_flops_json(tmp_path: Path) -> None:
 
 
 def _fixtures_with_runs() -> list[str]:
-    return sorted(p.parent.name for p in DATA.glob("*/run.json")) + ["demo"]
+    """Fixtures with a run record and an export (a memory-only fixture has no GPU timeline)."""
+    return sorted(p.parent.name for p in DATA.glob("*/run.json")
+                  if (p.parent / "profile.sqlite").exists() or any(p.parent.glob("rank*.sqlite"))) + ["demo"]
 
 
 @pytest.mark.parametrize("name", _fixtures_with_runs())
