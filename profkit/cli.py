@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -710,8 +711,10 @@ def ranks_command(profile: Path, png: Path | None, jobs: int | None, fmt: str, o
     merged = library(lambda: load_ranks(profile, rules=rules, jobs=jobs))
     if png is not None:
         click.echo(timeline_png(merged, png), err=True)
-    emit(library(lambda: ranks_report(merged, fmt=fmt, png=str(png) if png is not None and png.exists() else None)),
-         output)
+    link = None
+    if png is not None and png.exists():  # the markdown links the PNG from where the markdown lies
+        link = os.path.relpath(png.absolute(), output.absolute().parent) if output is not None else str(png)
+    emit(library(lambda: ranks_report(merged, fmt=fmt, png=link)), output)
 
 
 def _memory(path: Path) -> Any:

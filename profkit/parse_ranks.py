@@ -6,12 +6,18 @@ session's start on the wall clock. Read-only, no torch.
   the export holds one NvtxDomainCreate event per process and domain, so in a --single-file
   export each process's rank is read back from its domain's name.
 - NCCL: ranges in the `NCCL` domain (ncclAllReduce, ncclAllGather, ...). NCCL 2.19+ attaches an
-  NVTX payload; nsys exports a decoded payload as JSON text (`jsonText`/`jsonTextId`), from which
-  the message size (NCCL's "Message size [bytes]") is read; without it `bytes` is -1.
+  NVTX payload whose schema (NVTX_PAYLOAD_SCHEMA_ENTRIES) names a "Message size [bytes]" field.
+  The size is read from a decoded payload exported as JSON text (`jsonText`/`jsonTextId`), else
+  from `binaryData` at the schema's offset of that field (little-endian, raw bytes or hex text);
+  without either `bytes` is -1. nsys 2025.3.1 with NCCL 2.28.9 exports the schema but leaves
+  binaryData and jsonText NULL on every row (tests/data/h200_small_step_bf16_*_1rank), so
+  profkit.analyze.ranks.model_sizes derives the sizes from the run record instead.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import sqlite3
@@ -102,6 +108,51 @@ def payload_bytes(text: str | None) -> int:
     return -1
 
 
+_WIDTH = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 8, 8: 8, 9: 8, 10: 8, 11: 1, 12: 1, 13: 2, 14: 2, 15: 4, 16: 4,
+          17: 8, 18: 8, 22: 8}
+"""Bytes of nvToolsExtPayload.h's integer entry types (NVTX_PAYLOAD_ENTRY_TYPE_CHAR = 1 ... SIZE = 22)."""
+
+
+def size_fields(db: sqlite3.Connection, tables: set[str]) -> dict[int, tuple[int, int]]:
+    """domainId -> (offset, width) of the message-size field its payload schemas place at one offset
+    (NCCL's schemas all put "Message size [bytes]" at offset 8, a size_t); domains whose schemas
+    disagree are left out."""
+    if "NVTX_PAYLOAD_SCHEMA_ENTRIES" not in tables:
+        return {}
+    rows = db.execute("SELECT domainId, coalesce(offset, 0), type, name FROM NVTX_PAYLOAD_SCHEMA_ENTRIES").fetchall()
+    found: dict[int, set[tuple[int, int]]] = {}
+    for domain, offset, kind, name in rows:
+        if name and _SIZE_KEY.search(str(name)) and int(kind or 0) in _WIDTH:
+            found.setdefault(int(domain), set()).add((int(offset), _WIDTH[int(kind)]))
+    return {d: next(iter(v)) for d, v in found.items() if len(v) == 1}
+
+
+def binary_bytes(data: bytes | str | None, field: tuple[int, int] | None) -> int:
+    """The message size in a binary payload at the schema's (offset, width), -1 when unreadable.
+
+    >>> binary_bytes(bytes(8) + (4194304).to_bytes(8, "little") + bytes(8), (8, 8))
+    4194304
+    >>> binary_bytes("00" * 8 + "0000400000000000", (8, 8)), binary_bytes(None, (8, 8))
+    (4194304, -1)
+    """
+    if data is None or field is None:
+        return -1
+    raw: bytes | None = data if isinstance(data, bytes) else None
+    if isinstance(data, str):
+        text = data.strip().removeprefix("0x")
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raw = None
+    offset, width = field
+    if raw is None or len(raw) < offset + width:
+        return -1
+    return int.from_bytes(raw[offset:offset + width], "little")
+
+
 def load_nccl_ranges(path: Path) -> pd.DataFrame:
     """NCCL's NVTX ranges: start_ns, end_ns, global_pid, global_tid, name, bytes (-1: no payload).
 
@@ -125,11 +176,13 @@ def load_nccl_ranges(path: Path) -> pd.DataFrame:
         json_text = "n.jsonText" if "jsonText" in have else "NULL"
         json_join, json_id = ((" LEFT JOIN StringIds j ON j.id = n.jsonTextId", "j.value") if "jsonTextId" in have
                               else ("", "NULL"))
+        binary = "n.binaryData" if "binaryData" in have else "NULL"
+        fields = size_fields(db, tables)
         where = " OR ".join(f"(n.domainId = {int(d)} AND (coalesce(n.globalTid, 0) & {~0xFFFFFF}) = {int(p)})"
                             for p, d in zip(nccl["global_pid"], nccl["domain_id"], strict=True))
         rows = db.execute(
             f"SELECT n.start, coalesce(n.end, n.start), coalesce(n.globalTid, 0), coalesce({text}, {text_id}), "
-            f"coalesce({json_text}, {json_id}) FROM {NVTX_TABLE} n{name_join}{json_join} "
+            f"coalesce({json_text}, {json_id}), {binary}, n.domainId FROM {NVTX_TABLE} n{name_join}{json_join} "
             f"WHERE n.eventType IN ({', '.join(map(str, types))}) AND ({where}) ORDER BY n.start").fetchall()
     except sqlite3.DatabaseError as e:
         raise ProfileError(f"{path} is damaged ({e}); export the capture again with nsys export --type sqlite") \
@@ -138,9 +191,12 @@ def load_nccl_ranges(path: Path) -> pd.DataFrame:
         db.close()
     if not rows:
         return empty
-    frame = pd.DataFrame(rows, columns=["start_ns", "end_ns", "global_tid", "name", "payload"])
+    frame = pd.DataFrame(rows, columns=["start_ns", "end_ns", "global_tid", "name", "payload", "binary", "domain"])
     frame["global_pid"] = pid_of(frame["global_tid"].to_numpy(np.int64))
-    frame["bytes"] = np.array([payload_bytes(t) for t in frame["payload"]], dtype=np.int64)
+    sizes = [payload_bytes(t) for t in frame["payload"]]
+    frame["bytes"] = np.array([v if v >= 0 else binary_bytes(b, fields.get(int(d)))
+                               for v, b, d in zip(sizes, frame["binary"], frame["domain"], strict=True)],
+                              dtype=np.int64)
     frame["name"] = frame["name"].fillna("").astype(object)
     return frame[list(cols)].astype(cols)
 

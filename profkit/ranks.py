@@ -80,7 +80,19 @@ def load_ranks(folder: Path, *, rules: Path | None = None, jobs: int | None = No
     else:
         with ProcessPoolExecutor(max_workers=n) as pool:
             inputs = list(pool.map(_job, args))
-    return merge(inputs, one_clock=one)
+    return merge(inputs, one_clock=one, model=record_sizes(folder, ranks[0]))
+
+
+def record_sizes(folder: Path, rank: int) -> dict[str, tuple[int, str]]:
+    """The bytes per step each collective moves, from the run record (analyze.ranks.model_sizes);
+    empty without a record."""
+    from profkit.analyze.ranks import model_sizes
+
+    record = layout.find_run(folder, rank)
+    if record is None:
+        return {}
+    c = record.config
+    return model_sizes(c.strategy, c.dtype, record.resolved.params, model=c.model, grad_accum=c.grad_accum)
 
 
 def check_rank_capture(folder: Path) -> None:

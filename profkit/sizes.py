@@ -64,3 +64,16 @@ SIZES: dict[str, ModelSize] = {
 def is_user_model(name: str) -> bool:
     """`package.module:factory` names a user's model rather than a built-in size."""
     return ":" in name
+
+
+def block_params(size: ModelSize) -> int:
+    """Parameters of one transformer block of a built-in size (the unit FSDP2 shards and gathers).
+
+    cs336: q, k, v, output projections (4 d^2), SwiGLU w1, w2, w3 (3 d d_ff), two RMSNorm weights;
+    nanogpt: c_attn (3 d^2), c_proj (d^2), c_fc and c_proj (2 d d_ff), two LayerNorm weights (no bias).
+
+    >>> block_params(SIZES["small"])
+    9438720
+    """
+    d, ff = size.d_model, size.d_ff
+    return 4 * d * d + (2 if size.family == "nanogpt" else 3) * d * ff + 2 * d

@@ -132,6 +132,35 @@ def test_bus_bandwidth_follows_nccl_tests() -> None:
     assert bw.loc["all-gather", "busbw_gbps"] == pytest.approx(4_000_000 / 500 * 3 / 4)
 
 
+def test_fsdp2_sizes_from_the_model_and_their_labels() -> None:
+    """No NCCL payload: S per step from the run record (model_sizes), over two measured steps."""
+    from profkit.report.ranks import ranks_markdown
+
+    n, params, blocks = 2, 1_000_000, 600_000  # not a built-in size: the all-gather stays unknown
+    model = R.model_sizes("fsdp2", "bf16", params)
+    assert set(model) == {"reduce-scatter"}
+    model["all-gather"] = (2 * (2 * blocks + params - blocks), "model: 1,600,000 params x 2 bytes")
+    seqs = {r: seq([("all-gather", 0, 100), ("reduce-scatter", 200, 400), ("all-gather", 1_000, 1_100),
+                    ("reduce-scatter", 1_200, 1_400)]) for r in range(n)}
+    _, inst = R.waits(seqs, {r: 0 for r in range(n)})
+    none = {r: pd.DataFrame({"name": [], "collective": [], "bytes": []}) for r in range(n)}
+    bw = R.bandwidth(none, inst, seqs, n, model, steps=2).set_index("collective")
+    assert bw.loc["reduce-scatter", "size_bytes"] == 2 * 4_000_000  # two steps of 1e6 fp32 gradients
+    assert bw.loc["reduce-scatter", "source"] == "model: 1,000,000 params x 4 bytes"
+    assert bw.loc["reduce-scatter", "busbw_gbps"] == pytest.approx(8_000_000 / 400 * (n - 1) / n)
+    assert bw.loc["all-gather", "size_bytes"] == 2 * 3_200_000 and bw.loc["all-gather", "source"].endswith("x 2 bytes")
+    payload = {r: pd.DataFrame({"name": ["ncclReduceScatter"] * 2, "collective": ["reduce-scatter"] * 2,
+                                "bytes": [1_000, 1_000]}) for r in range(n)}
+    won = R.bandwidth(payload, inst, seqs, n, model, steps=2).set_index("collective")
+    assert (won.loc["reduce-scatter", "size_bytes"], won.loc["reduce-scatter", "source"]) == (n * 2_000, R.PAYLOAD)
+    steps = pd.DataFrame({"name": ["step_0", "step_1"], "start_ns": [0, 1_000], "end_ns": [1_000, 2_000]})
+    k = pd.DataFrame([(0, 100, AG, "step_0"), (200, 400, RS, "step_0"), (1_000, 1_100, AG, "step_1"),
+                      (1_200, 1_400, RS, "step_1")], columns=["start_ns", "end_ns", "name", "range_path"])
+    inputs = [R.rank_input(r, k, steps, none[r].assign(start_ns=0, end_ns=0)) for r in range(n)]
+    md = ranks_markdown(R.merge(inputs, one_clock=True, model=model))
+    assert "| reduce-scatter | 1 | 4.00 | model: 1,000,000 params x 4 bytes |" in md  # per step
+
+
 def test_merge_per_step_and_slowest_rank() -> None:
     from profkit.report.ranks import ranks_report
 

@@ -24,6 +24,14 @@ factor 2(n-1)/n for all-reduce, (n-1)/n for all-gather, reduce-scatter and all-t
 broadcast, reduce and send/recv; S is the collective's size as nccl-tests counts it: the
 buffer for all-reduce and broadcast, n times the per-rank part for all-gather and
 reduce-scatter (NCCL's NVTX payload records the per-rank part there), and t the transfer time.
+S comes from NCCL's NVTX payload where the export has it; nsys 2025.3.1 exports NCCL 2.28's
+ranges with a NULL payload (NVTX_EVENTS.binaryData and jsonText), so S is otherwise derived from
+the run record (model_sizes): DDP all-reduces every gradient once per backward (the parameters'
+dtype: fp32, autocast leaves them alone); FSDP2 all-gathers each block's parameters in forward and
+again in backward, the root's once (fully_shard keeps the root unsharded between forward and
+backward), in bf16 under `--dtype bf16` (MixedPrecisionPolicy param_dtype) else fp32, and
+reduce-scatters fp32 gradients (reduce_dtype). FSDP2's padding of dim 0 to a multiple of n is
+left out (fewer than n rows per parameter).
 
 Clocks: each rank's export counts from its own session start. Ranks are aligned on the end of
 the first collective every rank takes part in (it ends together on every rank), else on the
@@ -38,8 +46,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from profkit import sizes
 from profkit.analyze.timeline import union_ns
 from profkit.frames import require
+
+PAYLOAD = "NVTX payload"
 
 COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "broadcast", "reduce", "all-to-all", "send/recv",
                "other")
@@ -89,6 +100,39 @@ def size_factor(kind: str, n: int) -> int:
     """nccl-tests' size S over NCCL's payload message size (the per-rank part for all-gather and
     reduce-scatter, the buffer otherwise)."""
     return n if kind in ("all-gather", "reduce-scatter") else 1
+
+
+def model_sizes(strategy: str | None, dtype: str, params: int, *, model: str = "",
+                grad_accum: int = 1) -> dict[str, tuple[int, str]]:
+    """nccl-tests' S per step of each collective a strategy issues, derived from the run record,
+    with the label the report prints (module docstring: what each strategy moves).
+
+    Args:
+        model: the run's --model; a built-in size gives FSDP2's split into blocks and root, a user's
+            model does not (its all-gather stays unknown).
+        grad_accum: micro-batches per step (each runs its own forward and backward).
+
+    >>> model_sizes("ddp", "bf16", 1000)
+    {'all-reduce': (4000, 'model: 1,000 params x 4 bytes')}
+    >>> model_sizes("fsdp2", "bf16", 128_625_408, model="small")["all-gather"][0]
+    483780096
+    """
+    if not params or strategy not in ("ddp", "fsdp2"):
+        return {}
+    times = f" x {grad_accum} micro-batches" if grad_accum > 1 else ""
+    grads = (params * 4 * grad_accum, f"model: {params:,} params x 4 bytes{times}")
+    if strategy == "ddp":
+        return {"all-reduce": grads}
+    out = {"reduce-scatter": grads}
+    size = sizes.SIZES.get(model)
+    if size is not None:
+        blocks = size.n_layers * sizes.block_params(size)
+        gathered = 2 * blocks + (params - blocks)
+        width = 2 if dtype == "bf16" else 4
+        out["all-gather"] = (gathered * width * grad_accum,
+                             f"model: {gathered:,} params x {width} bytes{times} (the blocks' {blocks:,} in forward "
+                             f"and backward, the root's {params - blocks:,} once)")
+    return out
 
 
 def overlap_ns(a: pd.DataFrame, b: pd.DataFrame) -> tuple[int, int, int]:
@@ -236,7 +280,7 @@ def waits(seqs: dict[int, pd.DataFrame], offsets: dict[int, int]) -> tuple[pd.Da
 
 
 def bandwidth(nccl: dict[int, pd.DataFrame], inst: pd.DataFrame, seqs: dict[int, pd.DataFrame],
-              n: int) -> pd.DataFrame:
+              n: int, model: dict[str, tuple[int, str]] | None = None, steps: int = 1) -> pd.DataFrame:
     """Bytes and bus bandwidth per collective kind, the way nccl-tests defines them.
 
     Args:
@@ -244,11 +288,16 @@ def bandwidth(nccl: dict[int, pd.DataFrame], inst: pd.DataFrame, seqs: dict[int,
         inst: waits()'s instances (transfer time on the aligned clocks); empty with one rank.
         seqs: per rank, its communication kernels (for one rank: the kernels' own time).
         n: ranks.
+        model: model_sizes()'s S per step and label, used for a collective whose payload sizes
+            are missing (any range without one).
+        steps: the measured steps the times add over (model S is per step).
 
     Returns:
-        collective, instances, bytes (NCCL's per-rank message sizes, first rank), size_bytes
-        (nccl-tests' S, added), time_ns, algbw_gbps, busbw_gbps (NaN where bytes are unknown).
+        collective, instances, bytes (NCCL's per-rank message sizes, first rank; -1 unknown),
+        size_bytes (nccl-tests' S, added), source ("NVTX payload", the model's label, "" when
+        unknown), time_ns, algbw_gbps, busbw_gbps (NaN where S is unknown).
     """
+    model = model or {}
     rows = []
     first = min(nccl) if nccl else None
     for kind in COLLECTIVES[:-1]:
@@ -266,12 +315,15 @@ def bandwidth(nccl: dict[int, pd.DataFrame], inst: pd.DataFrame, seqs: dict[int,
         if not count and mine.empty:
             continue
         nbytes = int(known["bytes"].sum()) if len(known) else -1
-        complete = len(known) == len(mine) and len(mine) > 0 and len(mine) == count
-        size = nbytes * size_factor(kind, n) if complete else -1
-        alg = size / time_ns if complete and time_ns > 0 else float("nan")  # bytes/ns = GB/s
-        rows.append({"collective": kind, "instances": count, "bytes": nbytes, "size_bytes": size, "time_ns": time_ns,
-                     "algbw_gbps": alg, "busbw_gbps": alg * bus_factor(kind, n) if alg == alg else float("nan")})
-    cols = ["collective", "instances", "bytes", "size_bytes", "time_ns", "algbw_gbps", "busbw_gbps"]
+        complete = len(known) == len(mine) and len(mine) > 0  # every call's size: S is the step's bytes
+        size, source = (nbytes * size_factor(kind, n), PAYLOAD) if complete else (-1, "")
+        if not complete and kind in model:
+            size, source = model[kind][0] * steps, model[kind][1]
+        alg = size / time_ns if size >= 0 and time_ns > 0 else float("nan")  # bytes/ns = GB/s
+        rows.append({"collective": kind, "instances": count, "bytes": nbytes, "size_bytes": size, "source": source,
+                     "time_ns": time_ns, "algbw_gbps": alg,
+                     "busbw_gbps": alg * bus_factor(kind, n) if alg == alg else float("nan")})
+    cols = ["collective", "instances", "bytes", "size_bytes", "source", "time_ns", "algbw_gbps", "busbw_gbps"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -374,8 +426,10 @@ class RanksResult:
     """rank, lane, start_ns, end_ns of one step on the aligned clock, relative to its earliest start."""
 
 
-def merge(inputs: list[RankInput], *, one_clock: bool) -> RanksResult:
-    """Every rank's RankInput into the ranks report (per measured step)."""
+def merge(inputs: list[RankInput], *, one_clock: bool,
+          model: dict[str, tuple[int, str]] | None = None) -> RanksResult:
+    """Every rank's RankInput into the ranks report (per measured step); `model`: model_sizes()
+    of the run, the sizes used where NCCL's payload gives none."""
     inputs = sorted(inputs, key=lambda x: x.rank)
     n = len(inputs)
     seqs = {x.rank: x.seq for x in inputs}
@@ -399,8 +453,8 @@ def merge(inputs: list[RankInput], *, one_clock: bool) -> RanksResult:
         coll += [{"rank": x.rank, "collective": k, **v} for k, v in per.items()]
     table = pd.DataFrame(rows)
     collectives = pd.DataFrame(coll, columns=["rank", "collective", "count", "gpu_ns", "hidden_ns", "exposed_ns"])
-    bw = bandwidth({x.rank: x.nccl for x in inputs}, inst, seqs, n)
     steps = inputs[0].n_steps if inputs else 1
+    bw = bandwidth({x.rank: x.nccl for x in inputs}, inst, seqs, n, model, steps)
     if not bw.empty:  # per measured step, as every other figure (the bandwidths are ratios: unchanged)
         bw = bw.assign(instances=bw["instances"] / steps, time_ns=bw["time_ns"] // steps,
                        bytes=bw["bytes"].where(bw["bytes"] < 0, bw["bytes"] // steps),

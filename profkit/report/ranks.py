@@ -51,15 +51,20 @@ def ranks_markdown(r: RanksResult, *, png: str | None = None, heading: str = "##
     b = r.bandwidth
     if not b.empty:
         rows = [[str(x["collective"]), f"{x['instances']:g}",
-                 "—" if x["size_bytes"] < 0 else f"{x['size_bytes'] / 1e6:,.2f}", _ms(x["time_ns"]),
+                 "—" if x["size_bytes"] < 0 else f"{x['size_bytes'] / 1e6:,.2f}", str(x["source"]) or "—",
+                 _ms(x["time_ns"]),
                  "—" if math.isnan(x["algbw_gbps"]) else f"{x['algbw_gbps']:,.1f}",
                  "—" if math.isnan(x["busbw_gbps"]) else f"{x['busbw_gbps']:,.1f}"] for _, x in b.iterrows()]
         lines += [f"{heading}# Bandwidth (nccl-tests' definitions)", "",
-                  f"size S per step from NCCL's NVTX payload (all-gather, reduce-scatter: {len(t)} x the per-rank "
-                  "message), time: from the last rank's arrival to the end (the kernel's own time with one rank); "
-                  "algbw = S / time, busbw = algbw x 2(n-1)/n for all-reduce, x (n-1)/n for all-gather and "
-                  "reduce-scatter. — where NCCL recorded no message size.", "",
-                  markdown_table(["collective", "instances", "S MB", "time ms", "algbw GB/s", "busbw GB/s"], rows)]
+                  "size S per step: from NCCL's NVTX payload where the export has it (all-gather, reduce-scatter: "
+                  f"{len(t)} x the per-rank message), else from the run record (model: parameters x bytes each; DDP "
+                  "all-reduces every fp32 gradient once per backward, FSDP2 all-gathers the blocks' parameters in "
+                  "forward and backward and the root's once, and reduce-scatters fp32 gradients); nsys 2025.3.1 "
+                  "exports NCCL's ranges without their payload. time: from the last rank's arrival to the end (the "
+                  "kernel's own time with one rank); algbw = S / time, busbw = algbw x 2(n-1)/n for all-reduce, "
+                  "x (n-1)/n for all-gather and reduce-scatter. — where neither gives a size.", "",
+                  markdown_table(["collective", "instances", "S MB", "S from", "time ms", "algbw GB/s", "busbw GB/s"],
+                                 rows)]
     lines += slowest_lines(r) + [""]
     if png:
         lines += [f"![one step, a lane per rank]({png})", ""]
