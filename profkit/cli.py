@@ -353,6 +353,14 @@ def emit(text: str, output: Path | None) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
+
+def _png_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A PNG option's file: refused unless it ends in .png (the plotting library would guess a format)."""
+    if value is not None and value.suffix.lower() != ".png":
+        raise bad_input(f"--{param.name} {value}: give a file name ending in .png")
+    return value
+
+
 def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool = True, activity: bool = True,
           use_cache: bool = False, rank: int | None = None) -> Any:
     from profkit import pipeline
@@ -686,7 +694,8 @@ def timeline(profile: Path, by: str, fmt: str, output: Path | None, rank: int | 
 
 @report.command("ranks", context_settings=CONTEXT_SETTINGS)
 @click.argument("profile", type=click.Path(path_type=Path))
-@click.option("--png", type=click.Path(path_type=Path), help="Write one step's timeline, a lane per rank (needs "
+@click.option("--png", type=click.Path(path_type=Path), callback=_png_file,
+              help="Write one step's timeline, a lane per rank (needs "
               "matplotlib); never over a file that exists.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Processes parsing ranks at once (default: the CPUs).")
 @output_options
@@ -732,7 +741,8 @@ def _memory(path: Path) -> Any:
               help="A capture of the same run: its GPU time per path beside the memory (default: the snapshot's "
               "folder, when it is a capture).")
 @click.option("--top", type=int, default=10, show_default=True, help="Rows of the at-peak tables.")
-@click.option("--png", type=click.Path(path_type=Path), help="Write memory over time as a PNG (never over a file).")
+@click.option("--png", type=click.Path(path_type=Path), callback=_png_file,
+              help="Write memory over time as a PNG (never over a file).")
 @click.option("--html", "html_out", type=click.Path(path_type=Path),
               help="Write a self-contained HTML page (timeline and tables; opens offline).")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
@@ -843,8 +853,9 @@ def _flops_of(profile: Path, a: Any) -> Any:
 @click.option("--peaks", type=click.Choice(["datasheet", "measured"]), default="datasheet", show_default=True,
               help="The ceilings to compare with: the GPU's datasheet, or measured (this GPU's `profkit doctor "
               "--measure-peaks` entry in the cache, else profkit's built-in measurement of that GPU).")
-@click.option("--png", type=click.Path(path_type=Path), help="Write a roofline PNG (needs matplotlib).")
-@click.option("--waterfall", type=click.Path(path_type=Path),
+@click.option("--png", type=click.Path(path_type=Path), callback=_png_file,
+              help="Write a roofline PNG (needs matplotlib).")
+@click.option("--waterfall", type=click.Path(path_type=Path), callback=_png_file,
               help="Write the floor-and-gap waterfall PNG (needs matplotlib).")
 @output_options
 @rank_option

@@ -218,3 +218,14 @@ def test_an_option_this_nsys_lacks_is_refused_before_capturing(tmp_path: Path) -
     assert_one_error(result, f"nsys {nsys.version_str} has no --pytorch option (see `{nsys.path} profile --help`); "
                              "drop it, or use a newer nsys (profkit doctor says how)")
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("args", [["ranks", "tests/data/h200_small_step_bf16_ddp_1rank", "--png", "lanes.svg.new"],
+                                  ["flops", "tests/data/h100_small_step_bf16", "--waterfall", "gap"],
+                                  ["memory", "tests/data/h200_memory_tiny_step/memory.pickle", "--png", "m.jpg"]])
+def test_a_png_option_takes_only_png_files(args: list[str], tmp_path: Path) -> None:
+    """A plotting library guesses the format from the suffix and raises on an unknown one: refused first."""
+    args = [*args[:-1], str(tmp_path / args[-1])]
+    r = CliRunner().invoke(cli, ["report", *args])
+    assert r.exit_code == 2 and r.output.startswith("Error: --") and "ending in .png" in r.output
+    assert r.output.count("\n") == 1 and list(tmp_path.iterdir()) == []
