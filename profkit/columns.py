@@ -420,19 +420,28 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     if launches:
         launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
         if RUNTIME_TABLE in tables and n:
-            corr = columns["correlation_id"]
-            # Without globalPid a correlation id is matched in any process (as the SQL join did).
-            kp = columns["global_pid"] if "globalPid" in have else np.zeros(n, dtype=np.int64)
-            for like in ("%Launch%", None):  # launch calls first; every call if a kernel finds none among them
-                calls = launch_calls(reader, tables, like=like)
-                if "globalPid" not in have:
-                    calls[1] = np.zeros_like(calls[1])
-                launch_ns, launch_tid = join_launches(corr, kp, calls)
-                if not (launch_tid[corr >= 0] < 0).any():
-                    break
+            launch_ns, launch_tid = launches_of(reader, tables, columns["correlation_id"], columns["global_pid"],
+                                                "globalPid" in have, like="%Launch%")
         columns["launch_ns"], columns["launch_tid"] = launch_ns, launch_tid
     columns["dur_ns"] = columns["end_ns"] - columns["start_ns"]
     return columns
+
+
+def launches_of(reader: Reader, tables: set[str], corr: np.ndarray, pid: np.ndarray, has_pid: bool, *,
+                like: str) -> tuple[np.ndarray, np.ndarray]:
+    """(launch_ns, launch_tid) of GPU work by correlation id and process: among the runtime calls
+    `like` names first, among every call when some work finds none there. Without globalPid
+    (`has_pid` False) a correlation id is matched in any process (as the SQL join did)."""
+    if not has_pid:
+        pid = np.zeros(len(corr), dtype=np.int64)
+    for pattern in (like, None):
+        calls = launch_calls(reader, tables, like=pattern)
+        if not has_pid:
+            calls[1] = np.zeros_like(calls[1])
+        launch_ns, launch_tid = join_launches(corr, pid, calls)
+        if not (launch_tid[corr >= 0] < 0).any():
+            break
+    return launch_ns, launch_tid
 
 
 def read_names(db: sqlite3.Connection) -> dict[int, str]:

@@ -136,15 +136,8 @@ def _load_activity(reader: Reader, tables: set[str], table: str, extra: list[str
     n = len(frame)
     launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
     if RUNTIME_TABLE in tables and n and "correlationId" in have:
-        corr = frame["correlation_id"].to_numpy()
-        pid = frame["global_pid"].to_numpy() if "globalPid" in have else np.zeros(n, dtype=np.int64)
-        for pattern in (like, None):  # the named calls first; every call if one is not found among them
-            calls = launch_calls(reader, tables, like=pattern)
-            if "globalPid" not in have:
-                calls[1] = np.zeros_like(calls[1])
-            launch_ns, launch_tid = join_launches(corr, pid, calls)
-            if not (launch_tid[corr >= 0] < 0).any():
-                break
+        launch_ns, launch_tid = col.launches_of(reader, tables, frame["correlation_id"].to_numpy(),
+                                               frame["global_pid"].to_numpy(), "globalPid" in have, like=like)
     frame = frame.assign(launch_ns=launch_ns, launch_tid=launch_tid)
     return frame.assign(dur_ns=frame["end_ns"] - frame["start_ns"])
 
