@@ -1,5 +1,6 @@
 """Scrub an nsys export before sharing it: nsys stores the profiled process's environment
-variables (as StringIds strings and in TARGET_INFO_SYSTEM_ENV) and the host name.
+variables (as StringIds strings, and one META_DATA_CAPTURE row per variable, `PROCESS_0:ENVIRONMENT_VARIABLE`)
+and the host name (TARGET_INFO_SYSTEM_ENV).
 
 Writes a scrubbed copy and VACUUMs it, so the removed text is not left in free pages.
 
@@ -29,7 +30,7 @@ def scrub_export(src: Path, dst: Path) -> dict[str, int]:
     db = sqlite3.connect(dst)
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        counts = {"strings": 0, "system": 0}
+        counts = {"strings": 0, "system": 0, "metadata": 0}
         if "StringIds" in tables:
             ids = [i for i, v in db.execute("SELECT id, value FROM StringIds") if v and ENV_STRING.match(v)]
             db.executemany("UPDATE StringIds SET value = ? WHERE id = ?", [(SCRUBBED, i) for i in ids])
@@ -38,6 +39,10 @@ def scrub_export(src: Path, dst: Path) -> dict[str, int]:
             cur = db.execute(f"UPDATE TARGET_INFO_SYSTEM_ENV SET value = ? WHERE name IN "
                              f"({', '.join('?' * len(SYSTEM_KEYS))})", (SCRUBBED, *SYSTEM_KEYS))
             counts["system"] = cur.rowcount
+        if "META_DATA_CAPTURE" in tables:
+            cur = db.execute("UPDATE META_DATA_CAPTURE SET value = ? WHERE name LIKE '%ENVIRONMENT_VARIABLE%'",
+                             (SCRUBBED,))
+            counts["metadata"] = cur.rowcount
         db.commit()
         db.execute("VACUUM")
     finally:

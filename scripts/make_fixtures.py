@@ -34,8 +34,15 @@ FIXTURES = {
     # nsys's own per-op ranges on the autograd thread, with sequence numbers (made on request: --only)
     "h100_small_step_bf16_autograd_nvtx": ["--model", "small", "--mode", "step", "--dtype", "bf16", "--",
                                            "--pytorch=autograd-nvtx"],
+    # torch.compile(mode="reduce-overhead"): CUDA-graph replays, as nsys records them by default
+    # (one CUPTI_ACTIVITY_KIND_GRAPH_TRACE row per replay, no kernel rows) and per node (made on request)
+    **{f"h200_small_step_bf16_flash_graphs_{trace}": ["--model", "small", "--mode", "step", "--dtype", "bf16",
+                                                      "--attn", "flash", "--compile", "--compile-mode",
+                                                      "reduce-overhead", "--", f"--cuda-graph-trace={trace}"]
+       for trace in ("graph", "node")},
 }
-ON_REQUEST = {"h100_small_step_bf16_autograd_nvtx"}
+ON_REQUEST = {"h100_small_step_bf16_autograd_nvtx", "h200_small_step_bf16_flash_graphs_graph",
+              "h200_small_step_bf16_flash_graphs_node"}
 README = """# {name}
 
 A real Nsight Systems export, scrubbed (process environment and host name removed with

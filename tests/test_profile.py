@@ -250,15 +250,20 @@ def test_scrub_removes_environment_and_host(tmp_path: Path) -> None:
     db.execute("CREATE TABLE TARGET_INFO_SYSTEM_ENV (name TEXT, value TEXT)")
     db.executemany("INSERT INTO TARGET_INFO_SYSTEM_ENV VALUES (?, ?)",
                    [("Hostname", "alice-laptop"), ("DeviceEnvironment", "HOME=/home/alice;X=1"), ("CpuCores", "2")])
+    db.execute("CREATE TABLE META_DATA_CAPTURE (name TEXT, value TEXT)")
+    db.executemany("INSERT INTO META_DATA_CAPTURE VALUES (?, ?)",
+                   [("PROCESS_0:ENVIRONMENT_VARIABLE", 'API_KEY="abc123"'), ("PROCESS_0:ARGUMENT_0", "-m")])
     db.commit()
     db.close()
     dst = tmp_path / "b.sqlite"
-    assert scrub_export(src, dst) == {"strings": 2, "system": 2}
+    assert scrub_export(src, dst) == {"strings": 2, "system": 2, "metadata": 1}
     db = sqlite3.connect(dst)
     assert db.execute("SELECT value FROM StringIds ORDER BY id").fetchall() == [
         ("<scrubbed>",), ("step_0",), ("<scrubbed>",), ("a = b",)]
     assert dict(db.execute("SELECT * FROM TARGET_INFO_SYSTEM_ENV")) == {
         "Hostname": "<scrubbed>", "DeviceEnvironment": "<scrubbed>", "CpuCores": "2"}
+    assert db.execute("SELECT * FROM META_DATA_CAPTURE").fetchall() == [
+        ("PROCESS_0:ENVIRONMENT_VARIABLE", "<scrubbed>"), ("PROCESS_0:ARGUMENT_0", "-m")]
     db.close()
     raw = dst.read_bytes()
     assert b"alice" not in raw and b"abc123" not in raw  # not left behind in free pages
