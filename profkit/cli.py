@@ -599,19 +599,31 @@ def modules(profile: Path, fmt: str, output: Path | None, rank: int | None, rule
 @click.option("--fail-if", "fail_if", multiple=True, metavar="METRIC>LIMIT",
               help="Exit 1 (a one-line verdict on stderr) when a capture got worse than the first by more than "
               "LIMIT: METRIC step_ms, gpu_ms or category:NAME; LIMIT +PCT% or +Xms, e.g. 'step_ms>+5%'. Repeatable.")
+@click.option("--fail-above", "fail_above", type=click.FloatRange(min=0), metavar="PCT",
+              help="Exit 1 when ms/step (or a --range's GPU time per step) got slower than the first capture's by "
+              "more than PCT percent beyond the noise of both captures' per-step spreads (one line per check on "
+              "stderr; with --format json, one JSON object).")
+@click.option("--range", "range_names", multiple=True, metavar="NAME",
+              help="With --fail-above: also gate this range's GPU time per step (a range name such as backward, "
+              "or a path below the step such as forward/layer_2). Repeatable.")
+@click.option("--noise-k", type=click.FloatRange(min=0), default=None,
+              help="With --fail-above: the noise is k robust standard deviations (1.4826 x MAD) of the steps "
+              "(default 2: profkit.analyze.gate.NOISE_K).")
 @output_options
 @report_options
-def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if: tuple[str, ...], fmt: str,
+def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if: tuple[str, ...],
+            fail_above: float | None, range_names: tuple[str, ...], noise_k: float | None, fmt: str,
             output: Path | None, rules: Path | None, allow_incomplete: bool, no_cache: bool) -> None:
     """Category shares and top kernels of several captures side by side, deltas against the first.
 
-    With --fail-if, a CI gate: exit 1 when any threshold is crossed, 0 otherwise.
+    With --fail-if or --fail-above, a CI gate: exit 1 on a regression, 0 otherwise, 2 on bad input.
 
     \b
     Example:
         profkit report compare profiles/small-fwd profiles/small-fwd_bwd profiles/small-step
         profkit report compare profiles/small-step profiles/small-step-flash --html compare.html
         profkit report compare base/ new/ --fail-if 'step_ms>+5%' --fail-if 'category:gemm>+10%'
+        profkit report compare base/ new/ --fail-above 3 --range backward --format json
     """
     from profkit import layout
     from profkit import report as reports
@@ -623,10 +635,13 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if
         thresholds = [parse_threshold(t) for t in fail_if]
     except ValueError as e:
         raise bad_input(str(e)) from None
+    if (range_names or noise_k is not None) and fail_above is None:
+        flag = "--range" if range_names else "--noise-k"
+        raise bad_input(f"{flag} goes with --fail-above PCT (the noise-aware gate)")
     pickles = [p.suffix == ".pickle" for p in profiles]
     if any(pickles):
-        if thresholds:
-            raise bad_input("--fail-if gates captures (ms/step, GPU time), not memory snapshots")
+        if thresholds or fail_above is not None:
+            raise bad_input("--fail-if and --fail-above gate captures (ms/step, GPU time), not memory snapshots")
         if not all(pickles):
             raise bad_input("compare takes captures or memory snapshots (.pickle), not both")
         from profkit.report import memory as memory_report
@@ -640,25 +655,37 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if
         raise bad_input(f"{html_out} exists; choose another --html FILE")
     analyses = [_load(p, rules, allow_incomplete) for p in profiles]  # NVTX: the step_i ranges count the steps
     names = reports.labels(list(profiles))
-    verdict = None
-    if thresholds:
-        from profkit.report.compare import gate
+    from profkit.report.compare import crossed, gate_json, noise_gate
 
-        try:
-            verdict = library(lambda: gate(analyses, names, thresholds))
-        except ValueError as e:
-            raise bad_input(str(e)) from None
-    emit(library(lambda: reports.compare(analyses, names, top=top, fmt=fmt)), output)
+    try:
+        crossings = library(lambda: crossed(analyses, names, thresholds)) if thresholds else None
+        checks = (library(lambda: noise_gate(analyses, names, fail_above, list(range_names),
+                                                       **({} if noise_k is None else {"k": noise_k})))
+                  if fail_above is not None else None)
+    except ValueError as e:
+        raise bad_input(str(e)) from None
+    text = library(lambda: reports.compare(analyses, names, top=top, fmt=fmt))
+    if checks is not None and fmt == "json":
+        text = gate_json(checks, crossings, text)
+    emit(text, output)
     if html_out is not None:
         from profkit.report import html
 
         page = library(lambda: html.compare_page(analyses, names, profiles=" ".join(map(str, profiles)), top=top))
         library(lambda: layout.write_text(html_out, page, replace=False))
         click.echo(f"html: {html_out}", err=True)
-    if verdict is not None:
-        click.echo(verdict[1], err=True)
-        if verdict[0]:
-            sys.exit(1)  # a threshold crossed: the line above says which
+    if checks is not None:
+        from profkit.analyze.gate import noise_summary
+
+        for c in checks:
+            click.echo(c.line(), err=True)
+        click.echo(noise_summary(checks), err=True)
+    if crossings is not None:
+        from profkit.analyze.gate import summary
+
+        click.echo(summary(crossings, len(thresholds) * (len(analyses) - 1)), err=True)
+    if (checks is not None and any(c.failed for c in checks)) or crossings:
+        sys.exit(1)  # a regression: the lines above say which
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)

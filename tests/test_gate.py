@@ -4,6 +4,7 @@ computed independently (run.json's medians, plain SQL over the exports)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -91,3 +92,190 @@ def test_parse_and_cross() -> None:
     assert parse_threshold(" category:flash attn > 2.5 ms ") == Threshold("category:flash attn", 2.5, "ms")
     t = parse_threshold("gpu_ms>+10%")
     assert not crossed(t, 10.0, 11.0) and crossed(t, 10.0, 11.01) and crossed(t, 0.0, 0.1)
+
+
+# --- --fail-above: the noise-aware gate ------------------------------------------------------------------------
+
+STRINGS = "coalesce(n.text, s.value)"
+RANGES_SQL = (f"SELECT n.start, n.[end], n.globalTid, {STRINGS} AS name FROM NVTX_EVENTS n "
+              "LEFT JOIN StringIds s ON n.textId = s.id WHERE n.eventType = 59")
+
+
+def robust_sd(values: list[float]) -> float:
+    """1.4826 x the median absolute deviation, with the statistics module (not profkit's helpers)."""
+    import statistics
+
+    m = statistics.median(values)
+    return 1.4826 * statistics.median([abs(v - m) for v in values])
+
+
+def sql_range_ms(export: Path, name: str) -> list[float]:
+    """Per step (in step order): kernel time launched (runtime call on the range's thread) inside
+    range NAME of that step, by plain SQL."""
+    db = sqlite3.connect(export)
+    rows = db.execute(f"""
+        WITH r AS ({RANGES_SQL}),
+        steps AS (SELECT * FROM r WHERE name GLOB 'step_[0-9]*'),
+        inner AS (SELECT x.start, x.[end], x.globalTid, CAST(substr(st.name, 6) AS INTEGER) AS step FROM r x
+                  JOIN steps st ON x.globalTid = st.globalTid AND x.start >= st.start AND x.[end] <= st.[end]
+                  WHERE x.name = ?)
+        SELECT inner.step, sum(k.[end] - k.start) FROM CUPTI_ACTIVITY_KIND_KERNEL k
+        JOIN CUPTI_ACTIVITY_KIND_RUNTIME rt ON rt.correlationId = k.correlationId
+        JOIN inner ON rt.globalTid = inner.globalTid AND rt.start >= inner.start AND rt.start <= inner.[end]
+        GROUP BY inner.step ORDER BY inner.step""", (name,)).fetchall()
+    return [ns / 1e6 for _, ns in rows]
+
+
+def sql_step_ms(export: Path) -> list[float]:
+    db = sqlite3.connect(export)
+    rows = db.execute(f"SELECT CAST(substr(name, 6) AS INTEGER) AS i, [end] - start FROM ({RANGES_SQL}) "
+                      "WHERE name GLOB 'step_[0-9]*' ORDER BY i").fetchall()
+    return [ns / 1e6 for _, ns in rows]
+
+
+def gate_json(*args: object) -> tuple[int, dict]:
+    result = invoke(*args, "--format", "json")
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_fail_above_same_capture_passes() -> None:
+    result = invoke(PLAIN, PLAIN, "--fail-above", "0", "--range", "backward", "--range", "forward/layer_2")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4 and all(line.endswith(": pass") for line in lines[:3]), lines
+    assert lines[0].startswith("gate ms/step h100_small_step_bf16 (2): ") and "(+0.0%)" in lines[0]
+    assert lines[-1] == "gate: passed (3 checks within limit + noise)"
+    assert result.stdout == invoke(PLAIN, PLAIN).stdout  # the comparison itself is unchanged
+
+
+def test_fail_above_slower_capture_fails_with_the_right_quantities() -> None:
+    code, out = gate_json(FLASH, PLAIN, "--fail-above", "1", "--range", "forward", "--range", "optimizer")
+    assert code == 1 and out["result"] == "fail" and out["exit_code"] == 1
+    step, forward, optimizer = out["checks"]
+    base_steps = json.loads((FLASH / "run.json").read_text())["steps_ms"]
+    new_steps = json.loads((PLAIN / "run.json").read_text())["steps_ms"]
+    assert step["quantity"] == "ms/step" and step["base_values_ms"] == pytest.approx(base_steps, abs=1e-6)
+    assert step["new_values_ms"] == pytest.approx(new_steps, abs=1e-6)
+    assert step["base_ms"] == pytest.approx(median_ms(FLASH), abs=1e-6)
+    assert step["new_ms"] == pytest.approx(median_ms(PLAIN), abs=1e-6)
+    noise = 2 * (robust_sd(base_steps) ** 2 + robust_sd(new_steps) ** 2) ** 0.5
+    assert step["noise_ms"] == pytest.approx(noise, abs=1e-6)
+    assert step["noise_pct"] == pytest.approx(100 * noise / median_ms(FLASH), abs=1e-6)
+    assert step["change_pct"] > 1 + step["noise_pct"] and step["result"] == "fail"  # 11.6% > 1% + 10.2%
+    for check, name in ((forward, "forward"), (optimizer, "optimizer")):
+        assert check["quantity"] == f"range:{name}"
+        assert check["base_values_ms"] == pytest.approx(sql_range_ms(FLASH / "profile.sqlite", name), abs=1e-6)
+        assert check["new_values_ms"] == pytest.approx(sql_range_ms(PLAIN / "profile.sqlite", name), abs=1e-6)
+    assert forward["result"] == "fail" and forward["change_pct"] > 5  # naive attention's softmax and matmuls
+    assert optimizer["result"] == "pass" and abs(optimizer["change_pct"]) < 1  # the same AdamW
+    # the limit decides around change - noise: just below fails, just above passes
+    bar = step["change_pct"] - step["noise_pct"]
+    assert invoke(FLASH, PLAIN, "--fail-above", f"{bar - 0.05:.2f}").exit_code == 1
+    assert invoke(FLASH, PLAIN, "--fail-above", f"{bar + 0.05:.2f}").exit_code == 0
+    assert invoke(PLAIN, FLASH, "--fail-above", "0").exit_code == 0  # faster: no regression
+
+
+def stretched(tmp_path: Path, name: str, steps: tuple[int, ...], factor: float) -> Path:
+    """A copy of PLAIN's export (no run.json: ms/step from its step ranges) whose kernels
+    launched inside `forward` of the given steps last `factor` times as long (SQL UPDATE)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    export = folder / "profile.sqlite"
+    export.write_bytes((PLAIN / "profile.sqlite").read_bytes())
+    db = sqlite3.connect(export)
+    marks = ", ".join(map(str, steps))
+    db.execute(f"""
+        WITH r AS ({RANGES_SQL}),
+        steps AS (SELECT * FROM r WHERE name GLOB 'step_[0-9]*' AND CAST(substr(name, 6) AS INTEGER) IN ({marks})),
+        fwd AS (SELECT x.* FROM r x JOIN steps st ON x.globalTid = st.globalTid AND x.start >= st.start
+                AND x.[end] <= st.[end] WHERE x.name = 'forward')
+        UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET [end] = start + CAST(([end] - start) * {factor} AS INTEGER)
+        WHERE correlationId IN (SELECT rt.correlationId FROM CUPTI_ACTIVITY_KIND_RUNTIME rt JOIN fwd
+                                ON rt.globalTid = fwd.globalTid AND rt.start BETWEEN fwd.start AND fwd.[end])""")
+    db.commit()
+    db.close()
+    return export
+
+
+def test_noise_decides(tmp_path: Path) -> None:
+    """Both copies' forward median grows by about the same (one step x1.5 against both x1.25),
+    but only the steady one is beyond the noise."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "profile.sqlite").write_bytes((PLAIN / "profile.sqlite").read_bytes())
+    one = stretched(tmp_path, "one-step", (1,), 1.5)
+    both = stretched(tmp_path, "both-steps", (0, 1), 1.25)
+    original = sql_range_ms(PLAIN / "profile.sqlite", "forward")
+    code_one, out_one = gate_json(base, one, "--fail-above", "5", "--range", "forward")
+    code_both, out_both = gate_json(base, both, "--fail-above", "5", "--range", "forward")
+    step_one, fwd_one = out_one["checks"]
+    step_both, fwd_both = out_both["checks"]
+    assert step_one["base_values_ms"] == pytest.approx(sql_step_ms(PLAIN / "profile.sqlite"), abs=1e-6)
+    assert step_one["change_pct"] == 0 and step_one["result"] == "pass"  # the step ranges were not touched
+    assert fwd_one["new_values_ms"] == pytest.approx(sql_range_ms(one, "forward"), abs=1e-6)
+    assert fwd_both["new_values_ms"] == pytest.approx(sql_range_ms(both, "forward"), abs=1e-6)
+    assert fwd_one["new_values_ms"][0] == pytest.approx(original[0], abs=1e-6)
+    assert fwd_one["new_values_ms"][1] == pytest.approx(1.5 * original[1], rel=1e-3)
+    assert 20 < fwd_one["change_pct"] < 30 and 20 < fwd_both["change_pct"] < 30
+    noise = 2 * (robust_sd(original) ** 2 + robust_sd(fwd_one["new_values_ms"]) ** 2) ** 0.5
+    assert fwd_one["noise_ms"] == pytest.approx(noise, abs=1e-6) and fwd_one["noise_pct"] > fwd_one["change_pct"]
+    assert fwd_one["result"] == "pass" and code_one == 0
+    assert fwd_both["noise_pct"] < 5 and fwd_both["result"] == "fail" and code_both == 1
+    # a smaller k lets the one-step change through: k scales the noise and nothing else
+    code, out = gate_json(base, one, "--fail-above", "5", "--range", "forward", "--noise-k", "0.1")
+    assert code == 1 and out["checks"][1]["noise_ms"] == pytest.approx(noise / 20, abs=1e-6)
+
+
+def test_gate_json_schema() -> None:
+    code, out = gate_json(FLASH, PLAIN, "--fail-above", "50", "--fail-if", "category:gemm>+10%")
+    assert code == 1  # --fail-if crossed, --fail-above passed: either fails the job
+    assert set(out) == {"result", "exit_code", "rule", "checks", "fail_if", "comparison"}
+    assert (out["result"], out["exit_code"]) == ("fail", 1)
+    assert len(out["fail_if"]) == 1 and out["fail_if"][0].startswith("h100_small_step_bf16: category:gemm ")
+    (check,) = out["checks"]
+    types = {"quantity": str, "capture": str, "base_ms": float, "new_ms": float, "change_ms": float,
+             "change_pct": float, "noise_ms": float, "noise_pct": float, "limit_pct": float, "k": float,
+             "base_steps": int, "new_steps": int, "base_values_ms": list, "new_values_ms": list, "result": str}
+    assert set(check) == set(types) and all(isinstance(check[k], t) for k, t in types.items()), check
+    assert check["result"] == "pass" and check["limit_pct"] == 50.0 and check["k"] == 2.0
+    assert out["comparison"] == json.loads(invoke(FLASH, PLAIN, "--format", "json").stdout)
+
+
+def test_one_step_has_no_noise(tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    shutil.copytree(PLAIN, one)
+    record = json.loads((one / "run.json").read_text())
+    record["steps_ms"] = record["steps_ms"][:1]
+    (one / "run.json").write_text(json.dumps(record))
+    code, out = gate_json(FLASH, one, "--fail-above", "5")
+    (check,) = out["checks"]
+    assert check["noise_ms"] is None and check["noise_pct"] is None and check["new_steps"] == 1
+    growth = 100 * (record["steps_ms"][0] - median_ms(FLASH)) / median_ms(FLASH)
+    assert check["change_pct"] == pytest.approx(growth, abs=1e-6) and growth > 5 and code == 1  # the limit alone
+    line = invoke(FLASH, one, "--fail-above", "5").stderr.splitlines()[0]
+    assert "noise unknown (2+1 steps: one step shows no spread)" in line and line.endswith(": FAIL")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--range", "backward"], "--range goes with --fail-above PCT"),
+    (["--noise-k", "1"], "--noise-k goes with --fail-above PCT"),
+    (["--fail-above", "5", "--range", "fowrad"], "--range 'fowrad': no range of that name inside the measured "
+                                                 "steps (close: forward"),
+    (["--fail-above", "-1"], "-1"),
+])
+def test_fail_above_bad_input(args: list[str], says: str) -> None:
+    result = invoke(FLASH, PLAIN, *args)
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.startswith("Error: ") and says in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_noise_rule_unit() -> None:
+    from profkit.analyze.gate import NoiseCheck
+
+    c = NoiseCheck("ms/step", "x", (10.0, 10.0, 10.0), (11.0, 11.0, 11.0), 5.0, 2.0)
+    assert c.noise_ms == 0 and c.change_pct == pytest.approx(10.0) and c.failed
+    wide = NoiseCheck("ms/step", "x", (9.0, 10.0, 11.0), (10.0, 11.0, 12.0), 5.0, 2.0)
+    assert wide.noise_ms == pytest.approx(2 * (2 * 1.4826**2) ** 0.5) and not wide.failed
+    assert NoiseCheck("range:r", "x", (0.0, 0.0), (0.5, 0.5), 0.0, 2.0).failed  # from 0: any growth past noise
+    assert not NoiseCheck("range:r", "x", (0.0, 0.0), (0.0, 0.0), 0.0, 2.0).failed

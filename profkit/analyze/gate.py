@@ -118,3 +118,190 @@ def summary(crossings: list[Crossing], checked: int) -> str:
     if not crossings:
         return f"gate: passed ({checked} threshold check{'s' if checked != 1 else ''}, none crossed)"
     return f"gate: {len(crossings)} regression{'s' if len(crossings) > 1 else ''}: " + "; ".join(map(str, crossings))
+
+
+# --- `--fail-above PCT`: a regression beyond the noise the captures' own steps show -------------------------
+
+NOISE_K = 2.0
+"""Default k: the difference of medians must pass k robust standard deviations of the two captures' steps."""
+MAD_SIGMA = 1.4826
+"""MAD x 1.4826 estimates a normal distribution's standard deviation (and ignores a stray step)."""
+
+
+def median(values: list[float]) -> float:
+    """The middle value (the mean of the two middle ones for an even count).
+
+    >>> median([3.0, 1.0, 2.0]), median([1.0, 4.0])
+    (2.0, 2.5)
+    """
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def spread(values: list[float]) -> float | None:
+    """A robust standard deviation of one capture's per-step values: 1.4826 x the median absolute
+    deviation from the median. None for fewer than 2 values (one step shows no spread).
+
+    >>> spread([10.0, 10.0, 10.0, 13.0]), spread([10.0, 12.0]), spread([10.0])
+    (0.0, 1.4826, None)
+    """
+    if len(values) < 2:
+        return None
+    m = median(values)
+    return MAD_SIGMA * median([abs(v - m) for v in values])
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseCheck:
+    """One quantity of one capture against the base: per-step values (ms) and the verdict.
+
+    Regression when change_pct > limit_pct + noise_pct, where noise = k x sqrt(s_base^2 + s_new^2)
+    (s: spread() of each capture's per-step values) and both percentages are of the base median.
+    Without a spread (a capture of one step) the noise is unknown and the limit alone decides.
+    """
+
+    quantity: str  # "ms/step" or "range:NAME"
+    capture: str
+    base: tuple[float, ...]
+    new: tuple[float, ...]
+    limit_pct: float
+    k: float
+
+    @property
+    def base_ms(self) -> float:
+        return median(list(self.base))
+
+    @property
+    def new_ms(self) -> float:
+        return median(list(self.new))
+
+    @property
+    def noise_ms(self) -> float | None:
+        sb, sn = spread(list(self.base)), spread(list(self.new))
+        return None if sb is None or sn is None else self.k * (sb * sb + sn * sn) ** 0.5
+
+    @property
+    def change_pct(self) -> float | None:
+        """Percent of the base median; None when the base is 0 (any growth beyond the noise fails)."""
+        return 100 * (self.new_ms - self.base_ms) / self.base_ms if self.base_ms > 0 else None
+
+    @property
+    def noise_pct(self) -> float | None:
+        noise = self.noise_ms
+        return None if noise is None or self.base_ms <= 0 else 100 * noise / self.base_ms
+
+    @property
+    def failed(self) -> bool:
+        grew, noise = self.new_ms - self.base_ms, self.noise_ms or 0.0
+        if self.base_ms <= 0:
+            return grew > noise
+        return 100 * (grew - noise) / self.base_ms > self.limit_pct
+
+    def line(self) -> str:
+        """`gate ms/step NEW: 94.345 -> 105.244 ms (+11.6%), noise ±9.2% (2+2 steps), limit +1% (+10.2% with
+        the noise): FAIL`"""
+        change = "new" if self.change_pct is None else f"{self.change_pct:+.1f}%"
+        if self.noise_ms is None:
+            noise = f"noise unknown ({len(self.base)}+{len(self.new)} steps: one step shows no spread)"
+        elif self.noise_pct is None:
+            noise = f"noise ±{self.noise_ms:,.3f} ms ({len(self.base)}+{len(self.new)} steps)"
+        else:
+            noise = f"noise ±{self.noise_pct:.1f}% ({len(self.base)}+{len(self.new)} steps)"
+        bar = "" if self.noise_pct is None else f" (+{self.limit_pct + self.noise_pct:.1f}% with the noise)"
+        return (f"gate {self.quantity} {self.capture}: {self.base_ms:,.3f} -> {self.new_ms:,.3f} ms ({change}), "
+                f"{noise}, limit +{self.limit_pct:g}%{bar}: {'FAIL' if self.failed else 'pass'}")
+
+    def as_dict(self) -> dict[str, object]:
+        def rounded(x: float | None) -> float | None:
+            return None if x is None else round(x, 6)
+
+        return {"quantity": self.quantity, "capture": self.capture, "base_ms": rounded(self.base_ms),
+                "new_ms": rounded(self.new_ms), "change_ms": rounded(self.new_ms - self.base_ms),
+                "change_pct": rounded(self.change_pct), "noise_ms": rounded(self.noise_ms),
+                "noise_pct": rounded(self.noise_pct), "limit_pct": self.limit_pct, "k": self.k,
+                "base_steps": len(self.base), "new_steps": len(self.new),
+                "base_values_ms": [rounded(v) for v in self.base], "new_values_ms": [rounded(v) for v in self.new],
+                "result": "fail" if self.failed else "pass"}
+
+
+def step_times_ms(ranges: pd.DataFrame) -> list[float]:
+    """Each measured step's wall time (its step_i range's end - start), in ms, in step order.
+
+    Raises:
+        TypeError: ranges without start_ns, end_ns or path.
+    """
+    missing = {"start_ns", "end_ns", "path"} - set(ranges.columns)
+    if missing:
+        raise TypeError(f"step_times_ms needs columns {sorted(missing)}")
+    from profkit.analyze.nvtx import step_number
+
+    top = ranges[ranges["path"].astype(str).str.fullmatch(r"step_\d+") & ranges["end_ns"].notna()]
+    steps = sorted(zip(map(step_number, top["path"].astype(str)), top["end_ns"] - top["start_ns"], strict=True))
+    return [float(d) / 1e6 for _, d in steps]
+
+
+def _rel(path: str) -> tuple[str, ...]:
+    """A range path below its step, as components (`step_3/forward/layer_2` -> (forward, layer_2))."""
+    return tuple(path.split("/")[1:])
+
+
+def _holds(rel: tuple[str, ...], name: tuple[str, ...]) -> bool:
+    """Does the path (components) run through `name` (one component or a sub-path)?"""
+    n = len(name)
+    return any(rel[i:i + n] == name for i in range(len(rel) - n + 1))
+
+
+def range_names(ranges: pd.DataFrame) -> list[str]:
+    """The names (and sub-paths below the step) of the ranges inside the measured steps."""
+    from profkit.analyze.nvtx import step_number
+
+    out: dict[str, None] = {}
+    for p in dict.fromkeys(ranges["path"].astype(str)):
+        if step_number(p) >= 0:
+            rel = _rel(p)
+            out.update(dict.fromkeys(rel))
+            out.update(dict.fromkeys("/".join(rel[:i]) for i in range(2, len(rel) + 1)))
+    return list(out)
+
+
+def range_times_ms(kernels: pd.DataFrame, ranges: pd.DataFrame, name: str) -> list[float]:
+    """GPU time (kernels, as `report nvtx` counts them) of a range in each measured step, in ms,
+    in step order: every kernel whose owner path below the step runs through NAME (a range
+    name, or a sub-path such as `forward/layer_2`), each kernel once however deep the name nests.
+
+    Raises:
+        ValueError: NAME is no range of the measured steps (the message lists close names).
+        TypeError: kernels without range_path and dur_ns.
+    """
+    import difflib
+
+    from profkit.analyze.nvtx import step_number
+
+    missing = {"range_path", "dur_ns"} - set(kernels.columns)
+    if missing:
+        raise TypeError(f"range_times_ms needs kernel columns {sorted(missing)}")
+    want = tuple(p for p in name.strip("/").split("/") if p)
+    names = range_names(ranges)
+    if not want or "/".join(want) not in names:
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        hint = f"close: {', '.join(close)}" if close else f"some: {', '.join(names[:8]) or 'none'}"
+        raise ValueError(f"--range {name!r}: no range of that name inside the measured steps ({hint})")
+    steps = sorted({step_number(p) for p in ranges["path"].astype(str)} - {-1})
+    per = dict.fromkeys(steps, 0)
+    paths = kernels["range_path"]
+    sums = kernels.assign(_p=paths.astype(str)).loc[paths.notna()].groupby("_p", sort=False)["dur_ns"].sum()
+    for path, ns in sums.items():
+        step = step_number(str(path))
+        if step in per and _holds(_rel(str(path)), want):
+            per[step] += int(ns)
+    return [per[s] / 1e6 for s in steps]
+
+
+def noise_summary(checks: list[NoiseCheck]) -> str:
+    """One line after the per-quantity lines."""
+    failed = [c for c in checks if c.failed]
+    if not failed:
+        return f"gate: passed ({len(checks)} check{'s' if len(checks) != 1 else ''} within limit + noise)"
+    return (f"gate: {len(failed)} regression{'s' if len(failed) > 1 else ''} beyond limit + noise: "
+            + ", ".join(f"{c.capture} {c.quantity}" for c in failed))

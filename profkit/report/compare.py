@@ -63,14 +63,23 @@ def gate(analyses: list[Analysis], names: list[str], thresholds: list[Threshold]
     Raises:
         ValueError: a threshold that cannot be evaluated on these captures (the message says why).
     """
+    crossings = crossed(analyses, names, thresholds)
+    return bool(crossings), gates.summary(crossings, len(thresholds) * (len(analyses) - 1))
+
+
+def crossed(analyses: list[Analysis], names: list[str], thresholds: list[Threshold]) -> list[gates.Crossing]:
+    """The --fail-if thresholds crossed by a capture against the first.
+
+    Raises:
+        ValueError: as gate().
+    """
     for a in analyses:
         a.require_kernels()
     steps = [steps_of(a) for a in analyses]
     shares = analyze.compare_shares([analyze.category_shares(a.kernels, a.data.memcpy, a.data.memset)
                                      for a in analyses], steps, names)
     step_ms = [a.run.summary.median_ms if a.run is not None else None for a in analyses]
-    crossings = gates.gate(thresholds, shares, step_ms, names)
-    return bool(crossings), gates.summary(crossings, len(thresholds) * (len(analyses) - 1))
+    return gates.gate(thresholds, shares, step_ms, names)
 
 
 def _runs_markdown(analyses: list[Analysis], names: list[str], steps: list[int]) -> list[str]:
@@ -123,3 +132,50 @@ def _kernels_markdown(kernels: pd.DataFrame, names: list[str]) -> list[str]:
     align = "ll" + "r" * (len(header) - 2)
     return ["## Kernels, matched by name (the largest of each capture), per measured step", "",
             markdown_table(header, rows, align=align), ""]
+
+
+def noise_gate(analyses: list[Analysis], names: list[str], limit_pct: float, range_names: list[str], *,
+               k: float = gates.NOISE_K) -> list[gates.NoiseCheck]:
+    """`--fail-above`: ms/step and each named range's GPU time per step, every capture against the
+    first, as NoiseChecks (quantity then capture order).
+
+    ms/step takes run.json's steps_ms, else the export's step_i ranges' wall times.
+
+    Raises:
+        ValueError: a capture with no per-step times; a range name a capture does not have.
+    """
+    steps: list[list[float]] = []
+    for a, name in zip(analyses, names, strict=True):
+        values = list(a.run.steps_ms) if a.run is not None and a.run.steps_ms else gates.step_times_ms(a.ranges)
+        if not values:
+            raise ValueError(f"--fail-above: {name} has no per-step times (no run.json, no step_i ranges); "
+                             "capture with profkit profile")
+        steps.append(values)
+    per_quantity: list[tuple[str, list[list[float]]]] = [("ms/step", steps)]
+    for r in range_names:
+        per_capture: list[list[float]] = []
+        for a, name in zip(analyses, names, strict=True):
+            a.require_kernels()
+            try:
+                per_capture.append(gates.range_times_ms(a.kernels, a.ranges, r))
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        per_quantity.append((f"range:{r}", per_capture))
+    return [gates.NoiseCheck(q, n, tuple(v[0]), tuple(x), limit_pct, k)
+            for q, v in per_quantity for n, x in zip(names[1:], v[1:], strict=True)]
+
+
+def gate_json(checks: list[gates.NoiseCheck], crossings: list[gates.Crossing] | None, comparison: str) -> str:
+    """The JSON object `--fail-above ... --format json` prints: the verdict, every check, the
+    --fail-if crossings (when given) and the comparison's usual rows."""
+    import json
+
+    failed = any(c.failed for c in checks) or bool(crossings)
+    out: dict[str, object] = {"result": "fail" if failed else "pass", "exit_code": 1 if failed else 0,
+                              "rule": "fail when change_pct > limit_pct + noise_pct; noise = k * sqrt(s_base^2 + "
+                                      "s_new^2), s = 1.4826 * MAD of a capture's per-step values",
+                              "checks": [c.as_dict() for c in checks]}
+    if crossings is not None:
+        out["fail_if"] = [str(c) for c in crossings]
+    out["comparison"] = json.loads(comparison)
+    return json.dumps(out, indent=2) + "\n"
