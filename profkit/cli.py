@@ -30,8 +30,8 @@ class OneLineErrors(click.Group):
         except click.exceptions.Abort:
             click.echo("Error: aborted", err=True)
             sys.exit(1)
-        except click.ClickException as e:
-            click.echo(f"Error: {e.format_message()}", err=True)
+        except click.ClickException as e:  # one line, whatever the message holds (SQLite quotes a schema's lines)
+            click.echo(f"Error: {' '.join(e.format_message().split())}", err=True)
             sys.exit(BAD_INPUT if isinstance(e, click.UsageError) else e.exit_code)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
@@ -434,10 +434,10 @@ def capture(profile: Path | None, demo: bool, top: int, force: bool, html_page: 
         from profkit.report.ranks import timeline_png
 
         merged: Any = library(lambda: load_ranks(profile, rules=rules))
+        a = _load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=r).slim()  # before any file is written
         png = out.with_name("ranks_timeline.png")
         note = timeline_png(merged, png)
         click.echo(note, err=True)
-        a = _load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=r).slim()
         text = capture_markdown(a, title=title, top=top, ranks=merged, rank=r,
                                 png=png.name if note.startswith("wrote") else None)
     else:

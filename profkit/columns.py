@@ -81,7 +81,37 @@ def connect(path: Path) -> tuple[sqlite3.Connection, set[str]]:
     if "StringIds" not in tables or not tables & NSYS_MARKERS:
         db.close()
         raise ProfileError(f"{path} is SQLite but not an nsys export (no StringIds and no nsys session tables)")
+    try:
+        check_strings(path, db)
+    except ProfileError:
+        db.close()
+        raise
     return db, tables
+
+
+def check_strings(path: Path, db: sqlite3.Connection) -> None:
+    """StringIds, which every name is read through, as nsys writes it: an integer id and a text per
+    row, each id once (a repeated id would join a name twice).
+
+    Raises:
+        ProfileError: a row that is not, counted.
+    """
+    try:
+        have = table_columns(db, "StringIds")
+        if not {"id", "value"} <= have:
+            raise ProfileError(f"{path}: StringIds has no {'id' if 'id' not in have else 'value'} column (every nsys "
+                               "export has it); the export is damaged: export the capture again with nsys export "
+                               "--type sqlite")
+        bad, repeated = db.execute("SELECT sum(typeof(id) != 'integer' OR typeof(value) != 'text'), "
+                                   "count(id) - count(DISTINCT id) FROM StringIds").fetchone()
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+        raise damaged(path, e) from None
+    if bad:
+        raise ProfileError(f"{path} is damaged: {bad:,} StringIds rows have an id that is not an integer or a value "
+                           "that is not text; export the capture again with nsys export --type sqlite")
+    if repeated:
+        raise ProfileError(f"{path} is damaged: {repeated:,} StringIds ids repeat; export the capture again with nsys "
+                           "export --type sqlite")
 
 
 def damaged(path: Path, e: Exception) -> ProfileError:
@@ -311,6 +341,28 @@ def check_unique(path: Path, what: str, corr: np.ndarray, pid: np.ndarray, start
                            "--type sqlite")
 
 
+def check_repeats(path: Path, what: str, keys: list[np.ndarray], fields: str) -> None:
+    """Raise ProfileError when two rows agree on every key (a duplicated row).
+
+    >>> try:
+    ...     check_repeats(Path("p"), "NVTX range", [np.array([1, 1, 1]), np.array([5, 5, 6])], "thread and start")
+    ... except ProfileError as e:
+    ...     print(str(e).split(";")[0])
+    p is damaged: 1 NVTX range row repeats another's thread and start
+    """
+    if not len(keys[0]):
+        return
+    order = np.lexsort(keys[::-1])
+    same = np.ones(len(order) - 1, dtype=bool)
+    for k in keys:
+        ks = k[order]
+        same &= ks[1:] == ks[:-1]
+    count = int(same.sum())
+    if count:
+        raise ProfileError(f"{path} is damaged: {count:,} {what} row{'s repeat' if count > 1 else ' repeats'} "
+                           f"another's {fields}; export the capture again with nsys export --type sqlite")
+
+
 def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Index of the first occurrence of each query in `keys`, -1 where none.
 
@@ -508,6 +560,8 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
                                           len(index))
                          for t, i in reader.db.execute(f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}")),
                         dtype=np.int64, count=len(start))
+    check_repeats(reader.path, "NVTX range", [tid, start, end, codes],
+                  "thread, start, end and name")  # a range twice would count its time twice
     split = [split_op_name(n if n is not None else "") for n in index]
     clean: dict[str, int] = {}
     remap = np.array([clean.setdefault(name, len(clean)) for name, _ in split], dtype=np.int64)

@@ -130,9 +130,19 @@ def _load_activity(reader: Reader, tables: set[str], table: str, extra: list[str
         return _empty_activity(extra)
     have = reader.columns_of(table)
     select = [c if c in have else "0" for c in base + extra]
-    fills: list[int | None] = [-1 if c in have else None for c in base + extra]
+    # a NULL time is damage (None: refused), a NULL id or size reads -1 as nsys leaves some unset
+    fills: list[int | None] = [-1 if c in have and c not in ("start", "end") else None for c in base + extra]
     arrays = reader.select(f"SELECT {', '.join(select)} FROM {table}", fills)
     frame = pd.DataFrame(dict(zip(names + extra, arrays, strict=True)), copy=False)
+    what = table.removeprefix("CUPTI_ACTIVITY_KIND_").lower()
+    if "start" not in have or "end" not in have:
+        raise col.ProfileError(f"{reader.path}: {table} has no {'start' if 'start' not in have else 'end'} column "
+                               "(every nsys export has it); the export is damaged: export the capture again with "
+                               "nsys export --type sqlite")
+    col.check_times(reader.path, what, frame["start_ns"].to_numpy(), frame["end_ns"].to_numpy())
+    if "correlationId" in have:  # a repeated row would count its copy twice
+        col.check_unique(reader.path, what, frame["correlation_id"].to_numpy(), frame["global_pid"].to_numpy(),
+                         frame["start_ns"].to_numpy())
     n = len(frame)
     launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
     if RUNTIME_TABLE in tables and n and "correlationId" in have:

@@ -160,10 +160,10 @@ def read(path: Path) -> MemoryData:
     """
     path = snapshot_path(path)
     snap = load_pickle(path)
-    if not isinstance(snap, dict) or "segments" not in snap:
+    if not isinstance(snap, dict) or not isinstance(snap.get("segments"), list):
         what = type(snap).__name__
-        raise MemoryInputError(f"{path} is a pickle of a {what}, not a torch memory snapshot (no 'segments'); give "
-                               "the memory.pickle that profkit run --memory-snapshot wrote")
+        raise MemoryInputError(f"{path} is a pickle of a {what}, not a torch memory snapshot (no 'segments' list); "
+                               "give the memory.pickle that profkit run --memory-snapshot wrote")
     side = _read_sidecar(path)
     traces = snap.get("device_traces")
     if not isinstance(traces, list) or not any(isinstance(t, list) and t for t in traces):
@@ -242,7 +242,57 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
     return data
 
 
+# The sidecar's row tables, as profkit.collect.memory writes them: each value's type, in column order.
+SIDECAR_ROWS = {"ranges": (int, str, str, int), "tensors": (str, int, int, int, str)}
+SIDECAR_NUMBERS = {"start": ("allocated_bytes",), "end": ("peak_allocated_bytes", "peak_reserved_bytes")}
+SIDECAR_RUN = {"model": str, "mode": str, "dtype": str, "attn": str, "batch_size": int, "context_length": int,
+               "steps": int}
+
+
+def _check_sidecar(side_path: Path, side: dict[str, Any]) -> None:
+    """Every row of the sidecar's tables has its columns' types (a range's kind B or E, sizes >= 0),
+    and its byte counts are integers >= 0.
+
+    Raises:
+        MemoryInputError: the first value that is not, named.
+    """
+    def bad(what: str) -> MemoryInputError:
+        return MemoryInputError(f"{side_path} is damaged ({what}); remove it to report the snapshot alone")
+
+    for table, types in SIDECAR_ROWS.items():
+        rows = side.get(table, {}).get("rows") if isinstance(side.get(table), dict) else None
+        if not isinstance(rows, list):
+            raise bad(f"no {table} rows")
+        for i, row in enumerate(rows):
+            ok = (isinstance(row, list) and len(row) == len(types)
+                  and all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(row, types, strict=True)))
+            if ok and table == "ranges":
+                ok = row[1] in ("B", "E")
+            if ok and table == "tensors":
+                ok = row[3] >= 0
+            if not ok:
+                raise bad(f"{table} row {i} is {str(row)[:80]}")
+    run = side.get("run")
+    if run is not None and not isinstance(run, dict):
+        raise bad(f"run is {str(run)[:40]}")
+    for key, kind in SIDECAR_RUN.items():
+        v = (run or {}).get(key)
+        if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+            raise bad(f"run.{key} is {str(v)[:40]}")
+    for part, keys in SIDECAR_NUMBERS.items():
+        block = side.get(part)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise bad(f"{part} is {str(block)[:40]}")
+        for key in keys:
+            v = block.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise bad(f"{part}.{key} is {str(v)[:40]}")
+
+
 def _apply_sidecar(data: MemoryData, side: dict[str, Any], annotations: Any) -> None:
+    _check_sidecar(data.path.with_suffix(".json"), side)
     try:
         start = side.get("start") or {}
         end = side.get("end") or {}
@@ -277,7 +327,8 @@ def _annotation_times(log: pd.DataFrame, annotations: Any, prefix: str) -> tuple
     times = []
     for a, kind, name in zip(ours, log["kind"], log["name"], strict=True):
         stage = str(a.get("stage", "")).upper()
-        if a["name"] != prefix + name or stage != ("START" if kind == "B" else "END") or "time_us" not in a:
-            return None, "none"
-        times.append(int(a["time_us"]))
+        if (a.get("name") != prefix + name or stage != ("START" if kind == "B" else "END")
+                or not isinstance(a.get("time_us"), int) or isinstance(a.get("time_us"), bool)):
+            return None, "none"  # not profkit's annotations as logged: the host clock is used
+        times.append(a["time_us"])
     return times, "snapshot"

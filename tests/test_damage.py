@@ -27,6 +27,13 @@ SOURCE = TESTS / "data" / "h100_small_step_bf16" / "profile.sqlite"
 MEMORY = TESTS / "data" / "h200_memory_tiny_step" / "memory.pickle"
 RANKS = TESTS / "data" / "h200_small_step_bf16_ddp_1rank"
 K, R, N = "CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVENTS"
+MC, MS = "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET"
+
+
+def loosen(table: str) -> list[str]:
+    """The table rebuilt without its constraints (NOT NULL, keys), so that any value fits."""
+    return [f"CREATE TABLE _loose AS SELECT * FROM {table}", f"DROP TABLE {table}",
+            f"ALTER TABLE _loose RENAME TO {table}"]
 
 # (name, SQL statements) applied to a copy: the export stays a readable SQLite file.
 SQL_DAMAGE = {
@@ -51,6 +58,17 @@ SQL_DAMAGE = {
     "runtime-dup-corr": [f"INSERT INTO {R} SELECT * FROM {R} WHERE rowid % 17 = 0"],
     "kernel-huge": [f"UPDATE {K} SET [end] = 9223372036854775807 WHERE rowid % 19 = 0"],
     "kernel-negative": [f"UPDATE {K} SET start = -5, [end] = -1 WHERE rowid % 19 = 0"],
+    # found by tests/test_fuzz.py: each was a traceback or a report counting damage as data
+    "memset-null-end": [*loosen(MS), f"UPDATE {MS} SET [end] = NULL WHERE rowid % 9 = 0"],  # read as -1
+    "memcpy-end-before-start": [f"UPDATE {MC} SET [end] = start - 1000 WHERE rowid % 13 = 0"],
+    "memcpy-dup-rows": [f"INSERT INTO {MC} SELECT * FROM {MC} WHERE rowid % 17 = 0"],  # counted twice
+    "nvtx-dup-rows": [f"INSERT INTO {N} SELECT * FROM {N} WHERE rowid % 17 = 0"],  # ranges counted twice
+    "strings-null-value": [*loosen("StringIds"), "UPDATE StringIds SET value = NULL WHERE rowid % 3 = 1"],
+    "strings-null-id": [*loosen("StringIds"), "UPDATE StringIds SET id = NULL WHERE rowid % 3 = 2"],  # int()
+    "strings-dup-ids": [*loosen("StringIds"), "INSERT INTO StringIds SELECT * FROM StringIds WHERE rowid % 5 = 0"],
+    "schema-broken": ["PRAGMA writable_schema = ON",  # SQLite's message quotes the schema, over several lines
+                      "UPDATE sqlite_master SET sql = 'CREATE TABLE TARGET_INFO_GPU (\n    `id INTEGER NOT NULL,\n"
+                      "    name TEXT\n)' WHERE name = 'TARGET_INFO_GPU'"],
 }
 def _cut(b: bytes, frac: float) -> bytes:
     return b[: int(len(b) * frac)]
@@ -181,3 +199,50 @@ def test_damaged_rank_never_crashes(tmp_path: Path, damage: str) -> None:
     assert result.exit_code == 2, (damage, result.output)
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith("Error: ")
     assert set(path.parent.iterdir()) == before
+
+
+def _snapshot_copy(tmp_path: Path) -> Path:
+    folder = tmp_path / "snap"
+    shutil.copytree(MEMORY.parent, folder)
+    return folder
+
+
+@pytest.mark.parametrize("where, value, says", [
+    (("ranges", "rows", 5, 2), 7, "memory.json is damaged (ranges row 5 is [0, 'B', 7,"),  # a name: was a TypeError
+    (("ranges", "rows", 3), [0, "B"], "ranges row 3 is"),
+    (("tensors", "rows", 2, 3), -1, "tensors row 2 is"),
+    (("run", "mode"), None, None),  # a missing value is no damage: reported without it
+    (("run", "mode"), 1.5, "run.mode is 1.5"),  # was printed as `mode = 1.5` (or nan) in the report
+    (("end", "peak_allocated_bytes"), "big", "end.peak_allocated_bytes is big"),
+])
+def test_damaged_sidecar(tmp_path: Path, where: tuple, value: object, says: str | None) -> None:
+    import json
+
+    folder = _snapshot_copy(tmp_path)
+    doc = json.loads((folder / "memory.json").read_text())
+    node = doc
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    (folder / "memory.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
+    assert isinstance(result.exception, SystemExit | None), repr(result.exception)
+    if says is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.startswith("Error: ") and says in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_snapshot_segments_of_the_wrong_type(tmp_path: Path) -> None:
+    import pickle
+
+    from profkit.snapshot import load_pickle
+
+    folder = _snapshot_copy(tmp_path)
+    data = load_pickle(folder / "memory.pickle")
+    data["segments"] = 3  # was `TypeError: 'int' object is not iterable`
+    (folder / "memory.pickle").write_bytes(pickle.dumps(data, protocol=4))
+    result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
+    assert result.exit_code == 2 and "not a torch memory snapshot (no 'segments' list)" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
