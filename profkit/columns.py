@@ -526,6 +526,7 @@ def split_op_name(name: str) -> tuple[str, int]:
     return m.group("op"), int(m.group("seq")) if m.group("seq") is not None else -1
 
 
+UNNAMED = "(unnamed)"
 NVTX_FIELDS = ("start_ns", "end_ns", "global_tid", "global_pid", "push_pop", "name", "seq")
 
 
@@ -556,13 +557,27 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
     text_id = "textId" if "textId" in have else "NULL"
     strings = read_names(reader.db) if "textId" in have else {}
     index: dict[str | None, int] = {}
-    codes = np.fromiter((index.setdefault(t if t is not None else strings.get(i) if i is not None else None,
-                                          len(index))
+    nowhere: list[Any] = []  # a textId that StringIds does not hold: damage, not a range without a name
+
+    def name_of(t: str | None, i: Any) -> str | None:
+        if t is not None or i is None:
+            return t
+        if i not in strings:
+            nowhere.append(i)
+        return strings.get(i)
+
+    codes = np.fromiter((index.setdefault(name_of(t, i), len(index))
                          for t, i in reader.db.execute(f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}")),
                         dtype=np.int64, count=len(start))
+    if nowhere:
+        raise ProfileError(f"{reader.path} is damaged: {len(nowhere):,} NVTX ranges name string ids (e.g. "
+                           f"{str(nowhere[0])[:20]}) that are not in StringIds; export the capture again with nsys "
+                           "export --type sqlite")
     check_repeats(reader.path, "NVTX range", [tid, start, end, codes],
                   "thread, start, end and name")  # a range twice would count its time twice
-    split = [split_op_name(n if n is not None else "") for n in index]
+    # a range without a name gets one: an empty name would give a child its parent's path (the
+    # kernels under a chain of unnamed ranges counted once per level)
+    split = [split_op_name(n if n else UNNAMED) for n in index]
     clean: dict[str, int] = {}
     remap = np.array([clean.setdefault(name, len(clean)) for name, _ in split], dtype=np.int64)
     seq_of = np.array([s for _, s in split], dtype=np.int64)

@@ -239,6 +239,7 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT or "max_entries" not in data:
         raise MemoryInputError(f"{side} is not profkit's memory sidecar; remove or rename it to report the snapshot "
                                "alone")
+    _check_sidecar(side, data)
     return data
 
 
@@ -272,6 +273,16 @@ def _check_sidecar(side_path: Path, side: dict[str, Any]) -> None:
                 ok = row[3] >= 0
             if not ok:
                 raise bad(f"{table} row {i} is {str(row)[:80]}")
+    for key, minimum in (("max_entries", 1), ("device", 0)):
+        v = side.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+            raise bad(f"{key} is {str(v)[:40]}")
+    for key in ("overflowed", "oom"):
+        if not isinstance(side.get(key, False), bool):
+            raise bad(f"{key} is {str(side.get(key))[:40]}")
+    start = side.get("start")
+    if not isinstance(start, dict) or not isinstance(start.get("segments"), list):
+        raise bad("no start state (its segments: what was allocated when the window opened)")
     run = side.get("run")
     if run is not None and not isinstance(run, dict):
         raise bad(f"run is {str(run)[:40]}")
@@ -292,7 +303,6 @@ def _check_sidecar(side_path: Path, side: dict[str, Any]) -> None:
 
 
 def _apply_sidecar(data: MemoryData, side: dict[str, Any], annotations: Any) -> None:
-    _check_sidecar(data.path.with_suffix(".json"), side)
     try:
         start = side.get("start") or {}
         end = side.get("end") or {}

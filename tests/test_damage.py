@@ -65,6 +65,7 @@ SQL_DAMAGE = {
     "nvtx-dup-rows": [f"INSERT INTO {N} SELECT * FROM {N} WHERE rowid % 17 = 0"],  # ranges counted twice
     "strings-null-value": [*loosen("StringIds"), "UPDATE StringIds SET value = NULL WHERE rowid % 3 = 1"],
     "strings-null-id": [*loosen("StringIds"), "UPDATE StringIds SET id = NULL WHERE rowid % 3 = 2"],  # int()
+    "nvtx-name-nowhere": [f"UPDATE {N} SET text = NULL, textId = 987654321 WHERE rowid % 11 = 0"],  # were ""
     "strings-dup-ids": [*loosen("StringIds"), "INSERT INTO StringIds SELECT * FROM StringIds WHERE rowid % 5 = 0"],
     "schema-broken": ["PRAGMA writable_schema = ON",  # SQLite's message quotes the schema, over several lines
                       "UPDATE sqlite_master SET sql = 'CREATE TABLE TARGET_INFO_GPU (\n    `id INTEGER NOT NULL,\n"
@@ -201,6 +202,28 @@ def test_damaged_rank_never_crashes(tmp_path: Path, damage: str) -> None:
     assert set(path.parent.iterdir()) == before
 
 
+REMOVE = object()
+
+
+def test_unnamed_ranges_count_each_kernel_once(tmp_path: Path) -> None:
+    """Ranges without a name (no text, no textId) nest as `(unnamed)/(unnamed)/...`: each level its
+    own path, so no path counts a kernel twice (an empty name gave a child its parent's path)."""
+    copy = tmp_path / "profile.sqlite"
+    shutil.copyfile(SOURCE, copy)
+    db = sqlite3.connect(copy)
+    db.execute(f"UPDATE {N} SET text = NULL, textId = NULL")
+    db.commit()
+    kernels = db.execute(f"SELECT count(*) FROM {K}").fetchone()[0]
+    db.close()
+    result = CliRunner().invoke(cli, ["report", "nvtx", str(copy), "--format", "json", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = json.loads(result.stdout)
+    assert rows[0]["path"] == "(unnamed)" and max(r["kernels"] for r in rows) <= kernels
+    assert len({r["path"] for r in rows}) == len(rows) and "(unnamed)/(unnamed)" in {r["path"] for r in rows}
+
+
 def _snapshot_copy(tmp_path: Path) -> Path:
     folder = tmp_path / "snap"
     shutil.copytree(MEMORY.parent, folder)
@@ -214,6 +237,8 @@ def _snapshot_copy(tmp_path: Path) -> Path:
     (("run", "mode"), None, None),  # a missing value is no damage: reported without it
     (("run", "mode"), 1.5, "run.mode is 1.5"),  # was printed as `mode = 1.5` (or nan) in the report
     (("end", "peak_allocated_bytes"), "big", "end.peak_allocated_bytes is big"),
+    (("max_entries",), "many", "max_entries is many"),  # was int(): a ValueError
+    (("start",), REMOVE, "no start state"),  # was a report of peak allocated above peak reserved (0)
 ])
 def test_damaged_sidecar(tmp_path: Path, where: tuple, value: object, says: str | None) -> None:
     import json
@@ -223,7 +248,10 @@ def test_damaged_sidecar(tmp_path: Path, where: tuple, value: object, says: str 
     node = doc
     for key in where[:-1]:
         node = node[key]
-    node[where[-1]] = value
+    if value is REMOVE:
+        del node[where[-1]]
+    else:
+        node[where[-1]] = value
     (folder / "memory.json").write_text(json.dumps(doc))
     result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
     assert isinstance(result.exception, SystemExit | None), repr(result.exception)

@@ -279,3 +279,16 @@ def test_noise_rule_unit() -> None:
     assert wide.noise_ms == pytest.approx(2 * (2 * 1.4826**2) ** 0.5) and not wide.failed
     assert NoiseCheck("range:r", "x", (0.0, 0.0), (0.5, 0.5), 0.0, 2.0).failed  # from 0: any growth past noise
     assert not NoiseCheck("range:r", "x", (0.0, 0.0), (0.0, 0.0), 0.0, 2.0).failed
+
+
+@pytest.mark.parametrize("value", ["NaN", "-1.0", "Infinity"])
+def test_damaged_step_times_are_refused(tmp_path: Path, value: str) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(PLAIN, bad)
+    text = (bad / "run.json").read_text()
+    record = json.loads(text)
+    record["steps_ms"][1] = float(value)
+    (bad / "run.json").write_text(json.dumps(record))
+    result = invoke(FLASH, bad, "--fail-above", "5")
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert "per-step times hold" in result.stderr and len(result.stderr.splitlines()) == 1

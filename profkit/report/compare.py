@@ -5,6 +5,7 @@ the kernels that matter, matched by name."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,6 +151,10 @@ def noise_gate(analyses: list[Analysis], names: list[str], limit_pct: float, ran
         if not values:
             raise ValueError(f"--fail-above: {name} has no per-step times (no run.json, no step_i ranges); "
                              "capture with profkit profile")
+        bad = [v for v in values if not (math.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(f"--fail-above: {name}'s per-step times hold {bad[0]} (run.json's steps_ms is "
+                             "damaged); capture again")
         steps.append(values)
     per_quantity: list[tuple[str, list[list[float]]]] = [("ms/step", steps)]
     for r in range_names:
