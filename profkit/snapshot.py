@@ -205,13 +205,20 @@ def blocks_frame(segments: list[Any]) -> pd.DataFrame:
     return frame.sort_values("address", kind="stable").reset_index(drop=True)
 
 
+EVENT_INTS = ("addr", "size", "stream", "time_us")
+
+
 def _events(path: Path, trace: list[Any]) -> pd.DataFrame:
     rows = []
     for i, e in enumerate(trace):
-        if not isinstance(e, dict) or "action" not in e:
+        if not isinstance(e, dict) or not isinstance(e.get("action"), str):
             raise MemoryInputError(f"{path}: trace entry {i} is not an allocator event; the snapshot is damaged")
-        rows.append((i, str(e["action"]), int(e.get("addr", 0) or 0), int(e.get("size", 0) or 0),
-                     int(e.get("stream", 0) or 0), int(e.get("time_us", 0) or 0), top_frame(e.get("frames"))))
+        values = [e.get(k, 0) or 0 for k in EVENT_INTS]  # torch leaves some unset (None): 0
+        for k, v in zip(EVENT_INTS, values, strict=True):
+            if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63 or (k != "stream" and v < 0):
+                raise MemoryInputError(f"{path}: trace entry {i} has {k} = {str(v)[:40]}, not a count torch writes; "
+                                       "the snapshot is damaged: record it again")
+        rows.append((i, e["action"], *values, top_frame(e.get("frames"))))
     return pd.DataFrame(rows, columns=["seq", "action", "addr", "size", "stream", "time_us", "frame"]).astype(
         {"seq": "int64", "addr": "int64", "size": "int64", "stream": "int64", "time_us": "int64"})
 

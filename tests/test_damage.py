@@ -274,3 +274,18 @@ def test_snapshot_segments_of_the_wrong_type(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
     assert result.exit_code == 2 and "not a torch memory snapshot (no 'segments' list)" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("field, value", [("addr", "0x7f"), ("size", -4096), ("time_us", 2**70), ("size", 1.5)])
+def test_snapshot_event_of_the_wrong_type(tmp_path: Path, field: str, value: object) -> None:
+    import pickle
+
+    from profkit.snapshot import load_pickle
+
+    folder = _snapshot_copy(tmp_path)
+    data = load_pickle(folder / "memory.pickle")
+    data["device_traces"][0][5][field] = value  # was int()'s ValueError, or an int64 overflow
+    (folder / "memory.pickle").write_bytes(pickle.dumps(data, protocol=4))
+    result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
+    assert result.exit_code == 2 and f"trace entry 5 has {field} = " in result.stderr, result.output
+    assert len(result.stderr.splitlines()) == 1
