@@ -85,10 +85,10 @@ def payload_bytes(text: str | None) -> int:
 
     >>> payload_bytes('{"Communicator": 1, "Message size [bytes]": 4194304, "Reduction operation": "Sum"}')
     4194304
-    >>> payload_bytes(None), payload_bytes("not json")
-    (-1, -1)
+    >>> payload_bytes(None), payload_bytes("not json"), payload_bytes(1e9), payload_bytes('{"size": -5}')
+    (-1, -1, -1, -1)
     """
-    if not text:
+    if not isinstance(text, str) or not text:  # a damaged export may hold a number or a blob there
         return -1
     try:
         value = json.loads(text)
@@ -100,7 +100,8 @@ def payload_bytes(text: str | None) -> int:
         v = todo.pop(0)
         if isinstance(v, dict):
             for k, x in v.items():
-                if _SIZE_KEY.search(str(k)) and isinstance(x, (int, float)) and not isinstance(x, bool):
+                if (_SIZE_KEY.search(str(k)) and isinstance(x, (int, float)) and not isinstance(x, bool)
+                        and 0 <= x < 2**63):  # a size: not negative, not inf or NaN
                     return int(x)
                 todo.append(x)
         elif isinstance(v, list):

@@ -185,7 +185,7 @@ def read(path: Path) -> MemoryData:
     except (KeyError, TypeError, ValueError) as e:
         raise MemoryInputError(f"{path}: a segment is damaged ({type(e).__name__}: {e})") from None
     data = MemoryData(path=path, device=device, events=events, end_blocks=end_blocks,
-                      settings=_settings(snap.get("allocator_settings")), sidecar=side is not None)
+                      settings=_settings(snap.get("allocator_settings"), path), sidecar=side is not None)
     if side:
         _apply_sidecar(data, side, snap.get("external_annotations"))
     return data
@@ -223,15 +223,24 @@ def _events(path: Path, trace: list[Any]) -> pd.DataFrame:
         {"seq": "int64", "addr": "int64", "size": "int64", "stream": "int64", "time_us": "int64"})
 
 
-def _settings(raw: Any) -> dict[str, Any]:
-    """The allocator settings the replay follows; torch's defaults where the snapshot says nothing."""
+def _settings(raw: Any, path: Path) -> dict[str, Any]:
+    """The allocator settings the replay follows; torch's defaults where the snapshot says nothing.
+
+    Raises:
+        MemoryInputError: a setting of a type torch never writes (the replay would follow a guess).
+    """
     raw = raw if isinstance(raw, dict) else {}
     max_split = raw.get("max_split_size")
     divisions = raw.get("roundup_power2_divisions")
-    return {"expandable_segments": bool(raw.get("expandable_segments", False)),
+    expandable = raw.get("expandable_segments", False)
+    if not isinstance(expandable, bool) or (max_split is not None and (not isinstance(max_split, int)
+                                                                      or isinstance(max_split, bool))):
+        what = "expandable_segments" if not isinstance(expandable, bool) else "max_split_size"
+        raise MemoryInputError(f"{path}: allocator_settings.{what} is {str(raw.get(what))[:40]}, not what torch "
+                               "writes; the snapshot is damaged: record it again")
+    return {"expandable_segments": expandable,
             # torch reports "unlimited" as SIZE_MAX (or -1 through a signed conversion)
-            "max_split_size": None if max_split in (None, -1) or (isinstance(max_split, int) and max_split >= 2**63 - 1)
-            else int(max_split),
+            "max_split_size": None if max_split is None or max_split < 0 or max_split >= 2**63 - 1 else max_split,
             "roundup_power2_divisions": divisions if isinstance(divisions, (int, list, dict)) else None}
 
 

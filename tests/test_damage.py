@@ -289,3 +289,18 @@ def test_snapshot_event_of_the_wrong_type(tmp_path: Path, field: str, value: obj
     result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
     assert result.exit_code == 2 and f"trace entry 5 has {field} = " in result.stderr, result.output
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("field, value", [("max_split_size", "big"), ("expandable_segments", "yes")])
+def test_snapshot_settings_of_the_wrong_type(tmp_path: Path, field: str, value: object) -> None:
+    import pickle
+
+    from profkit.snapshot import load_pickle
+
+    folder = _snapshot_copy(tmp_path)
+    data = load_pickle(folder / "memory.pickle")
+    data["allocator_settings"][field] = value  # max_split_size was int()'s ValueError; "yes" read as True
+    (folder / "memory.pickle").write_bytes(pickle.dumps(data, protocol=4))
+    result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
+    assert result.exit_code == 2 and f"allocator_settings.{field} is {value}" in result.stderr, result.output
+    assert len(result.stderr.splitlines()) == 1
