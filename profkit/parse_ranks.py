@@ -208,7 +208,10 @@ def session_start_ns(path: Path) -> int | None:
     try:
         if "TARGET_INFO_SESSION_START_TIME" not in tables:
             return None
+        if "utcEpochNs" not in {r[1] for r in db.execute("PRAGMA table_info(TARGET_INFO_SESSION_START_TIME)")}:
+            return None  # as when the table is missing: the ranks align on their first collective instead
         row = db.execute("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME").fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        # anything but an integer time (text, a fraction, a blob) says nothing about the start
+        return row[0] if row is not None and isinstance(row[0], int) and row[0] >= 0 else None
     finally:
         db.close()

@@ -304,3 +304,19 @@ def test_snapshot_settings_of_the_wrong_type(tmp_path: Path, field: str, value: 
     result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
     assert result.exit_code == 2 and f"allocator_settings.{field} is {value}" in result.stderr, result.output
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage", [["ALTER TABLE TARGET_INFO_SESSION_START_TIME DROP COLUMN utcEpochNs"],
+                                    ["UPDATE TARGET_INFO_SESSION_START_TIME SET utcEpochNs = 'soon'"]])
+def test_rank_without_a_session_start(tmp_path: Path, damage: list[str]) -> None:
+    """The wall-clock start only aligns ranks when no collective does: without it, the same report."""
+    for name in ("damaged", "original"):
+        shutil.copytree(RANKS, tmp_path / name / RANKS.name)
+    db = sqlite3.connect(tmp_path / "damaged" / RANKS.name / "rank0.sqlite")
+    for statement in damage:  # was a traceback (no such column)
+        db.execute(statement)
+    db.commit()
+    db.close()
+    got, want = (CliRunner().invoke(cli, ["report", "ranks", str(tmp_path / n / RANKS.name), "--format", "json"])
+                 for n in ("damaged", "original"))
+    assert got.exit_code == 0 and got.stdout == want.stdout, got.output
