@@ -288,3 +288,21 @@ def test_report_md_section_and_pngs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert png.read_bytes()[:8] == gap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = runner.invoke(cli, ["report", "flops", str(folder), "--waterfall", str(gap)])
     assert r.exit_code == 2 and r.output == f"Error: {gap} exists; choose another file\n"
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adamw-fused"])
+def test_step_replay_with_the_optimizers_of_older_torch(monkeypatch: pytest.MonkeyPatch, optimizer: str) -> None:
+    """torch <= 2.12's AdamW makes its step counters with a bare torch.tensor(0.0) and reads them
+    with .item(): under the replay's meta device context that failed on the H200's torch 2.11
+    ("Tensor.item() cannot be called on meta tensors"). This AdamW does what those versions did."""
+    original = torch.optim.AdamW.step
+
+    def old_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        counter = torch.tensor(0.0)  # no device, as torch 2.11's _init_group
+        counter.item()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", old_step)
+    cfg = RunConfig(model="tiny", mode="step", optimizer=optimizer, dtype="bf16", attn="flash")
+    result = counting.count(cfg)
+    assert result["total_flops"] == {r["path"]: r for r in result["paths"]}["step_0"]["flops"] > 0
