@@ -796,12 +796,18 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
 @click.option("--dtype", default=RunConfig().dtype, show_default=True, help=f"One of {', '.join(DTYPES)}.")
 @click.option("--batch-size", type=int, help="Default: the size's.")
 @click.option("--context-length", type=int, help="Default: the size's.")
+@click.option("--compile/--no-compile", "compile_", default=RunConfig().compile,
+              help="As the capture was run (a compiled model has no per-module ranges to count under).")
+@click.option("--grad-accum", type=int, default=RunConfig().grad_accum, show_default=True,
+              help="Micro-batches per step, as the capture's `profkit run --grad-accum`.")
+@click.option("--optimizer", default=RunConfig().optimizer, show_default=True,
+              help=f"mode step's optimizer: {', '.join(OPTIMIZERS)}.")
 @click.option("--nvtx-depth", type=int, default=RunConfig().nvtx_depth, show_default=True,
               help="Module levels with ranges, for your own model.")
 @click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Write flops.json into this run or capture folder.")
 def flops(model: str, mode: str, attn: str, dtype: str, batch_size: int | None, context_length: int | None,
-          nvtx_depth: int, fmt: str, out: Path | None) -> None:
+          compile_: bool, grad_accum: int, optimizer: str, nvtx_depth: int, fmt: str, out: Path | None) -> None:
     """FLOPs and minimum bytes per NVTX path of one step, counted on the meta device (CPU is
     enough): the paths a capture of the same config has, under step_0.
 
@@ -812,7 +818,8 @@ def flops(model: str, mode: str, attn: str, dtype: str, batch_size: int | None, 
     """
     try:
         cfg = RunConfig(model=model, mode=mode, attn=attn, dtype=dtype, batch_size=batch_size,
-                        context_length=context_length, nvtx_depth=nvtx_depth, device="cpu")
+                        context_length=context_length, compile=compile_, grad_accum=grad_accum,
+                        optimizer=optimizer, nvtx_depth=nvtx_depth, device="cpu")
     except ValueError as e:
         raise bad_input(str(e)) from None
     from profkit.collect import flops as counting

@@ -28,8 +28,7 @@ def run_lines(run: RunRecord) -> list[str]:
     machine = (f"On {env.gpu} (driver {env.driver}), torch {env.torch}, CUDA {env.cuda}. " if env.gpu
                else f"On CPU ({env.cpu_threads} threads), torch {env.torch}. ")
     return [
-        f"`profkit run --model {c.model} --mode {c.mode} --dtype {c.dtype} --attn {c.attn}"
-        + (" --compile" if c.compile else "") + f"` — batch {res.batch_size} x {res.context_length}, "
+        f"`{c.command()}` — batch {res.batch_size} x {res.context_length}, "
         f"{res.params:,} parameters, {len(run.steps_ms)} measured steps.", "",
         machine + f"Under the profiler: mean {s.mean_ms:.2f} ± {s.std_ms:.2f} ms per step (profiled times are "
         "not bare times).", "", step_line(run.steps_ms), "",

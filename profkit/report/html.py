@@ -546,8 +546,7 @@ def run_intro(run: RunRecord | None) -> str:
     if run is None:
         return para("No run.json beside this export: the run's config and step times are unknown.")
     c, res, env = run.config, run.resolved, run.environment
-    cmd = (f"profkit run --model {c.model} --mode {c.mode} --dtype {c.dtype} --attn {c.attn}"
-           + (" --compile" if c.compile else ""))
+    cmd = c.command()
     machine = (f"{env.gpu} (driver {env.driver}), torch {env.torch}, CUDA {env.cuda}" if env.gpu
                else f"CPU ({env.cpu_threads} threads), torch {env.torch}")
     return (f'<p class="run"><code>{esc(cmd)}</code>: batch {res.batch_size} x {res.context_length}, '
@@ -719,14 +718,21 @@ def attention_plots(doc: dict[str, Any]) -> str:
     return "".join(out)
 
 
+SWEEP_PLOT_ROWS = 200
+
+
 def models_plots(doc: dict[str, Any]) -> str:
-    """ms per step and MFU of every measured point."""
+    """ms per step and MFU of every measured point (up to SWEEP_PLOT_ROWS bars)."""
+    ok = sum(r.get("status") == "ok" for r in doc["rows"])
+    which = "every measured point" if ok <= SWEEP_PLOT_ROWS else f"the first {SWEEP_PLOT_ROWS} of {ok} measured points"
+    rows = min(max(ok, 1), SWEEP_PLOT_ROWS)
     return (figure({"kind": "bars", "data": "sweep", "path": "rows", "status": "ok", "labels": doc["labels"],
-                    "unit": "ms/step (median)", "series": [{"key": "ms_per_step", "name": "ms/step"}]},
-                   "Median ms per step of every measured point")
+                    "rows": rows, "unit": "ms/step (median)", "series": [{"key": "ms_per_step", "name": "ms/step"}]},
+                   f"Median ms per step of {which}")
             + figure({"kind": "bars", "data": "sweep", "path": "rows", "status": "ok", "labels": doc["labels"],
-                      "unit": "MFU %", "scale": 100, "series": [{"key": "mfu", "name": "MFU (PaLM FLOPs)"}]},
-                     "MFU of every measured point (PaLM's FLOPs over the median step, the datasheet peak)"))
+                      "rows": rows, "unit": "MFU %", "scale": 100,
+                      "series": [{"key": "mfu", "name": "MFU (PaLM FLOPs)"}]},
+                     f"MFU of {which} (PaLM's FLOPs over the median step, the datasheet peak)"))
 
 
 def sweep_html(doc: dict[str, Any]) -> str:
