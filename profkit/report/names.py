@@ -88,6 +88,10 @@ def readable_name(name: str, width: int = 70) -> str:
     ...               "<(int)2>, at::native::<unnamed>::TernaryOpScalarFunctor<float, (int)2, (int)2, (int)0>, "
     ...               "at::native::LerpFunctor<float>, float>(T1, T2, T3...)")
     'multi_tensor_apply: lerp scalar float (foreach)'
+    >>> readable_name("void at::native::<unnamed>::multi_tensor_apply_kernel<at::native::<unnamed>::"
+    ...               "FusedOptimizerTensorListMetadata<(int)4>, at::native::<unnamed>::FusedAdamMathFunctor<float, "
+    ...               "(int)4, (at::native::ADAM_MODE)1, (bool)0>, const float *, double>(T1, T2, T3...)")
+    'multi_tensor_apply: fused AdamW float'
     >>> readable_name("nvjet_sm90_tst_192x96_64x5_1x2_h_bz_NTT")
     'gemm: nvjet 192x96 NTT'
     >>> readable_name("triton_poi_fused__to_copy_t_1")
@@ -102,6 +106,10 @@ def readable_name(name: str, width: int = 70) -> str:
         mma = re.search(r"_(ffma|hmma|imma|dmma)_", name)
         return f"gemm: xmma {xmma.group(1)} {xmma.group(3)} {xmma.group(4)}" + (f" ({mma.group(1)})" if mma else "")
     if "multi_tensor_apply_kernel" in name:
+        fused = re.search(r"Fused(\w+?)MathFunctor<(\w+)", name)
+        if fused:  # torch's fused optimizers (fused=True): one kernel per chunk of tensors for the whole update
+            which = "AdamW" if fused.group(1) == "Adam" and "ADAM_MODE)1" in name else fused.group(1)
+            return _fit(f"multi_tensor_apply: fused {which} {fused.group(2)}", width)
         op = _op(name, _FOREACH_OPS) or "op"
         op = f"addc{op}" if "PointwiseOp" in name else op  # addcmul / addcdiv: PyTorch's pointwise ops
         scalar = " scalar list" if "ScalarListFunctor" in name else " scalar" if "ScalarFunctor" in name else ""
