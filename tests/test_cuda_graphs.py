@@ -230,3 +230,27 @@ def test_compare_graph_against_node() -> None:
     graph_all = sum(v for (c, _), v in per_step.items() if c == g)
     node_all = sum(v for (c, _), v in per_step.items() if c == n)
     assert abs(graph_all - node_all) / node_all < 0.05  # the same step: whole graphs against their kernels
+
+
+def test_ranks_count_a_ranks_graphs_as_its_compute(tmp_path: Path) -> None:
+    """The graph capture laid out as rank 0 of a multi-rank capture: its replays are compute time
+    (the union of its non-NCCL work in the measured steps, by SQL and a sweep) and the report says so."""
+    folder = tmp_path / "ranks"
+    folder.mkdir()
+    shutil.copyfile(GRAPH / "profile.sqlite", folder / "rank0.sqlite")
+    for name in ("rank0.run.json", "run.json"):
+        shutil.copyfile(GRAPH / "run.json", folder / name)
+    export = GRAPH / "profile.sqlite"
+    steps = query(export, RANGES + " SELECT start, end, tid FROM r WHERE name GLOB 'step_[0-9]*'")
+    compute = 0
+    for start, end, tid in steps:
+        rows = [iv for t in (K, G) for iv in query(export, f"""SELECT a.start, a.end FROM {t} a
+            JOIN CUPTI_ACTIVITY_KIND_RUNTIME l
+              ON l.correlationId = a.correlationId AND (l.globalTid {PID}) = a.globalPid
+            WHERE l.start >= ? AND l.start < ? AND (l.globalTid {PID}) = (? {PID})""", (start, end, tid))]
+        compute += union_ns(*map(_array, zip(*rows, strict=True)))
+    assert query(export, "SELECT count(*) FROM StringIds WHERE value LIKE 'nccl%'") == [(0,)]
+    (row,) = json.loads(invoke("report", "ranks", folder, "--format", "json"))
+    assert row["compute_ns"] == compute // len(steps)  # per measured step, in whole ns
+    out = invoke("report", "ranks", folder)
+    assert out.count("CUDA graph replays") == 1 and f"rank 0: {note().removeprefix('Note: ')}" in out
