@@ -170,8 +170,9 @@ def test_every_report_says_once_that_graphs_count_whole(tmp_path: Path) -> None:
     assert f"Note: h200_small_step_bf16_flash_graphs_graph: {line.removeprefix('Note: ')}" in out
     folder = tmp_path / GRAPH.name
     shutil.copytree(GRAPH, folder)
-    invoke("report", folder)
+    invoke("report", folder, "--html")
     assert (folder / "report.md").read_text().count(line) == 1
+    assert (folder / "report.html").read_text().count(line.replace("'", "&#x27;")) == 1
     # CSV and JSON stay the tables they are (no line inside them).
     assert json.loads(invoke("report", "kernels", GRAPH, "--format", "json", "--no-cache"))
 
