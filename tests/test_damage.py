@@ -187,7 +187,7 @@ def test_damaged_export_never_crashes(tmp_path_factory: pytest.TempPathFactory, 
 
 
 # On the CUDA-graph captures: their own damage, and a few of every export's (those the graph rows meet).
-GRAPH_CASES = [(GRAPHS, d) for d in sorted(GRAPH_DAMAGE)] + [
+GRAPH_CASES = [(GRAPHS, d) for d in [*sorted(GRAPH_DAMAGE), "no-kernels"]] + [
     (source, d) for source in (GRAPHS, NODES) for d in ("flipped", "cut-0.7", "kernel-dup-corr", "runtime-dup-corr",
                                                         "kernel-end-before-start", "no-runtime")]
 
