@@ -219,10 +219,12 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
 
     Runs `nsys profile` around `python -m profkit run` with profkit's defaults (on CUDA:
     --trace=cuda,nvtx,osrt,cublas,cudnn --capture-range=cudaProfilerApi
-    --capture-range-end=stop --sample=none --cpuctxsw=none --cuda-memory-usage=true; on
+    --capture-range-end=stop --sample=none --cpuctxsw=none --cuda-memory-usage=true, and
+    --cuda-graph-trace=node when this nsys has it, so CUDA graphs show every kernel; on
     CPU, where there is no capture range, the whole short program with nvtx,osrt), then
     `nsys export --type sqlite`. nsys options after `--` override the defaults one flag at
-    a time. Leaves OUT_DIR/NAME/{profile.nsys-rep, profile.sqlite, run.json, nsys.log}.
+    a time (`-- --cuda-graph-trace=graph` for nsys's own). Leaves
+    OUT_DIR/NAME/{profile.nsys-rep, profile.sqlite, run.json, nsys.log}.
 
     \b
     Example:
@@ -232,7 +234,7 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
     cfg = make_config(**kwargs)
     from profkit.collect import distributed, launch, workload  # workload imports torch
     from profkit.console import status
-    from profkit.nsys import check_options, find_nsys
+    from profkit.nsys import check_options, find_nsys, profile_flags
     from profkit.pipeline import check_capture
     from profkit.ranks import check_rank_capture
 
@@ -248,15 +250,17 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
         if c.distributed:
             distributed.check_launch(c, device=device, gpus=workload.gpu_count())
         nsys = find_nsys(nsys_path)
-        check_options(nsys, list(nsys_args))
+        flags = profile_flags(nsys)  # what it lists: the user's options are checked, profkit's added where it has them
+        check_options(nsys, list(nsys_args), flags)
         launch.refuse_early(nsys, c, device=device, cuda=cuda, user_args=list(nsys_args))
         with status() as say:
             if c.distributed:
                 return distributed.profile_ranks(nsys, c, device=device, name=folder_name, out_dir=out_dir,
                                                  user_args=list(nsys_args), single_file=single_file,
-                                                 check=check_rank_capture, force=force, status=say)
+                                                 check=check_rank_capture, force=force, status=say, flags=flags)
             return launch.profile(nsys, c, device=device, name=folder_name, out_dir=out_dir,
-                                  user_args=list(nsys_args), check=check_capture, force=force, status=say)
+                                  user_args=list(nsys_args), check=check_capture, force=force, status=say,
+                                  flags=flags)
 
     folder = library(go)
     from profkit import layout

@@ -43,7 +43,7 @@ from profkit.analyze.timeline import GPU_BOUND_IDLE_PCT, LAUNCH_BOUND_IDLE_PCT, 
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
 from profkit.report import flops as flops_report
-from profkit.report.formats import render
+from profkit.report.formats import frame_graph_note, render
 from profkit.report.names import unique_names
 from profkit.report.tables import category_label
 
@@ -560,6 +560,8 @@ def capture_page(a: Analysis, *, title: str, profile: str, name: str,
     parts = capture_documents(a, flops=flops, measured=measured, memory=memory, ranks=ranks)
     intro = run_intro(a.run) + para(f"{len(a.kernels):,} kernels, {a.kernels['dur_ns'].sum() / 1e6:,.3f} ms of kernel "
                                     f"time; {a.unattributed_pct:.2f}% of it launched outside every NVTX range.")
+    if (note := frame_graph_note(a.kernels)) is not None:
+        intro += para(note)
     return page(title, intro, parts, profile=profile, name=name)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from profkit.columns import GRAPH_NAME
+
 DTYPES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "float", "double": "double", "long": "int64",
           "int": "int32", "bool": "bool", "unsigned char": "uint8", "signed char": "int8", "short": "int16",
           "c10::complex<float>": "complex64", "c10::Float8_e4m3fn": "fp8e4m3", "c10::Float8_e5m2": "fp8e5m2",
@@ -96,7 +98,11 @@ def readable_name(name: str, width: int = 70) -> str:
     'gemm: nvjet 192x96 NTT'
     >>> readable_name("triton_poi_fused__to_copy_t_1")
     'triton_poi_fused__to_copy_t_1'
+    >>> readable_name("CUDA graph 4 (exec 5)")
+    'CUDA graph 4 (exec 5)'
     """
+    if GRAPH_NAME.match(name):  # a whole graph replay: its name is already short, the exec id part of it
+        return name
     base = _base(name)
     nvjet = re.match(r"nvjet_sm\d+_\w+?_(\d+x\d+)_\w*?_(coop[AB]_)?([NT]{3})$", name)
     if nvjet:
