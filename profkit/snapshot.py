@@ -204,13 +204,13 @@ def read(path: Path) -> MemoryData:
             history that overflowed max_entries; a sidecar that is not profkit's.
     """
     path = snapshot_path(path)
+    side = _read_sidecar(path)  # first: its text is gone before the trace's columns are read
     loaded = load_compact(path)
     snap = loaded.data
     if not isinstance(snap, dict) or "segments" not in snap:
         what = type(snap).__name__
         raise MemoryInputError(f"{path} is a pickle of a {what}, not a torch memory snapshot (no 'segments'); give "
                                "the memory.pickle that profkit run --memory-snapshot wrote")
-    side = _read_sidecar(path)
     traces = snap.get("device_traces")
     if not isinstance(traces, list) or not any(isinstance(t, list) and (t or id(t) in loaded.traces) for t in traces):
         raise MemoryInputError(f"{path} has no allocator history (device_traces is empty): it was taken without "

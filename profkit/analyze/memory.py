@@ -674,11 +674,9 @@ def categorize(rp: Replay, tensors: pd.DataFrame, tree: pd.DataFrame) -> pd.Seri
     pri = kinds.map(_PRIORITY)
     known = pri.notna().to_numpy()
     step = np.asarray(tensors["step"].to_numpy()[known], dtype=np.int64)
-    phase = kinds[known].map({"gradient": "backward", "saved": "forward", "autocast_copy": "forward"}) \
-        .fillna("optimizer").to_numpy(dtype=object)
-    end_of = pd.Series({f"{k[0]}/{k[1]}": v for k, v in ends.items()}, dtype="int64")
-    key = pd.Series(step.astype(str), dtype=object) + "/"
-    t = (key + phase).map(end_of).fillna(key.map(end_of)).to_numpy(dtype=float)  # the phase's end, else the step's
+    phases = ["forward", "backward", "optimizer", ""]
+    phase = kinds[known].map({"gradient": 1, "saved": 0, "autocast_copy": 0}).fillna(2).to_numpy(dtype=np.int64)
+    t = _end_times(ends, step, phase, phases)  # the phase's end, else the step's; NaN: neither
     keep = (step < 0) | ~np.isnan(t)
     at_arr = np.zeros(int(keep.sum()), dtype=np.int64)
     timed = step[keep] >= 0
@@ -689,12 +687,27 @@ def categorize(rp: Replay, tensors: pd.DataFrame, tree: pd.DataFrame) -> pd.Seri
     k = _alive_at_address(lt["addr"].to_numpy(), alloc_seq, free_seq, addrs, at_arr)
     hit = k >= 0
     np.minimum.at(best, k[hit], pri_arr[hit])
-    out = np.where(alloc_seq < 0, "other", "temporaries").astype(object)
-    names = np.array([_CATEGORY_OF[next(kind for kind, p in _PRIORITY.items() if p == v)] for v in
-                      range(len(set(_PRIORITY.values())))], dtype=object)
-    named = best < len(names)
-    out[named] = names[best[named]]
-    return pd.Series(out, index=lt.index, dtype=object)
+    names = [_CATEGORY_OF[next(kind for kind, p in _PRIORITY.items() if p == v)] for v in
+             range(len(set(_PRIORITY.values())))]
+    codes = np.where(best < len(names), best, np.where(alloc_seq < 0, len(names) + 1, len(names))).astype(np.int8)
+    return pd.Series(pd.Categorical.from_codes(codes, categories=[*names, "temporaries", "other"]), index=lt.index)
+
+
+def _end_times(ends: dict[tuple[int, str], int], step: np.ndarray, phase: np.ndarray, phases: list[str]) -> np.ndarray:
+    """ends[(step, phases[phase])], else ends[(step, "")], else NaN; per row (float64: times fit)."""
+    out = np.full(len(step), np.nan)
+    if not ends or not len(step):
+        return out
+    width = len(phases)
+    known = {(k[0], phases.index(k[1])): v for k, v in ends.items() if k[1] in phases}
+    keys = np.array(sorted(s_ * width + p for s_, p in known), dtype=np.int64)
+    vals = np.array([known[(int(k) // width, int(k) % width)] for k in keys], dtype=np.float64)
+    for code in (phase, np.full(len(step), width - 1)):  # the phase, then the step itself
+        q = step * width + code
+        i = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+        hit = (keys[i] == q) & np.isnan(out)
+        out[hit] = vals[i[hit]]
+    return out
 
 
 def _alive_at_address(lt_addr: np.ndarray, alloc_seq: np.ndarray, free_seq: np.ndarray, addrs: np.ndarray,
@@ -823,7 +836,7 @@ def analyze_memory(events: pd.DataFrame, start_blocks: pd.DataFrame | None, sett
     del placed
     path = pd.Categorical.from_codes(name_codes[path_code], categories=pd.Index(unique_names, dtype=object))
     del path_code
-    lifetimes = lt.assign(category=pd.Categorical(categorize(rp, tensors, tree)), path=path,
+    lifetimes = lt.assign(category=categorize(rp, tensors, tree), path=path,
                           frame=_frames_of(events, in_window, safe),
                           alloc_us=np.where(in_window, ev_time[safe] if n else -1, -1),
                           free_us=np.where(fseq >= 0, ev_time[np.clip(fseq, 0, None)] if n else -1, -1))
