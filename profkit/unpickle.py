@@ -3,10 +3,11 @@
 `pickle.load` of a 1 GB snapshot builds about 12 million event dicts and their frames lists
 (many GB). This reader runs pickle's opcodes itself (protocols 2 to 5, the opcodes plain data
 needs), reading the file in 1 MiB pieces, and turns each allocator event into one row of compact
-columns (action code, addr, size, stream, time_us, top user frame code) as it is appended to its
-trace list; the event dict, its frames list and their memo entries are dropped there. What stays
-is the snapshot's other data (segments, settings, annotations), the distinct frames (torch's
-pickle shares one dict per frame, referenced through the memo) and the columns: about 37 bytes
+columns (action code, addr, size, time_us, top user frame code; stream is checked, not kept) as
+it is appended to its trace list; the event dict, its frames list and their memo entries are
+dropped there (memo entries after WINDOW more events). What stays
+is the snapshot's other data (segments, settings, annotations as small Annotation objects), the distinct frames (torch's
+pickle shares one dict per frame, referenced through the memo) and the columns: about 29 bytes
 per event.
 
 A frames list is a run of memo references (BINGET / LONG_BINGET) to shared frame dicts; equal
