@@ -13,8 +13,8 @@ from click_default_group import DefaultGroup
 from profkit import __version__
 from profkit.config import COMPILE_MODES, DEVICES, DTYPES, MEMORY_STACKS, MODES, OPTIMIZERS, STRATEGIES, RunConfig
 from profkit.errors import ProfkitError
+from profkit.layout import DEFAULT_DB
 from profkit.sizes import ATTN_BACKENDS, SIZES
-from profkit.sweeps import DEFAULT_DB
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BAD_INPUT = 2  # exit code for anything the user can fix, as click uses for usage errors
