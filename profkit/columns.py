@@ -315,30 +315,44 @@ def check_times(path: Path, what: str, start: np.ndarray, end: np.ndarray, *, op
                                "--type sqlite")
 
 
-def check_unique(path: Path, what: str, corr: np.ndarray, pid: np.ndarray, start: np.ndarray | None = None) -> None:
-    """Raise ProfileError when two rows share a correlation id in one process (and, given
-    `start`, a start time: kernels of one CUDA-graph launch share its correlation id, never
-    their start). A NULL correlation id (-1) repeats freely."""
+def repeats(corr: np.ndarray, pid: np.ndarray | None, start: np.ndarray | None = None) -> int:
+    """How many rows repeat an earlier row's (correlation id, process[, start]); pid None: one
+    process. A NULL correlation id (-1) repeats freely.
+
+    Correlation ids increasing in table order, or dense ones each counted once in a table, need
+    no sort; otherwise only the rows whose id repeats are sorted.
+
+    >>> repeats(np.array([3, 1, 3, -1, -1]), np.array([0, 0, 1, 0, 0])), repeats(np.array([3, 1, 3]), None)
+    (0, 1)
+    """
     keep = corr >= 0
     if not keep.any():
-        return
+        return 0
     c = corr[keep]
     if len(c) > 1 and bool((c[1:] > c[:-1]).all()):  # ids increasing in table order: none repeats
-        return
+        return 0
     lo, span = int(c.min()), int(c.max()) - int(c.min()) + 1
     if span <= 4 * len(c) + 1024:  # dense ids: count each in a table, sort only the rows whose id repeats
         counts = np.bincount(c - lo, minlength=span)
         if int(counts.max()) <= 1:
-            return
+            return 0
         keep[keep] = counts[c - lo] > 1
-    keys = [corr[keep], pid[keep]] if start is None else [corr[keep], pid[keep], start[keep]]
+    keys = [k[keep] for k in (corr, pid, start) if k is not None]
     order = np.lexsort(keys[::-1])
     same = np.ones(max(int(keep.sum()) - 1, 0), dtype=bool)
     for k in keys:
         ks = k[order]
         same &= ks[1:] == ks[:-1]
-    if same.any():
-        raise ProfileError(f"{path} is damaged: {int(same.sum()):,} {what} rows repeat another's correlation id"
+    return int(same.sum())
+
+
+def check_unique(path: Path, what: str, corr: np.ndarray, pid: np.ndarray | None,
+                 start: np.ndarray | None = None) -> None:
+    """Raise ProfileError when two rows share a correlation id in one process (pid None: one
+    process) and, given `start`, a start time: kernels of one CUDA-graph launch share its
+    correlation id, never their start. A NULL correlation id (-1) repeats freely."""
+    if n := repeats(corr, pid, start):
+        raise ProfileError(f"{path} is damaged: {n:,} {what} rows repeat another's correlation id"
                            f"{' and start' if start is not None else ''}; export the capture again with nsys export "
                            "--type sqlite")
 
@@ -416,16 +430,21 @@ KERNEL_FIELDS = ("start_ns", "end_ns", "device_id", "stream_id", "correlation_id
 
 
 def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNEL_FIELDS, *,
-                 launches: bool = True) -> dict[str, np.ndarray]:
+                 launches: bool = True, processes: bool = True) -> dict[str, np.ndarray]:
     """Kernel columns (any of KERNEL_FIELDS, each read only when asked for: every column costs
     ~0.1 s per million kernels), dur_ns, and with `launches` each kernel's launching runtime call
     (launch_ns, launch_tid; -1 when none was recorded).
 
+    `processes` False: global_pid is read only when asked for, launches need it, or two kernels
+    share a correlation id and a start (then the repeat check needs it: a second read).
+
     Raises:
         ProfileError: the kernels table has no name column.
     """
-    # correlation_id and global_pid always: a repeated row is found by them (and its start).
-    wanted = list(dict.fromkeys([*fields, "correlation_id", "global_pid"]))
+    # correlation_id (and global_pid) always: a repeated row is found by them (and its start).
+    fields = list(fields)
+    pid_now = processes or launches or "global_pid" in fields
+    wanted = list(dict.fromkeys([*fields, "correlation_id", *(["global_pid"] if pid_now else [])]))
     if KERNEL_TABLE not in tables:
         empty = np.empty(0, dtype=np.int64)
         return {**{f: empty for f in wanted}, "dur_ns": empty,
@@ -449,7 +468,10 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     columns = dict(zip(read, arrays, strict=True))
     n = len(columns["start_ns"])
     check_times(reader.path, "kernel", columns["start_ns"], columns["end_ns"])
-    check_unique(reader.path, "kernel", columns["correlation_id"], columns["global_pid"], columns["start_ns"])
+    if not pid_now and repeats(columns["correlation_id"], None, columns["start_ns"]):
+        columns["global_pid"], = reader.select(f"SELECT {exprs['global_pid'][0]} FROM {KERNEL_TABLE}",
+                                               [exprs["global_pid"][1]], count)
+    check_unique(reader.path, "kernel", columns["correlation_id"], columns.get("global_pid"), columns["start_ns"])
     if launches:
         launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
         if RUNTIME_TABLE in tables and n:

@@ -162,7 +162,7 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
     reader = col.Reader(export, db)
     try:
         fields = ["start_ns", "end_ns", "name_id", *(["short_id"] if short else [])]
-        k = col.read_kernels(reader, tables, fields, launches=nvtx)
+        k = col.read_kernels(reader, tables, fields, launches=nvtx, processes=False)
         strings = col.read_names(db)
         if nvtx:
             ranges, range_names = col.read_nvtx(reader, tables)

@@ -539,9 +539,15 @@ def _top_kernel(r: Projected, k: Owned, by: str) -> dict[str, str]:
         return {}
     width = max(len(k.names), 1)
     pair = r.path[k.owner[hit]] * width + k.name[hit]
-    uniq, inv = np.unique(pair, return_inverse=True)
-    dur = np.zeros(len(uniq), dtype=np.int64)
-    np.add.at(dur, inv.reshape(-1), k.dur_ns[hit])
+    if len(r.paths) * width <= 4 * len(pair) + (1 << 20):  # (path, name) pairs few: a table, no sort
+        table = np.zeros(len(r.paths) * width, dtype=np.int64)
+        np.add.at(table, pair, k.dur_ns[hit])
+        uniq = np.flatnonzero(np.bincount(pair, minlength=len(table)))
+        dur = table[uniq]
+    else:
+        uniq, inv = np.unique(pair, return_inverse=True)
+        dur = np.zeros(len(uniq), dtype=np.int64)
+        np.add.at(dur, inv.reshape(-1), k.dur_ns[hit])
     per: dict[tuple[str, int], int] = {}
     for p, d in zip(uniq.tolist(), dur.tolist(), strict=True):
         path, name = divmod(p, width)
