@@ -144,17 +144,19 @@ class Reader:
         """Run `sql` (n integer columns, no NULLs: coalesce them) into n int64 arrays."""
         return self.select(sql, [None] * n)
 
-    def select(self, sql: str, fills: list[int | None], rows: int = 0) -> list[np.ndarray]:
+    def select(self, sql: str, fills: list[int | None], rows: int = 0,
+               narrow: Iterable[int] = ()) -> list[np.ndarray]:
         """Run `sql` (one integer expression per entry of `fills`) into int64 arrays; a NULL in
         column i reads as fills[i] (None: the column has none; one found is an error). `rows`:
-        the rows expected, when known (the arrays are made that long at once)."""
+        the rows expected, when known (the arrays are made that long at once). Columns `narrow`
+        (indices: ids and codes) come as int32 when every value fits, else int64."""
         if self._modules is not None:
             try:
-                return self._select_adbc(sql, fills, rows)
+                return self._select_adbc(sql, fills, rows, set(narrow))
             except Exception:  # noqa: BLE001  (any driver failure: sqlite3 reads it or says why not)
                 self.close()
                 self._modules = None
-        return self._select_sqlite(sql, fills)
+        return [_narrowed(a) if i in set(narrow) else a for i, a in enumerate(self._select_sqlite(sql, fills))]
 
     def _select_sqlite(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
         # Rows come from sqlite3 as tuples; converting them a chunk at a time keeps at most one
@@ -176,7 +178,8 @@ class Reader:
         array = np.concatenate(chunks) if chunks else np.empty((0, n), dtype=np.int64)
         return [np.ascontiguousarray(array[:, i]) for i in range(n)]
 
-    def _select_adbc(self, sql: str, fills: list[int | None], expected: int = 0) -> list[np.ndarray]:
+    def _select_adbc(self, sql: str, fills: list[int | None], expected: int = 0,
+                     narrow: set[int] | None = None) -> list[np.ndarray]:
         assert self._modules is not None
         manager, driver, na = self._modules
         n = len(fills)
@@ -187,7 +190,7 @@ class Reader:
         # Each batch is copied into arrays that grow by doubling, then let go: the next batch takes
         # its memory again, so reading costs the arrays and one batch (not every batch, then a
         # concatenated copy: twice the columns at the peak, and fresh pages for both).
-        out = [np.empty(expected, dtype=np.int64) for _ in range(n)]
+        out = [np.empty(expected, dtype=np.int32 if i in (narrow or ()) else np.int64) for i in range(n)]
         rows = 0
         try:
             statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
@@ -215,6 +218,9 @@ class Reader:
                             if fill is None:
                                 raise ValueError("a NULL in a column that has none")
                             values = np.where(bits, values, np.int64(fill))
+                    if out[i].dtype == np.int32 and length and not (I32.min <= int(values.min())
+                                                                    and int(values.max()) <= I32.max):
+                        out[i] = out[i].astype(np.int64)  # a value past int32: this column stays int64
                     out[i][rows:rows + length] = values
                     del values, view, child
                 rows += length
@@ -228,11 +234,25 @@ class Reader:
 BATCH_ROWS = 1 << 16
 
 
+I32 = np.iinfo(np.int32)
+
+
 def _grown(a: np.ndarray, rows: int, size: int) -> np.ndarray:
-    """An int64 array of `size` holding a's first `rows` values."""
-    b = np.empty(size, dtype=np.int64)
+    """An array of a's type and `size` holding a's first `rows` values."""
+    b = np.empty(size, dtype=a.dtype)
     b[:rows] = a[:rows]
     return b
+
+
+def _narrowed(a: np.ndarray) -> np.ndarray:
+    """`a` as int32 when every value fits (ids and codes: half the memory), else `a`.
+
+    >>> _narrowed(np.array([1, -1])).dtype, _narrowed(np.array([1 << 40])).dtype
+    (dtype('int32'), dtype('int64'))
+    """
+    if not len(a) or (I32.min <= int(a.min()) and int(a.max()) <= I32.max):
+        return a.astype(np.int32)
+    return a
 
 
 def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launch%") -> list[np.ndarray]:
@@ -250,7 +270,7 @@ def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launc
     if like is not None and "nameId" in reader.columns_of(RUNTIME_TABLE):
         where = f" WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '{like}')"
     corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE}{where}",
-                                     [-1, -1, None])
+                                     [-1, -1, None], narrow=[0])
     check_unique(reader.path, "runtime call", corr, pid_of(tid))
     return [corr, pid_of(tid), start, tid]
 
@@ -269,13 +289,13 @@ def read_launch_calls(reader: Reader, tables: set[str], likes: list[str]) -> Non
     require(reader, RUNTIME_TABLE, ("correlationId", "globalTid", "start"))
     if len(likes) == 1:  # one pattern: no name column to tell them apart
         corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE} WHERE nameId IN "
-                                         f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None])
+                                         f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None], narrow=[0])
         check_unique(reader.path, "runtime call", corr, pid_of(tid))
         reader.calls[likes[0]] = [corr, pid_of(tid), start, tid]
         return
     corr, tid, start, name = reader.select(
         f"SELECT correlationId, globalTid, start, nameId FROM {RUNTIME_TABLE} WHERE nameId IN "
-        f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None, None])
+        f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None, None], narrow=[0, 3])
     check_unique(reader.path, "runtime call", corr, pid_of(tid))
     for like, mine in ids.items():
         keep = np.isin(name, mine)
@@ -372,10 +392,7 @@ def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     if len(keys) == len(queries) and np.array_equal(keys, queries) and bool((keys[1:] > keys[:-1]).all()):
         return np.arange(len(keys), dtype=np.int64)  # launches in kernel order, one each (a single stream)
     if bool((keys[1:] > keys[:-1]).all()):  # ids increasing in table order (calls by start): no sort needed
-        pos = np.searchsorted(keys, queries, side="left")
-        safe = np.minimum(pos, len(keys) - 1)
-        hit = (pos < len(keys)) & (keys[safe] == queries)
-        out[hit] = safe[hit]
+        _search(keys, None, queries, out)
         return out
     lo, hi = int(keys.min()), int(keys.max())
     span = hi - lo + 1
@@ -389,12 +406,22 @@ def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
             out[ok] = table[q[ok]]
             return out
     order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    pos = np.searchsorted(sorted_keys, queries, side="left")
-    safe = np.minimum(pos, len(keys) - 1)
-    hit = (pos < len(keys)) & (sorted_keys[safe] == queries)
-    out[hit] = order[safe[hit]]
+    _search(keys[order], order, queries, out)
     return out
+
+
+SEARCH_CHUNK = 1 << 18
+
+
+def _search(sorted_keys: np.ndarray, order: np.ndarray | None, queries: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = the position (through `order`, when given) of queries[i] in sorted_keys, where
+    found; a chunk of queries at a time, so the temporaries stay a few MB."""
+    for lo in range(0, len(queries), SEARCH_CHUNK):
+        q = queries[lo:lo + SEARCH_CHUNK]
+        pos = np.searchsorted(sorted_keys, q, side="left")
+        np.minimum(pos, len(sorted_keys) - 1, out=pos)
+        hit = sorted_keys[pos] == q
+        out[lo:lo + SEARCH_CHUNK][hit] = pos[hit] if order is None else order[pos[hit]]
 
 
 def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -419,10 +446,13 @@ def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) ->
                 theirs = np.flatnonzero(r_pid == p)
                 pos = first_positions(r_corr[theirs], corr[mine])
                 src[mine] = np.where(pos >= 0, theirs[np.maximum(pos, 0)] if len(theirs) else -1, -1)
-    found = src >= 0
-    safe = np.maximum(src, 0)
-    start = np.where(found, r_start[safe], -1) if len(r_corr) else src.copy()
-    tid = np.where(found, r_tid[safe], -1) if len(r_corr) else src.copy()
+    if not len(r_corr):
+        return src, src.copy()
+    missing = src < 0
+    np.maximum(src, 0, out=src)  # gathers in place: two arrays the kernels' length, not six
+    start, tid = r_start[src], r_tid[src]
+    start[missing] = -1
+    tid[missing] = -1
     return start, tid
 
 
@@ -430,13 +460,14 @@ KERNEL_FIELDS = ("start_ns", "end_ns", "device_id", "stream_id", "correlation_id
 
 
 def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNEL_FIELDS, *,
-                 launches: bool = True, processes: bool = True) -> dict[str, np.ndarray]:
+                 launches: bool = True, processes: bool = True, compact: bool = False) -> dict[str, np.ndarray]:
     """Kernel columns (any of KERNEL_FIELDS, each read only when asked for: every column costs
     ~0.1 s per million kernels), dur_ns, and with `launches` each kernel's launching runtime call
     (launch_ns, launch_tid; -1 when none was recorded).
 
     `processes` False: global_pid is read only when asked for, launches need it, or two kernels
     share a correlation id and a start (then the repeat check needs it: a second read).
+    `compact`: ids (correlation_id, name_id, short_id) as int32 where they fit (times stay int64).
 
     Raises:
         ProfileError: the kernels table has no name column.
@@ -463,8 +494,9 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     if "start_ns" not in read or "end_ns" not in read:
         read += [f for f in ("start_ns", "end_ns") if f not in read]
     count = reader.db.execute(f"SELECT count(*) FROM {KERNEL_TABLE}").fetchone()[0]  # pages counted, no row read
+    ids = ("correlation_id", "name_id", "short_id") if compact else ()
     arrays = reader.select(f"SELECT {', '.join(exprs[f][0] for f in read)} FROM {KERNEL_TABLE}",
-                           [exprs[f][1] for f in read], count)
+                           [exprs[f][1] for f in read], count, narrow=[i for i, f in enumerate(read) if f in ids])
     columns = dict(zip(read, arrays, strict=True))
     n = len(columns["start_ns"])
     check_times(reader.path, "kernel", columns["start_ns"], columns["end_ns"])

@@ -214,8 +214,10 @@ def profkit_env(work: Path, **extra: str) -> dict[str, str]:
     return {**env, "PYTHONPYCACHEPREFIX": str(work / "pycache"), **extra}
 
 
-def timed(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, cwd: Path = REPO) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB, the largest process of the tree) of one fresh run of `cmd`."""
+def timed(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, cwd: Path = REPO, *,
+          fail_ok: bool = False) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB, the largest process of the tree) of one fresh run of `cmd`
+    (`fail_ok`: a non-zero exit is returned as the run's, its stderr kept beside `stdout`)."""
     with tempfile.NamedTemporaryFile(suffix=".rss") as rss, open(stdout, "wb") as out, \
             open(stdout.with_suffix(stdout.suffix + ".err"), "wb") as err:
         if TIME_BIN.exists():
@@ -231,7 +233,7 @@ def timed(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, cwd: 
             seconds = time.perf_counter() - t0
             child.returncode = rc = os.waitstatus_to_exitcode(status)
             kib = usage.ru_maxrss
-    if rc != 0:
+    if rc != 0 and not fail_ok:
         text = stdout.with_suffix(stdout.suffix + ".err").read_text(errors="replace").strip()
         raise SystemExit(f"failed ({rc}): {shlex.join(cmd)}\n{text[-2000:]}")
     return seconds, kib * 1024 / 1e6
@@ -281,6 +283,43 @@ def run_size(e: Export, nsys: Nsys, repeat: int, work: Path) -> tuple[dict[str, 
     shutil.rmtree(warm_cache, ignore_errors=True)
     commands = {label: cmd for label, (cmd, _, _) in tools.items()}
     return timings, commands, out / "profkit_kernels.csv", out / "nsys_cuda_gpu_kern_sum.csv"
+
+
+SNAPSHOT = REPO / "tests" / "data" / "h200_memory_tiny_step" / "memory.pickle"
+
+
+def every_command(e: Export, work: Path) -> list[list[str]]:
+    """The report commands issue 17 names beyond kernels, nvtx and report.md, once each on export `e`:
+    modules, timeline, flops, compare (the export against itself), ranks (the export as rank 0 of a
+    folder) and memory (the committed tiny snapshot, placed on the export's ranges). Rows: command,
+    seconds, peak MB, s per 1 k kernels, what it printed (its one Error: line, or its lines counted)."""
+    out = work / "out" / e.path.stem / "every"
+    capture, ranks = out / "capture", out / "ranks"
+    for folder, name in ((capture, "profile.sqlite"), (ranks, "rank0.sqlite")):
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / name
+        if not link.exists():
+            link.symlink_to(e.path)  # the big export read in place, as a capture folder's
+    py = [sys.executable, "-m", "profkit", "report"]
+    commands = {
+        "modules": ["modules", str(e.path), "--no-cache"],
+        "timeline": ["timeline", str(e.path), "--no-cache"],
+        "flops": ["flops", str(capture), "--no-cache"],
+        "compare": ["compare", str(e.path), str(capture), "--no-cache"],
+        "ranks": ["ranks", str(ranks), "--no-cache"],
+        "memory": ["memory", str(SNAPSHOT), "--profile", str(capture)],
+    }
+    rows = []
+    for label, args in commands.items():
+        stdout = out / f"{label}.txt"
+        seconds, mb = timed([*py, *args], stdout, profkit_env(work), fail_ok=True)
+        err = stdout.with_suffix(".txt.err").read_text(errors="replace").strip().splitlines()
+        lines = stdout.read_text(errors="replace").count("\n")
+        said = next((x for x in err if x.startswith("Error:")), None)
+        what = f"`{said[:110]}`" if said else f"{lines:,} lines" + (f"; stderr: {err[-1][:80]}" if err else "")
+        rows.append([f"`report {label}`", f"{seconds:.2f}", f"{mb:,.0f}", f"{1000 * seconds / e.kernels:.4f}", what])
+        print(f"  report {label}: {seconds:.2f} s, {mb:,.0f} MB, {what}", flush=True)
+    return rows
 
 
 @dataclass
@@ -489,6 +528,10 @@ def main() -> None:
     p.add_argument("--sections", type=Path, help=argparse.SUPPRESS)  # report.md's parts, timed in-process
     p.add_argument("--before", default="8c2c7e1", help="The commit timed as `before` against this checkout on the "
                    "largest export (report kernels, nvtx, report.md; default %(default)s); '' skips it.")
+    p.add_argument("--large", action="store_true", help="Add a 10 M-kernel export (issue 17; building it takes "
+                   "minutes and nsys stats on it about ten times the 1 M export's time).")
+    p.add_argument("--every-command", action="store_true", help="Also time modules, timeline, flops, compare, ranks "
+                   "and memory once on every export (issue 17).")
     p.add_argument("--ranks", help="Rank counts for the multi-rank case (e.g. 2,4,8,16,32,64); prints markdown.")
     p.add_argument("--ranks-one", type=Path, help=argparse.SUPPRESS)  # one timed `report ranks` (a subprocess)
     a = p.parse_args()
@@ -506,7 +549,7 @@ def main() -> None:
         return
     load_start = loadavg()
     started = time.perf_counter()
-    sizes = sorted(int(s.replace("_", "")) for s in a.sizes.split(","))
+    sizes = sorted({int(s.replace("_", "")) for s in a.sizes.split(",")} | ({10_000_000} if a.large else set()))
     nsys = find_nsys(a.nsys)
     command = shlex.join(["python", "scripts/bench_parser.py", *sys.argv[1:]])
     if nsys.source == "$PROFKIT_NSYS":
@@ -545,6 +588,10 @@ def main() -> None:
         rows.append(["the same, cached", f"{100 * warm_sums[-1] / nvtx_kern:.2f} %", "", ""])
         sections += [f"### {e.kernels:,} kernels ({e.copies:,} copies)", "",
                      markdown_table(["tool", "seconds", "peak MB", "s per 1 k kernels"], rows, align="lrrr"), ""]
+        if a.every_command:
+            sections += ["Every other report command, one run each (a refusal is its `Error:` line):", "",
+                         markdown_table(["command", "seconds", "peak MB", "s per 1 k kernels", "output"],
+                                        every_command(e, a.work), align="lrrrl"), ""]
 
     # Issue 9's check: before (a commit) against after (this checkout), and report.md's parts in-process.
     big = exports[-1]

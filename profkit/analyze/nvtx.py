@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import heapq
 import re
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -113,8 +115,9 @@ def _nest(s: np.ndarray, e: np.ndarray, t: np.ndarray,
         if a == b:
             continue
         stack: list[int] = []
-        times: list[int] = []
-        owner: list[int] = []
+        # Packed 64-bit arrays, not lists: 8 bytes an event instead of a pointer and an int object.
+        times = array("q")
+        owner = array("q")
         nested = True
         for i in range(a, b):
             s_i, e_i = s_list[i], e_list[i]
@@ -148,9 +151,9 @@ def _nest(s: np.ndarray, e: np.ndarray, t: np.ndarray,
     return np.array(parent, dtype=np.int64), timelines
 
 
-def _step(times: list[int], owner: list[int]) -> Timeline:
-    tm = np.asarray(times, dtype=np.int64)
-    o = np.asarray(owner, dtype=np.int64)
+def _step(times: Sequence[int], owner: Sequence[int]) -> Timeline:
+    tm = np.frombuffer(times, dtype=np.int64) if isinstance(times, array) else np.asarray(times, dtype=np.int64)
+    o = np.frombuffer(owner, dtype=np.int64) if isinstance(owner, array) else np.asarray(owner, dtype=np.int64)
     keep = np.append(tm[1:] != tm[:-1], True)  # at one instant, the state after all its events
     return tm[keep], o[keep]
 
@@ -373,6 +376,20 @@ def owners(launch_ns: np.ndarray, launch_tid: np.ndarray, timelines: dict[int, d
     owner = np.full(len(launch_ns), -1, dtype=np.int64)
     if not len(starts) or not len(launch_ns):
         return owner
+    # Each launch's owner depends on that launch alone: a chunk at a time, the temporaries below
+    # (a dozen arrays the chunk's length) stay a few MB however many kernels there are.
+    for lo in range(0, len(launch_ns), OWNER_CHUNK):
+        hi = lo + OWNER_CHUNK
+        owner[lo:hi] = _owners(launch_ns[lo:hi], launch_tid[lo:hi], timelines, starts)
+    return owner
+
+
+OWNER_CHUNK = 1 << 18
+
+
+def _owners(launch_ns: np.ndarray, launch_tid: np.ndarray, timelines: dict[int, dict[int, Timeline]],
+            starts: np.ndarray) -> np.ndarray:
+    owner = np.full(len(launch_ns), -1, dtype=np.int64)
     launch_pid = pid_of(launch_tid)
     for pid, threads in timelines.items():
         in_pid = np.flatnonzero((launch_pid == pid) & (launch_tid >= 0))
