@@ -696,7 +696,8 @@ def main() -> None:
         "files stay in the OS page cache for every tool alike); the tools interleaved within each repeat. Peak MB: "
         "max RSS from `/usr/bin/time -f %M` (for nsys, its largest process). profkit runs on the built file; nsys "
         "stats runs on a separate copy of it, made fresh for this run, because nsys stats may write into an export "
-        "(its first run on a file can be slower than the rest).", "",
+        "(its first run on a file can be slower than the rest). profkit runs with Python's bytecode cache (in --work, "
+        "filled by an untimed run), as an installed profkit has it.", "",
         *sections,
         *compare_lines,
         "## Commands", "",
