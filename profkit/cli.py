@@ -222,10 +222,12 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
 
     Runs `nsys profile` around `python -m profkit run` with profkit's defaults (on CUDA:
     --trace=cuda,nvtx,osrt,cublas,cudnn --capture-range=cudaProfilerApi
-    --capture-range-end=stop --sample=none --cpuctxsw=none --cuda-memory-usage=true; on
+    --capture-range-end=stop --sample=none --cpuctxsw=none --cuda-memory-usage=true, and
+    --cuda-graph-trace=node when this nsys has it, so CUDA graphs show every kernel; on
     CPU, where there is no capture range, the whole short program with nvtx,osrt), then
     `nsys export --type sqlite`. nsys options after `--` override the defaults one flag at
-    a time. Leaves OUT_DIR/NAME/{profile.nsys-rep, profile.sqlite, run.json, nsys.log}.
+    a time (`-- --cuda-graph-trace=graph` for nsys's own). Leaves
+    OUT_DIR/NAME/{profile.nsys-rep, profile.sqlite, run.json, nsys.log}.
 
     \b
     Example:
@@ -235,7 +237,7 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
     cfg = make_config(**kwargs)
     from profkit.collect import distributed, launch, workload  # workload imports torch
     from profkit.console import status
-    from profkit.nsys import check_options, find_nsys
+    from profkit.nsys import check_options, find_nsys, profile_flags
     from profkit.pipeline import check_capture
     from profkit.ranks import check_rank_capture
 
@@ -251,15 +253,17 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
         if c.distributed:
             distributed.check_launch(c, device=device, gpus=workload.gpu_count())
         nsys = find_nsys(nsys_path)
-        check_options(nsys, list(nsys_args))
+        flags = profile_flags(nsys)  # what it lists: the user's options are checked, profkit's added where it has them
+        check_options(nsys, list(nsys_args), flags)
         launch.refuse_early(nsys, c, device=device, cuda=cuda, user_args=list(nsys_args))
         with status() as say:
             if c.distributed:
                 return distributed.profile_ranks(nsys, c, device=device, name=folder_name, out_dir=out_dir,
                                                  user_args=list(nsys_args), single_file=single_file,
-                                                 check=check_rank_capture, force=force, status=say)
+                                                 check=check_rank_capture, force=force, status=say, flags=flags)
             return launch.profile(nsys, c, device=device, name=folder_name, out_dir=out_dir,
-                                  user_args=list(nsys_args), check=check_capture, force=force, status=say)
+                                  user_args=list(nsys_args), check=check_capture, force=force, status=say,
+                                  flags=flags)
 
     folder = library(go)
     from profkit import layout
@@ -799,12 +803,18 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
 @click.option("--dtype", default=RunConfig().dtype, show_default=True, help=f"One of {', '.join(DTYPES)}.")
 @click.option("--batch-size", type=int, help="Default: the size's.")
 @click.option("--context-length", type=int, help="Default: the size's.")
+@click.option("--compile/--no-compile", "compile_", default=RunConfig().compile,
+              help="As the capture was run (a compiled model has no per-module ranges to count under).")
+@click.option("--grad-accum", type=int, default=RunConfig().grad_accum, show_default=True,
+              help="Micro-batches per step, as the capture's `profkit run --grad-accum`.")
+@click.option("--optimizer", default=RunConfig().optimizer, show_default=True,
+              help=f"mode step's optimizer: {', '.join(OPTIMIZERS)}.")
 @click.option("--nvtx-depth", type=int, default=RunConfig().nvtx_depth, show_default=True,
               help="Module levels with ranges, for your own model.")
 @click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json", show_default=True)
 @click.option("--out", type=PATH, help="Write flops.json into this run or capture folder.")
 def flops(model: str, mode: str, attn: str, dtype: str, batch_size: int | None, context_length: int | None,
-          nvtx_depth: int, fmt: str, out: Path | None) -> None:
+          compile_: bool, grad_accum: int, optimizer: str, nvtx_depth: int, fmt: str, out: Path | None) -> None:
     """FLOPs and minimum bytes per NVTX path of one step, counted on the meta device (CPU is
     enough): the paths a capture of the same config has, under step_0.
 
@@ -815,7 +825,8 @@ def flops(model: str, mode: str, attn: str, dtype: str, batch_size: int | None, 
     """
     try:
         cfg = RunConfig(model=model, mode=mode, attn=attn, dtype=dtype, batch_size=batch_size,
-                        context_length=context_length, nvtx_depth=nvtx_depth, device="cpu")
+                        context_length=context_length, compile=compile_, grad_accum=grad_accum,
+                        optimizer=optimizer, nvtx_depth=nvtx_depth, device="cpu")
     except ValueError as e:
         raise bad_input(str(e)) from None
     from profkit.collect import flops as counting

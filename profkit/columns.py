@@ -10,7 +10,13 @@ Schemas of nsys 2022.x to 2025.x differ in small ways, all handled here:
   the nvtx package); event types are looked up by name in ENUM_NSYS_EVENT_TYPE;
 - `correlationId` is unique only within a process: runtime calls join kernels on it AND on
   the process (`globalPid = globalTid & 0xFFFFFFFFFF000000`);
-- an NVTX range still open when the capture stopped has a NULL `end` (read as OPEN_END).
+- an NVTX range still open when the capture stopped has a NULL `end` (read as OPEN_END);
+- CUDA graphs: under nsys's default `--cuda-graph-trace=graph` a replay is one row of
+  CUPTI_ACTIVITY_KIND_GRAPH_TRACE and its kernels are not in the kernel table; each such row is
+  read as one more kernel row, named `CUDA graph G (exec E)` (a name id of its own, below zero,
+  that read_names() resolves), joined to its cudaGraphLaunch like any kernel. Under
+  `--cuda-graph-trace=node` the graph's kernels are kernel rows sharing their launch's
+  correlation id.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ def pid_of(global_tid: np.ndarray) -> np.ndarray:
 
 KERNEL_TABLE = "CUPTI_ACTIVITY_KIND_KERNEL"
 RUNTIME_TABLE = "CUPTI_ACTIVITY_KIND_RUNTIME"
+GRAPH_TABLE = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
+GRAPH_NAME = re.compile(r"^CUDA graph \d+( \(exec \d+\))?$")
+"""The name profkit gives a whole-graph row (graph_name()); no kernel's name looks like it."""
+_GRAPH_ID_LIMIT = 1 << 30
 NVTX_TABLE = "NVTX_EVENTS"
 # Fallback when an export has no ENUM_NSYS_EVENT_TYPE (seen in nsys 2022.x): the ids it used.
 NVTX_TYPES_FALLBACK = {34: "NvtxMark", 59: "NvtxPushPopRange", 60: "NvtxStartEndRange"}
@@ -456,6 +466,39 @@ def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) ->
     return start, tid
 
 
+def graph_name(graph_id: int, exec_id: int) -> str:
+    """The name of a whole-graph row: its graph and its executable graph (-1: not recorded).
+
+    >>> graph_name(4, 5), graph_name(4, -1)
+    ('CUDA graph 4 (exec 5)', 'CUDA graph 4')
+    """
+    return f"CUDA graph {graph_id}" + (f" (exec {exec_id})" if exec_id >= 0 else "")
+
+
+def graph_name_ids(graph_id: np.ndarray, exec_id: np.ndarray) -> np.ndarray:
+    """The name id of whole-graph rows: below zero, so never a StringIds id, and one per
+    (graph, executable graph) pair; graph_names() gives their texts.
+
+    >>> ids = graph_name_ids(np.array([4, 4, 7]), np.array([5, 5, -1]))
+    >>> ids.tolist(), graph_names(ids)[int(ids[2])]
+    ([-17179869191, -17179869191, -30064771073], 'CUDA graph 7')
+    """
+    return -1 - ((graph_id.astype(np.int64) << 32) | (exec_id.astype(np.int64) + 1))
+
+
+def graph_names(ids: np.ndarray) -> dict[int, str]:
+    """graph_name_ids() back to names (each distinct id once)."""
+    out = {}
+    for i in np.unique(ids).tolist():
+        v = -1 - int(i)
+        out[int(i)] = graph_name(v >> 32, (v & 0xFFFFFFFF) - 1)
+    return out
+
+
+def _graph_ids_ok(graph_id: np.ndarray, exec_id: np.ndarray) -> bool:
+    return bool(((graph_id >= 0) & (graph_id < _GRAPH_ID_LIMIT) & (exec_id >= -1) & (exec_id < 2**31 - 1)).all())
+
+
 KERNEL_FIELDS = ("start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", "name_id", "short_id")
 
 
@@ -465,21 +508,47 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     ~0.1 s per million kernels), dur_ns, and with `launches` each kernel's launching runtime call
     (launch_ns, launch_tid; -1 when none was recorded).
 
-    `processes` False: global_pid is read only when asked for, launches need it, or two kernels
-    share a correlation id and a start (then the repeat check needs it: a second read).
-    `compact`: ids (correlation_id, name_id, short_id) as int32 where they fit (times stay int64).
+    Whole CUDA-graph replays (GRAPH_TABLE, nsys's `--cuda-graph-trace=graph`) follow the kernel
+    table's rows, one row each, as read_graphs() reads them: GPU work wherever kernels count.
+
+    `processes` False: global_pid is read only when asked for, launches or CUDA-graph replays need
+    it, or two kernels share a correlation id and a start (then the repeat check needs it: a second
+    read). `compact`: the kernel table's ids (correlation_id, name_id, short_id) as int32 where they
+    fit (times stay int64).
 
     Raises:
         ProfileError: the kernels table has no name column.
     """
     # correlation_id (and global_pid) always: a repeated row is found by them (and its start).
     fields = list(fields)
-    pid_now = processes or launches or "global_pid" in fields
+    pid_now = processes or launches or "global_pid" in fields or GRAPH_TABLE in tables  # replays pair by process
     wanted = list(dict.fromkeys([*fields, "correlation_id", *(["global_pid"] if pid_now else [])]))
     if KERNEL_TABLE not in tables:
-        empty = np.empty(0, dtype=np.int64)
-        return {**{f: empty for f in wanted}, "dur_ns": empty,
-                **({"launch_ns": empty, "launch_tid": empty} if launches else {})}
+        columns: dict[str, np.ndarray] = {f: np.empty(0, dtype=np.int64) for f in dict.fromkeys(
+            [*[w for w in wanted if w in KERNEL_FIELDS], "start_ns", "end_ns"])}
+    else:
+        columns = _kernel_table(reader, wanted, pid_now=pid_now, compact=compact)
+    graphs = read_graphs(reader, tables, wanted, kernels=columns)
+    if graphs is not None:
+        columns = {f: np.concatenate([columns[f], graphs[f]]) for f in columns}
+    n = len(columns["start_ns"])
+    if launches:
+        launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
+        if RUNTIME_TABLE in tables and n:
+            has_pid = KERNEL_TABLE not in tables or "globalPid" in reader.columns_of(KERNEL_TABLE)
+            launch_ns, launch_tid = launches_of(reader, tables, columns["correlation_id"], columns["global_pid"],
+                                                has_pid, like="%Launch%")
+        columns["launch_ns"], columns["launch_tid"] = launch_ns, launch_tid
+    columns["dur_ns"] = columns["end_ns"] - columns["start_ns"]
+    for f in wanted:  # an export without a kernel table: every asked-for column, empty
+        columns.setdefault(f, np.empty(0, dtype=np.int64))
+    return columns
+
+
+def _kernel_table(reader: Reader, wanted: list[str], *, pid_now: bool = True,
+                  compact: bool = False) -> dict[str, np.ndarray]:
+    """The kernel table's columns of `wanted` (start_ns and end_ns always), checked; read_kernels()
+    says what `pid_now` and `compact` do."""
     have = reader.columns_of(KERNEL_TABLE)
     name = next((c for c in ("demangledName", "name", "shortName", "mangledName") if c in have), None)
     if name is None:
@@ -498,20 +567,67 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     arrays = reader.select(f"SELECT {', '.join(exprs[f][0] for f in read)} FROM {KERNEL_TABLE}",
                            [exprs[f][1] for f in read], count, narrow=[i for i, f in enumerate(read) if f in ids])
     columns = dict(zip(read, arrays, strict=True))
-    n = len(columns["start_ns"])
     check_times(reader.path, "kernel", columns["start_ns"], columns["end_ns"])
     if not pid_now and repeats(columns["correlation_id"], None, columns["start_ns"]):
         columns["global_pid"], = reader.select(f"SELECT {exprs['global_pid'][0]} FROM {KERNEL_TABLE}",
                                                [exprs["global_pid"][1]], count)
     check_unique(reader.path, "kernel", columns["correlation_id"], columns.get("global_pid"), columns["start_ns"])
-    if launches:
-        launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
-        if RUNTIME_TABLE in tables and n:
-            launch_ns, launch_tid = launches_of(reader, tables, columns["correlation_id"], columns["global_pid"],
-                                                "globalPid" in have, like="%Launch%")
-        columns["launch_ns"], columns["launch_tid"] = launch_ns, launch_tid
-    columns["dur_ns"] = columns["end_ns"] - columns["start_ns"]
     return columns
+
+
+def read_graphs(reader: Reader, tables: set[str], wanted: Iterable[str], *,
+                kernels: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray] | None:
+    """Whole CUDA-graph replays as kernel columns (`wanted` of KERNEL_FIELDS, start_ns and end_ns
+    always): name_id and short_id graph_name_ids(), so that each replay is named `CUDA graph G
+    (exec E)`; None when the export has no GRAPH_TABLE rows.
+
+    A replay whose (correlation id, process) some kernel row has too is left out: those kernels
+    are the graph's own, traced node by node, and the replay would count them twice.
+
+    Raises:
+        ProfileError: a row ends before it starts, a graph id is negative or huge, or two replays
+            share a correlation id in one process.
+    """
+    if GRAPH_TABLE not in tables:
+        return None
+    require(reader, GRAPH_TABLE, ("start", "end", "graphId"))
+    have = reader.columns_of(GRAPH_TABLE)
+    exprs = {"start_ns": ("start", None), "end_ns": ("end", None), "device_id": ("deviceId", 0),
+             "stream_id": ("streamId", 0), "correlation_id": ("correlationId", -1),
+             "global_pid": ("globalPid", 0)}
+    read = list(dict.fromkeys([f for f in wanted if f in exprs] + ["start_ns", "end_ns", "correlation_id",
+                                                                    "global_pid"]))
+    select = [exprs[f][0] if exprs[f][0] in have else "0" for f in read]
+    fills = [exprs[f][1] if exprs[f][0] in have else None for f in read]
+    exec_col = "graphExecId" if "graphExecId" in have else "-1"
+    arrays = reader.select(f"SELECT {', '.join(select)}, graphId, {exec_col} FROM {GRAPH_TABLE}",
+                           [*fills, None, -1])
+    if not len(arrays[0]):
+        return None
+    columns = dict(zip(read, arrays[:-2], strict=True))
+    graph_id, exec_id = arrays[-2], arrays[-1]
+    check_times(reader.path, "CUDA graph", columns["start_ns"], columns["end_ns"])
+    if not _graph_ids_ok(graph_id, exec_id):
+        raise ProfileError(f"{reader.path} is damaged: {GRAPH_TABLE} holds a negative or huge graph id; export the "
+                           "capture again with nsys export --type sqlite")
+    check_unique(reader.path, "CUDA graph", columns["correlation_id"], columns["global_pid"])
+    columns["name_id"] = columns["short_id"] = graph_name_ids(graph_id, exec_id)
+    if kernels is not None and len(kernels.get("correlation_id", ())):
+        traced = pair_keys(kernels["correlation_id"], kernels["global_pid"])
+        keep = ~np.isin(pair_keys(columns["correlation_id"], columns["global_pid"]), traced) \
+            | (columns["correlation_id"] < 0)
+        if not keep.all():
+            columns = {f: v[keep] for f, v in columns.items()}
+        if not len(columns["start_ns"]):
+            return None
+    return columns
+
+
+def pair_keys(corr: np.ndarray, pid: np.ndarray) -> np.ndarray:
+    """(correlation id, process) as one comparable value each (a structured array)."""
+    keys = np.empty(len(corr), dtype=[("pid", np.int64), ("corr", np.int64)])
+    keys["pid"], keys["corr"] = pid, corr
+    return keys
 
 
 def launches_of(reader: Reader, tables: set[str], corr: np.ndarray, pid: np.ndarray, has_pid: bool, *,
@@ -532,8 +648,20 @@ def launches_of(reader: Reader, tables: set[str], corr: np.ndarray, pid: np.ndar
 
 
 def read_names(db: sqlite3.Connection) -> dict[int, str]:
-    """StringIds: id -> text."""
-    return dict(db.execute("SELECT id, value FROM StringIds").fetchall())
+    """StringIds: id -> text; with the names of the export's whole CUDA-graph rows (graph_name_ids(),
+    below zero) when it has GRAPH_TABLE."""
+    names = dict(db.execute("SELECT id, value FROM StringIds").fetchall())
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (GRAPH_TABLE,)).fetchone():
+        have = table_columns(db, GRAPH_TABLE)
+        if "graphId" in have:
+            exec_col = "graphExecId" if "graphExecId" in have else "-1"
+            pairs = np.array([(g, x) for g, x in db.execute(
+                f"SELECT DISTINCT graphId, coalesce({exec_col}, -1) FROM {GRAPH_TABLE} "
+                f"WHERE typeof(graphId) = 'integer' AND typeof(coalesce({exec_col}, -1)) = 'integer'")],
+                dtype=np.int64).reshape(-1, 2)
+            ok = (pairs[:, 0] >= 0) & (pairs[:, 0] < _GRAPH_ID_LIMIT) & (pairs[:, 1] >= -1) & (pairs[:, 1] < 2**31 - 1)
+            names.update(graph_names(graph_name_ids(pairs[ok, 0], pairs[ok, 1])))
+    return names
 
 
 def nvtx_type_names(db: sqlite3.Connection, tables: set[str]) -> dict[int, str]:

@@ -202,7 +202,7 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
     owner = (owners(k.pop("launch_ns"), k.pop("launch_tid"), tree.timelines, tree.start_ns) if nvtx
              else np.full(len(name), -1, dtype=np.int64))
     proj = project_arrays(owner, k["dur_ns"], k["start_ns"], k["end_ns"], tree.parent, tree.depth)
-    return Attributed(export, col.KERNEL_TABLE in tables,
+    return Attributed(export, col.KERNEL_TABLE in tables or col.GRAPH_TABLE in tables,
                       Owned(k["dur_ns"], k["start_ns"], k["end_ns"], owner, name, names), short_codes, shorts,
                       name_cat[name] if len(name) else name, list(cat_index),
                       Projected(tree.start_ns, tree.end_ns, tree.name, tree.names, tree.path, tree.paths,

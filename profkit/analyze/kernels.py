@@ -217,6 +217,29 @@ def in_ranges(kernels: pd.DataFrame, pattern: str) -> pd.DataFrame:
     return kernels[paths.isin(matching).to_numpy()]
 
 
+def graph_replays(category: np.ndarray, categories: list[str], dur: np.ndarray) -> tuple[int, int]:
+    """(count, total ns) of the whole CUDA-graph replays among kernel rows (their category is
+    categories.GRAPH_CATEGORY), given each row's category code into `categories`.
+
+    >>> graph_replays(np.array([0, 1, 1]), ["gemm", "cuda graph"], np.array([5, 7, 9]))
+    (2, 16)
+    """
+    from profkit.analyze.categories import GRAPH_CATEGORY
+
+    if GRAPH_CATEGORY not in categories:
+        return 0, 0
+    mine = category == categories.index(GRAPH_CATEGORY)
+    return int(mine.sum()), int(dur[mine].sum())
+
+
+def graph_replays_of(kernels: pd.DataFrame) -> tuple[int, int]:
+    """graph_replays() of kernel_frame() rows."""
+    if kernels.empty:
+        return 0, 0
+    codes, cats = column_codes(kernels["category"])
+    return graph_replays(codes, cats, kernels["dur_ns"].to_numpy())
+
+
 def unattributed_pct(kernels: pd.DataFrame) -> float:
     """Share of kernel time launched outside every NVTX range (owner -1), in percent.
 

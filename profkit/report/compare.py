@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from profkit import analyze, layout
 from profkit.pipeline import Analysis
-from profkit.report.formats import render
+from profkit.report.formats import frame_graph_note, render
 from profkit.report.tables import markdown_table, mib
 
 if TYPE_CHECKING:
@@ -52,8 +52,10 @@ def compare(analyses: list[Analysis], names: list[str], *, top: int = 10, fmt: s
         return render(table, fmt, "")
     ranked = [analyze.rank_kernels(a.kernels) for a in analyses]
     kernels = analyze.compare_kernels(ranked, steps, names, top=top)
+    notes = [f"{name}: {note.removeprefix('Note: ')}" for name, a in zip(names, analyses, strict=True)
+             if (note := frame_graph_note(a.kernels)) is not None]
     return "\n".join(_runs_markdown(analyses, names, steps) + _categories_markdown(table, names)
-                     + _kernels_markdown(kernels, names))
+                     + _kernels_markdown(kernels, names) + ([f"Note: {'; '.join(notes)}", ""] if notes else []))
 
 
 def gate(analyses: list[Analysis], names: list[str], thresholds: list[Threshold]) -> tuple[bool, str]:
