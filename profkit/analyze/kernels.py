@@ -76,7 +76,11 @@ def rank(codes: np.ndarray, labels: list[str], dur: np.ndarray, categories: list
     # Durations sorted within each group: one sort of (group, duration) packed in one integer
     # when both fit, else a two-key sort.
     if len(dur) and int(dur.min()) >= 0 and int(dur.max()) < 1 << 40 and m < 1 << 22:
-        d = np.sort((codes.astype(np.int64) << 40) | dur) & ((1 << 40) - 1)
+        d = codes.astype(np.int64)  # the key built, sorted and unpacked in place: one array the kernels' length
+        d <<= 40
+        d |= dur
+        d.sort()
+        d &= (1 << 40) - 1
     else:
         d = dur[np.lexsort((dur, codes))]
     n = count[groups]

@@ -51,11 +51,11 @@ def kernels(a: Analysis | Attributed, *, range_regex: str | None = None, top: in
     att = a if isinstance(a, Attributed) else a.attributed()
     att.require_kernels()
     k = att.kernels
-    rows = np.flatnonzero(np.ones(len(k.dur_ns), dtype=bool))
+    rows: slice | np.ndarray = slice(None)  # every kernel: views, no copies
     if range_regex:
         ok = matching_paths(att.ranges.paths, range_regex)
         hit = k.owner >= 0
-        rows = np.flatnonzero(hit & ok[att.ranges.path[np.where(hit, k.owner, 0)]]) if len(ok) else rows[:0]
+        rows = np.flatnonzero(hit & ok[att.ranges.path[np.where(hit, k.owner, 0)]]) if len(ok) else np.empty(0, int)
     if by == "category":
         codes, labels = att.category, att.categories
     elif name == "demangled":
@@ -68,8 +68,10 @@ def kernels(a: Analysis | Attributed, *, range_regex: str | None = None, top: in
     # Each row's category: its group's (by category), else that of the group's first kernel.
     categories = list(labels) if by == "category" else [""] * len(labels)
     if by != "category":
-        present, first = np.unique(codes, return_index=True)
-        for g, i in zip(present.tolist(), att.category[rows][first].tolist(), strict=True):
+        first = np.full(len(labels), len(codes), dtype=np.int64)  # each group's first kernel, in linear time
+        np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
+        present = np.flatnonzero(first < len(codes))
+        for g, i in zip(present.tolist(), att.category[rows][first[present]].tolist(), strict=True):
             categories[g] = att.categories[i]
     ranked = rank(codes, labels, k.dur_ns[rows], categories, top_k=top or None)
     return render(ranked, fmt, with_note(kernels_markdown(ranked, "category" if by == "category" else "name"),

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from profkit import analyze, layout
-from profkit.analyze import gate as gates
-from profkit.analyze.gate import Threshold
 from profkit.pipeline import Analysis
 from profkit.report.formats import frame_graph_note, render
-from profkit.report.names import unique_names
 from profkit.report.tables import markdown_table, mib
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from profkit.analyze.gate import Threshold
 
 CONFIG_FIELDS = ("model", "mode", "dtype", "attn", "compile", "batch_size", "context_length", "nvtx", "nvtx_depth")
 
@@ -71,6 +70,8 @@ def gate(analyses: list[Analysis], names: list[str], thresholds: list[Threshold]
     shares = analyze.compare_shares([analyze.category_shares(a.kernels, a.data.memcpy, a.data.memset)
                                      for a in analyses], steps, names)
     step_ms = [a.run.summary.median_ms if a.run is not None else None for a in analyses]
+    from profkit.analyze import gate as gates  # loaded here: a cold `report kernels` never gates
+
     crossings = gates.gate(thresholds, shares, step_ms, names)
     return bool(crossings), gates.summary(crossings, len(thresholds) * (len(analyses) - 1))
 
@@ -115,6 +116,8 @@ def _categories_markdown(table: pd.DataFrame, names: list[str]) -> list[str]:
 
 
 def _kernels_markdown(kernels: pd.DataFrame, names: list[str]) -> list[str]:
+    from profkit.report.names import unique_names
+
     short = unique_names(kernels["name"].astype(str).tolist())
     header = ["kernel", "category", *[f"{n} ms/step" for n in names], *[f"Δ {n}" for n in names[1:]]]
     rows = []
