@@ -13,11 +13,14 @@ from click_default_group import DefaultGroup
 from profkit import __version__
 from profkit.config import COMPILE_MODES, DEVICES, DTYPES, MEMORY_STACKS, MODES, OPTIMIZERS, STRATEGIES, RunConfig
 from profkit.errors import ProfkitError
+from profkit.layout import DEFAULT_DB
 from profkit.sizes import ATTN_BACKENDS, SIZES
-from profkit.sweeps import DEFAULT_DB
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BAD_INPUT = 2  # exit code for anything the user can fix, as click uses for usage errors
+PATH = click.Path(path_type=Path)
+"""Every path argument's type, made once: click looks up its translations on disk for each one
+(gettext, ~1 ms a type), a cost every command's start-up paid 27 times."""
 
 
 class OneLineErrors(click.Group):
@@ -125,7 +128,7 @@ def make_config(**kwargs: Any) -> RunConfig:
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @run_options
-@click.option("--out", type=click.Path(path_type=Path), help="Folder for run.json (default: runs/<label>-<time>).")
+@click.option("--out", type=PATH, help="Folder for run.json (default: runs/<label>-<time>).")
 @click.option("--force", is_flag=True, help="Overwrite an existing run.json.")
 def run(**kwargs: Any) -> None:
     """Run one workload and time its measured steps.
@@ -206,7 +209,7 @@ def _run_rank(cfg: RunConfig, rank: Any) -> None:
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @run_options
 @click.option("--name", help="Capture folder name (default: <label>-<time>).")
-@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("profiles"), show_default=True,
+@click.option("--out-dir", type=PATH, default=Path("profiles"), show_default=True,
               help="Where capture folders go.")
 @click.option("--nsys", "nsys_path", help="The nsys to use (else $PROFKIT_NSYS, PATH, .tools/nsys).")
 @click.option("--force", is_flag=True, help="Replace an existing capture folder of that name.")
@@ -219,10 +222,12 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
 
     Runs `nsys profile` around `python -m profkit run` with profkit's defaults (on CUDA:
     --trace=cuda,nvtx,osrt,cublas,cudnn --capture-range=cudaProfilerApi
-    --capture-range-end=stop --sample=none --cpuctxsw=none --cuda-memory-usage=true; on
+    --capture-range-end=stop --sample=none --cpuctxsw=none --cuda-memory-usage=true, and
+    --cuda-graph-trace=node when this nsys has it, so CUDA graphs show every kernel; on
     CPU, where there is no capture range, the whole short program with nvtx,osrt), then
     `nsys export --type sqlite`. nsys options after `--` override the defaults one flag at
-    a time. Leaves OUT_DIR/NAME/{profile.nsys-rep, profile.sqlite, run.json, nsys.log}.
+    a time (`-- --cuda-graph-trace=graph` for nsys's own). Leaves
+    OUT_DIR/NAME/{profile.nsys-rep, profile.sqlite, run.json, nsys.log}.
 
     \b
     Example:
@@ -232,7 +237,7 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
     cfg = make_config(**kwargs)
     from profkit.collect import distributed, launch, workload  # workload imports torch
     from profkit.console import status
-    from profkit.nsys import check_options, find_nsys
+    from profkit.nsys import check_options, find_nsys, profile_flags
     from profkit.pipeline import check_capture
     from profkit.ranks import check_rank_capture
 
@@ -248,15 +253,17 @@ def profile(name: str | None, out_dir: Path, nsys_path: str | None, force: bool,
         if c.distributed:
             distributed.check_launch(c, device=device, gpus=workload.gpu_count())
         nsys = find_nsys(nsys_path)
-        check_options(nsys, list(nsys_args))
+        flags = profile_flags(nsys)  # what it lists: the user's options are checked, profkit's added where it has them
+        check_options(nsys, list(nsys_args), flags)
         launch.refuse_early(nsys, c, device=device, cuda=cuda, user_args=list(nsys_args))
         with status() as say:
             if c.distributed:
                 return distributed.profile_ranks(nsys, c, device=device, name=folder_name, out_dir=out_dir,
                                                  user_args=list(nsys_args), single_file=single_file,
-                                                 check=check_rank_capture, force=force, status=say)
+                                                 check=check_rank_capture, force=force, status=say, flags=flags)
             return launch.profile(nsys, c, device=device, name=folder_name, out_dir=out_dir,
-                                  user_args=list(nsys_args), check=check_capture, force=force, status=say)
+                                  user_args=list(nsys_args), check=check_capture, force=force, status=say,
+                                  flags=flags)
 
     folder = library(go)
     from profkit import layout
@@ -308,7 +315,7 @@ def report_options(f: Any) -> Any:
     """Options every `profkit report` command shares."""
     f = click.option("--allow-incomplete", is_flag=True,
                      help="Report an export whose nsys analysis stopped early instead of refusing it.")(f)
-    f = click.option("--rules", type=click.Path(path_type=Path), help="Extra kernel category rules (TOML).")(f)
+    f = click.option("--rules", type=PATH, help="Extra kernel category rules (TOML).")(f)
     f = click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache "
                      "($XDG_CACHE_HOME/profkit).")(f)
     return f
@@ -332,7 +339,7 @@ def _rank_note(profile: Path, rank: int | None) -> None:
 
 
 def output_options(f: Any) -> Any:
-    f = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file (never over one "
+    f = click.option("-o", "--output", type=PATH, help="Write to this file (never over one "
                      "that exists; - for stdout) instead of stdout.")(f)
     f = click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
                      show_default=True)(f)
@@ -387,7 +394,7 @@ def report() -> None:
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("profile", type=click.Path(path_type=Path), required=False)
+@click.argument("profile", type=PATH, required=False)
 @click.option("--demo", is_flag=True, help="Report on the H100 export that ships with profkit.")
 @click.option("--top", type=int, default=15, show_default=True, help="Kernels listed.")
 @click.option("--force", is_flag=True, help="Replace an existing report.md (and report.html).")
@@ -492,7 +499,7 @@ def _capture_html(profile: Path, title: str, rules: Path | None, allow_incomplet
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("profile", type=click.Path(path_type=Path))
+@click.argument("profile", type=PATH)
 @click.option("--range", "range_regex", help="Only kernels launched inside ranges whose path matches this regex.")
 @click.option("--top", type=int, default=20, show_default=True, help="Rows listed, the rest folded into `others` "
               "(0: all).")
@@ -527,7 +534,7 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("profile", type=click.Path(path_type=Path))
+@click.argument("profile", type=PATH)
 @click.option("--by", type=click.Choice(["path", "name"]), default="path", show_default=True)
 @click.option("--steps", type=click.Choice(["each", "merged"]), default="each", show_default=True,
               help="merged: one row per path of the measured steps, per step, largest first (warm-up left out).")
@@ -562,7 +569,7 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("profile", type=click.Path(path_type=Path))
+@click.argument("profile", type=PATH)
 @output_options
 @rank_option
 @report_options
@@ -592,9 +599,9 @@ def modules(profile: Path, fmt: str, output: Path | None, rank: int | None, rule
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("profiles", type=click.Path(path_type=Path), nargs=-1, required=True)
+@click.argument("profiles", type=PATH, nargs=-1, required=True)
 @click.option("--top", type=int, default=10, show_default=True, help="Top kernels listed per capture (markdown).")
-@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Also write the comparison as one "
+@click.option("--html", "html_out", type=PATH, help="Also write the comparison as one "
               "self-contained page to this file (never over one that exists).")
 @click.option("--fail-if", "fail_if", multiple=True, metavar="METRIC>LIMIT",
               help="Exit 1 (a one-line verdict on stderr) when a capture got worse than the first by more than "
@@ -689,7 +696,7 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if
 
 
 @report.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("profile", type=click.Path(path_type=Path))
+@click.argument("profile", type=PATH)
 @click.option("--by", type=click.Choice(["phase", "name"]), default="phase", show_default=True,
               help="phase: the measured steps' step, forward, backward, optimizer; name: every range name.")
 @output_options
@@ -720,8 +727,8 @@ def timeline(profile: Path, by: str, fmt: str, output: Path | None, rank: int | 
 
 
 @report.command("ranks", context_settings=CONTEXT_SETTINGS)
-@click.argument("profile", type=click.Path(path_type=Path))
-@click.option("--png", type=click.Path(path_type=Path), callback=_png_file,
+@click.argument("profile", type=PATH)
+@click.option("--png", type=PATH, callback=_png_file,
               help="Write one step's timeline, a lane per rank (needs "
               "matplotlib); never over a file that exists.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Processes parsing ranks at once (default: the CPUs).")
@@ -763,17 +770,17 @@ def _memory(path: Path) -> Any:
 
 
 @report.command("memory", context_settings=CONTEXT_SETTINGS)
-@click.argument("snapshot", type=click.Path(path_type=Path))
-@click.option("--profile", "capture", type=click.Path(path_type=Path),
+@click.argument("snapshot", type=PATH)
+@click.option("--profile", "capture", type=PATH,
               help="A capture of the same run: its GPU time per path beside the memory (default: the snapshot's "
               "folder, when it is a capture).")
 @click.option("--top", type=int, default=10, show_default=True, help="Rows of the at-peak tables.")
-@click.option("--png", type=click.Path(path_type=Path), callback=_png_file,
+@click.option("--png", type=PATH, callback=_png_file,
               help="Write memory over time as a PNG (never over a file).")
-@click.option("--html", "html_out", type=click.Path(path_type=Path),
+@click.option("--html", "html_out", type=PATH,
               help="Write a self-contained HTML page (timeline and tables; opens offline).")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file (never over one that "
+@click.option("-o", "--output", type=PATH, help="Write to this file (never over one that "
               "exists; - for stdout) instead of stdout.")
 def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | None, html_out: Path | None, fmt: str,
                    output: Path | None) -> None:
@@ -823,12 +830,18 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
 @click.option("--dtype", default=RunConfig().dtype, show_default=True, help=f"One of {', '.join(DTYPES)}.")
 @click.option("--batch-size", type=int, help="Default: the size's.")
 @click.option("--context-length", type=int, help="Default: the size's.")
+@click.option("--compile/--no-compile", "compile_", default=RunConfig().compile,
+              help="As the capture was run (a compiled model has no per-module ranges to count under).")
+@click.option("--grad-accum", type=int, default=RunConfig().grad_accum, show_default=True,
+              help="Micro-batches per step, as the capture's `profkit run --grad-accum`.")
+@click.option("--optimizer", default=RunConfig().optimizer, show_default=True,
+              help=f"mode step's optimizer: {', '.join(OPTIMIZERS)}.")
 @click.option("--nvtx-depth", type=int, default=RunConfig().nvtx_depth, show_default=True,
               help="Module levels with ranges, for your own model.")
 @click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), help="Write flops.json into this run or capture folder.")
+@click.option("--out", type=PATH, help="Write flops.json into this run or capture folder.")
 def flops(model: str, mode: str, attn: str, dtype: str, batch_size: int | None, context_length: int | None,
-          nvtx_depth: int, fmt: str, out: Path | None) -> None:
+          compile_: bool, grad_accum: int, optimizer: str, nvtx_depth: int, fmt: str, out: Path | None) -> None:
     """FLOPs and minimum bytes per NVTX path of one step, counted on the meta device (CPU is
     enough): the paths a capture of the same config has, under step_0.
 
@@ -839,7 +852,8 @@ def flops(model: str, mode: str, attn: str, dtype: str, batch_size: int | None, 
     """
     try:
         cfg = RunConfig(model=model, mode=mode, attn=attn, dtype=dtype, batch_size=batch_size,
-                        context_length=context_length, nvtx_depth=nvtx_depth, device="cpu")
+                        context_length=context_length, compile=compile_, grad_accum=grad_accum,
+                        optimizer=optimizer, nvtx_depth=nvtx_depth, device="cpu")
     except ValueError as e:
         raise bad_input(str(e)) from None
     from profkit.collect import flops as counting
@@ -876,13 +890,13 @@ def _flops_of(profile: Path, a: Any) -> Any:
 
 
 @report.command("flops", context_settings=CONTEXT_SETTINGS)
-@click.argument("profile", type=click.Path(path_type=Path))
+@click.argument("profile", type=PATH)
 @click.option("--peaks", type=click.Choice(["datasheet", "measured"]), default="datasheet", show_default=True,
               help="The ceilings to compare with: the GPU's datasheet, or measured (this GPU's `profkit doctor "
               "--measure-peaks` entry in the cache, else profkit's built-in measurement of that GPU).")
-@click.option("--png", type=click.Path(path_type=Path), callback=_png_file,
+@click.option("--png", type=PATH, callback=_png_file,
               help="Write a roofline PNG (needs matplotlib).")
-@click.option("--waterfall", type=click.Path(path_type=Path), callback=_png_file,
+@click.option("--waterfall", type=PATH, callback=_png_file,
               help="Write the floor-and-gap waterfall PNG (needs matplotlib).")
 @output_options
 @rank_option
@@ -928,10 +942,10 @@ def sweep_options(f: Any) -> Any:
     f = click.option("--force", is_flag=True, help="Replace an existing report in --report DIR.")(f)
     f = click.option("--html", "html_page", is_flag=True, help="With --report DIR: also write KIND.html there (one "
                      "self-contained page of the tables and plots, no network).")(f)
-    f = click.option("--report", "report_dir", type=click.Path(path_type=Path),
+    f = click.option("--report", "report_dir", type=PATH,
                      help="Write markdown tables and PNG plots of the table into this folder.")(f)
     f = click.option("--redo", is_flag=True, help="Run again the points already in the database.")(f)
-    f = click.option("--db", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True,
+    f = click.option("--db", type=PATH, default=DEFAULT_DB, show_default=True,
                      help="The results database (SQLite; created when missing).")(f)
     f = click.option("--device", type=click.Choice(DEVICES), help="Default: cuda if available.")(f)
     return f
@@ -1066,7 +1080,7 @@ def sweep_attention(preset: str | None, reps: int | None, warmup: int | None, ma
 @click.option("--profile", is_flag=True, help="Also capture each point with `profkit profile` (nsys), and keep its "
               "report.md, step verdict, categories and exact FLOPs.")
 @click.option("--timeout", type=float, help="Seconds a point may run before it is stopped (recorded `timeout`).")
-@click.option("--runs-dir", type=click.Path(path_type=Path),
+@click.option("--runs-dir", type=PATH,
               help="Each point's run folder goes here [default: runs/ beside --db].")
 @sweep_options
 def sweep_models(preset: str | None, warmup: int | None, steps: int | None, seed: int | None, profile: bool,
@@ -1102,8 +1116,8 @@ def sweep_models(preset: str | None, warmup: int | None, steps: int | None, seed
 
 @sweep.command("report", context_settings=CONTEXT_SETTINGS)
 @click.argument("kind", type=click.Choice(["attention", "models"]))
-@click.option("--db", type=click.Path(path_type=Path), default=DEFAULT_DB, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="The folder for KIND.md and its PNGs.")
+@click.option("--db", type=PATH, default=DEFAULT_DB, show_default=True)
+@click.option("--out", type=PATH, required=True, help="The folder for KIND.md and its PNGs.")
 @click.option("--preset", help="Group attention points by this preset's grids (cs336, flash2, mac).")
 @click.option("--force", is_flag=True, help="Replace an existing KIND.md (KIND.html) and its plots.")
 @click.option("--html", "html_page", is_flag=True, help="Also write KIND.html: one self-contained page of the tables "

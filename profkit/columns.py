@@ -10,7 +10,13 @@ Schemas of nsys 2022.x to 2025.x differ in small ways, all handled here:
   the nvtx package); event types are looked up by name in ENUM_NSYS_EVENT_TYPE;
 - `correlationId` is unique only within a process: runtime calls join kernels on it AND on
   the process (`globalPid = globalTid & 0xFFFFFFFFFF000000`);
-- an NVTX range still open when the capture stopped has a NULL `end` (read as OPEN_END).
+- an NVTX range still open when the capture stopped has a NULL `end` (read as OPEN_END);
+- CUDA graphs: under nsys's default `--cuda-graph-trace=graph` a replay is one row of
+  CUPTI_ACTIVITY_KIND_GRAPH_TRACE and its kernels are not in the kernel table; each such row is
+  read as one more kernel row, named `CUDA graph G (exec E)` (a name id of its own, below zero,
+  that read_names() resolves), joined to its cudaGraphLaunch like any kernel. Under
+  `--cuda-graph-trace=node` the graph's kernels are kernel rows sharing their launch's
+  correlation id.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ def pid_of(global_tid: np.ndarray) -> np.ndarray:
 
 KERNEL_TABLE = "CUPTI_ACTIVITY_KIND_KERNEL"
 RUNTIME_TABLE = "CUPTI_ACTIVITY_KIND_RUNTIME"
+GRAPH_TABLE = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
+GRAPH_NAME = re.compile(r"^CUDA graph \d+( \(exec \d+\))?$")
+"""The name profkit gives a whole-graph row (graph_name()); no kernel's name looks like it."""
+_GRAPH_ID_LIMIT = 1 << 30
 NVTX_TABLE = "NVTX_EVENTS"
 # Fallback when an export has no ENUM_NSYS_EVENT_TYPE (seen in nsys 2022.x): the ids it used.
 NVTX_TYPES_FALLBACK = {34: "NvtxMark", 59: "NvtxPushPopRange", 60: "NvtxStartEndRange"}
@@ -174,16 +184,19 @@ class Reader:
         """Run `sql` (n integer columns, no NULLs: coalesce them) into n int64 arrays."""
         return self.select(sql, [None] * n)
 
-    def select(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
+    def select(self, sql: str, fills: list[int | None], rows: int = 0,
+               narrow: Iterable[int] = ()) -> list[np.ndarray]:
         """Run `sql` (one integer expression per entry of `fills`) into int64 arrays; a NULL in
-        column i reads as fills[i] (None: the column has none; one found is an error)."""
+        column i reads as fills[i] (None: the column has none; one found is an error). `rows`:
+        the rows expected, when known (the arrays are made that long at once). Columns `narrow`
+        (indices: ids and codes) come as int32 when every value fits, else int64."""
         if self._modules is not None:
             try:
-                return self._select_adbc(sql, fills)
+                return self._select_adbc(sql, fills, rows, set(narrow))
             except Exception:  # noqa: BLE001  (any driver failure: sqlite3 reads it or says why not)
                 self.close()
                 self._modules = None
-        return self._select_sqlite(sql, fills)
+        return [_narrowed(a) if i in set(narrow) else a for i, a in enumerate(self._select_sqlite(sql, fills))]
 
     def _select_sqlite(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
         # Rows come from sqlite3 as tuples; converting them a chunk at a time keeps at most one
@@ -205,7 +218,8 @@ class Reader:
         array = np.concatenate(chunks) if chunks else np.empty((0, n), dtype=np.int64)
         return [np.ascontiguousarray(array[:, i]) for i in range(n)]
 
-    def _select_adbc(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
+    def _select_adbc(self, sql: str, fills: list[int | None], expected: int = 0,
+                     narrow: set[int] | None = None) -> list[np.ndarray]:
         assert self._modules is not None
         manager, driver, na = self._modules
         n = len(fills)
@@ -213,21 +227,29 @@ class Reader:
             database = manager.AdbcDatabase(driver=driver._driver_path(), uri=f"file:{self.path}?mode=ro")
             self._adbc = [database, manager.AdbcConnection(database)]
         statement = manager.AdbcStatement(self._adbc[1])
+        # Each batch is copied into arrays that grow by doubling, then let go: the next batch takes
+        # its memory again, so reading costs the arrays and one batch (not every batch, then a
+        # concatenated copy: twice the columns at the peak, and fresh pages for both).
+        out = [np.empty(expected, dtype=np.int32 if i in (narrow or ()) else np.int64) for i in range(n)]
+        rows = 0
         try:
-            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 16)})
+            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
             statement.set_sql_query(sql)
             stream, _ = statement.execute_query()
-            chunks: list[list[np.ndarray]] = [[] for _ in range(n)]
             reader = na.c_array_stream(stream)
             schema = reader.get_schema()
             if schema.n_children != n or any(schema.child(i).format != "l" for i in range(n)):
                 raise ValueError(f"expected {n} int64 columns")
             for batch in reader:
+                length = batch.length
+                if rows + length > len(out[0]):
+                    size = max(2 * len(out[0]), rows + length, BATCH_ROWS)
+                    out = [_grown(a, rows, size) for a in out]
                 for i in range(n):
                     child = batch.child(i)
                     view = child.view()
                     lo, hi = child.offset, child.offset + child.length
-                    values = np.frombuffer(view.buffer(1), dtype=np.int64)[lo:hi]  # keeps the batch alive
+                    values = np.frombuffer(view.buffer(1), dtype=np.int64)[lo:hi]
                     if child.null_count != 0 and view.buffer(0).size_bytes:  # -1: not counted; look
                         bits = np.unpackbits(np.frombuffer(view.buffer(0), dtype=np.uint8),
                                              bitorder="little")[lo:hi].astype(bool)
@@ -236,10 +258,41 @@ class Reader:
                             if fill is None:
                                 raise ValueError("a NULL in a column that has none")
                             values = np.where(bits, values, np.int64(fill))
-                    chunks[i].append(values)
+                    if out[i].dtype == np.int32 and length and not (I32.min <= int(values.min())
+                                                                    and int(values.max()) <= I32.max):
+                        out[i] = out[i].astype(np.int64)  # a value past int32: this column stays int64
+                    out[i][rows:rows + length] = values
+                    del values, view, child
+                rows += length
+                del batch
         finally:
             statement.close()
-        return [np.concatenate(c) if c else np.empty(0, dtype=np.int64) for c in chunks]
+        # Trim: a view when little is left over, else a copy so the spare capacity is returned.
+        return [a[:rows] if rows >= 0.75 * len(a) else a[:rows].copy() for a in out]
+
+
+BATCH_ROWS = 1 << 16
+
+
+I32 = np.iinfo(np.int32)
+
+
+def _grown(a: np.ndarray, rows: int, size: int) -> np.ndarray:
+    """An array of a's type and `size` holding a's first `rows` values."""
+    b = np.empty(size, dtype=a.dtype)
+    b[:rows] = a[:rows]
+    return b
+
+
+def _narrowed(a: np.ndarray) -> np.ndarray:
+    """`a` as int32 when every value fits (ids and codes: half the memory), else `a`.
+
+    >>> _narrowed(np.array([1, -1])).dtype, _narrowed(np.array([1 << 40])).dtype
+    (dtype('int32'), dtype('int64'))
+    """
+    if not len(a) or (I32.min <= int(a.min()) and int(a.max()) <= I32.max):
+        return a.astype(np.int32)
+    return a
 
 
 def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launch%") -> list[np.ndarray]:
@@ -257,7 +310,7 @@ def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launc
     if like is not None and "nameId" in reader.columns_of(RUNTIME_TABLE):
         where = f" WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '{like}')"
     corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE}{where}",
-                                     [-1, -1, None])
+                                     [-1, -1, None], narrow=[0])
     check_unique(reader.path, "runtime call", corr, pid_of(tid))
     return [corr, pid_of(tid), start, tid]
 
@@ -276,13 +329,13 @@ def read_launch_calls(reader: Reader, tables: set[str], likes: list[str]) -> Non
     require(reader, RUNTIME_TABLE, ("correlationId", "globalTid", "start"))
     if len(likes) == 1:  # one pattern: no name column to tell them apart
         corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE} WHERE nameId IN "
-                                         f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None])
+                                         f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None], narrow=[0])
         check_unique(reader.path, "runtime call", corr, pid_of(tid))
         reader.calls[likes[0]] = [corr, pid_of(tid), start, tid]
         return
     corr, tid, start, name = reader.select(
         f"SELECT correlationId, globalTid, start, nameId FROM {RUNTIME_TABLE} WHERE nameId IN "
-        f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None, None])
+        f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None, None], narrow=[0, 3])
     check_unique(reader.path, "runtime call", corr, pid_of(tid))
     for like, mine in ids.items():
         keep = np.isin(name, mine)
@@ -322,21 +375,44 @@ def check_times(path: Path, what: str, start: np.ndarray, end: np.ndarray, *, op
                                "--type sqlite")
 
 
-def check_unique(path: Path, what: str, corr: np.ndarray, pid: np.ndarray, start: np.ndarray | None = None) -> None:
-    """Raise ProfileError when two rows share a correlation id in one process (and, given
-    `start`, a start time: kernels of one CUDA-graph launch share its correlation id, never
-    their start). A NULL correlation id (-1) repeats freely."""
+def repeats(corr: np.ndarray, pid: np.ndarray | None, start: np.ndarray | None = None) -> int:
+    """How many rows repeat an earlier row's (correlation id, process[, start]); pid None: one
+    process. A NULL correlation id (-1) repeats freely.
+
+    Correlation ids increasing in table order, or dense ones each counted once in a table, need
+    no sort; otherwise only the rows whose id repeats are sorted.
+
+    >>> repeats(np.array([3, 1, 3, -1, -1]), np.array([0, 0, 1, 0, 0])), repeats(np.array([3, 1, 3]), None)
+    (0, 1)
+    """
     keep = corr >= 0
     if not keep.any():
-        return
-    keys = [corr[keep], pid[keep]] if start is None else [corr[keep], pid[keep], start[keep]]
+        return 0
+    c = corr[keep]
+    if len(c) > 1 and bool((c[1:] > c[:-1]).all()):  # ids increasing in table order: none repeats
+        return 0
+    lo, span = int(c.min()), int(c.max()) - int(c.min()) + 1
+    if span <= 4 * len(c) + 1024:  # dense ids: count each in a table, sort only the rows whose id repeats
+        counts = np.bincount(c - lo, minlength=span)
+        if int(counts.max()) <= 1:
+            return 0
+        keep[keep] = counts[c - lo] > 1
+    keys = [k[keep] for k in (corr, pid, start) if k is not None]
     order = np.lexsort(keys[::-1])
     same = np.ones(max(int(keep.sum()) - 1, 0), dtype=bool)
     for k in keys:
         ks = k[order]
         same &= ks[1:] == ks[:-1]
-    if same.any():
-        raise ProfileError(f"{path} is damaged: {int(same.sum()):,} {what} rows repeat another's correlation id"
+    return int(same.sum())
+
+
+def check_unique(path: Path, what: str, corr: np.ndarray, pid: np.ndarray | None,
+                 start: np.ndarray | None = None) -> None:
+    """Raise ProfileError when two rows share a correlation id in one process (pid None: one
+    process) and, given `start`, a start time: kernels of one CUDA-graph launch share its
+    correlation id, never their start. A NULL correlation id (-1) repeats freely."""
+    if n := repeats(corr, pid, start):
+        raise ProfileError(f"{path} is damaged: {n:,} {what} rows repeat another's correlation id"
                            f"{' and start' if start is not None else ''}; export the capture again with nsys export "
                            "--type sqlite")
 
@@ -378,10 +454,7 @@ def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     if len(keys) == len(queries) and np.array_equal(keys, queries) and bool((keys[1:] > keys[:-1]).all()):
         return np.arange(len(keys), dtype=np.int64)  # launches in kernel order, one each (a single stream)
     if bool((keys[1:] > keys[:-1]).all()):  # ids increasing in table order (calls by start): no sort needed
-        pos = np.searchsorted(keys, queries, side="left")
-        safe = np.minimum(pos, len(keys) - 1)
-        hit = (pos < len(keys)) & (keys[safe] == queries)
-        out[hit] = safe[hit]
+        _search(keys, None, queries, out)
         return out
     lo, hi = int(keys.min()), int(keys.max())
     span = hi - lo + 1
@@ -395,12 +468,22 @@ def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
             out[ok] = table[q[ok]]
             return out
     order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    pos = np.searchsorted(sorted_keys, queries, side="left")
-    safe = np.minimum(pos, len(keys) - 1)
-    hit = (pos < len(keys)) & (sorted_keys[safe] == queries)
-    out[hit] = order[safe[hit]]
+    _search(keys[order], order, queries, out)
     return out
+
+
+SEARCH_CHUNK = 1 << 18
+
+
+def _search(sorted_keys: np.ndarray, order: np.ndarray | None, queries: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = the position (through `order`, when given) of queries[i] in sorted_keys, where
+    found; a chunk of queries at a time, so the temporaries stay a few MB."""
+    for lo in range(0, len(queries), SEARCH_CHUNK):
+        q = queries[lo:lo + SEARCH_CHUNK]
+        pos = np.searchsorted(sorted_keys, q, side="left")
+        np.minimum(pos, len(sorted_keys) - 1, out=pos)
+        hit = sorted_keys[pos] == q
+        out[lo:lo + SEARCH_CHUNK][hit] = pos[hit] if order is None else order[pos[hit]]
 
 
 def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -425,31 +508,99 @@ def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) ->
                 theirs = np.flatnonzero(r_pid == p)
                 pos = first_positions(r_corr[theirs], corr[mine])
                 src[mine] = np.where(pos >= 0, theirs[np.maximum(pos, 0)] if len(theirs) else -1, -1)
-    found = src >= 0
-    safe = np.maximum(src, 0)
-    start = np.where(found, r_start[safe], -1) if len(r_corr) else src.copy()
-    tid = np.where(found, r_tid[safe], -1) if len(r_corr) else src.copy()
+    if not len(r_corr):
+        return src, src.copy()
+    missing = src < 0
+    np.maximum(src, 0, out=src)  # gathers in place: two arrays the kernels' length, not six
+    start, tid = r_start[src], r_tid[src]
+    start[missing] = -1
+    tid[missing] = -1
     return start, tid
+
+
+def graph_name(graph_id: int, exec_id: int) -> str:
+    """The name of a whole-graph row: its graph and its executable graph (-1: not recorded).
+
+    >>> graph_name(4, 5), graph_name(4, -1)
+    ('CUDA graph 4 (exec 5)', 'CUDA graph 4')
+    """
+    return f"CUDA graph {graph_id}" + (f" (exec {exec_id})" if exec_id >= 0 else "")
+
+
+def graph_name_ids(graph_id: np.ndarray, exec_id: np.ndarray) -> np.ndarray:
+    """The name id of whole-graph rows: below zero, so never a StringIds id, and one per
+    (graph, executable graph) pair; graph_names() gives their texts.
+
+    >>> ids = graph_name_ids(np.array([4, 4, 7]), np.array([5, 5, -1]))
+    >>> ids.tolist(), graph_names(ids)[int(ids[2])]
+    ([-17179869191, -17179869191, -30064771073], 'CUDA graph 7')
+    """
+    return -1 - ((graph_id.astype(np.int64) << 32) | (exec_id.astype(np.int64) + 1))
+
+
+def graph_names(ids: np.ndarray) -> dict[int, str]:
+    """graph_name_ids() back to names (each distinct id once)."""
+    out = {}
+    for i in np.unique(ids).tolist():
+        v = -1 - int(i)
+        out[int(i)] = graph_name(v >> 32, (v & 0xFFFFFFFF) - 1)
+    return out
+
+
+def _graph_ids_ok(graph_id: np.ndarray, exec_id: np.ndarray) -> bool:
+    return bool(((graph_id >= 0) & (graph_id < _GRAPH_ID_LIMIT) & (exec_id >= -1) & (exec_id < 2**31 - 1)).all())
 
 
 KERNEL_FIELDS = ("start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", "name_id", "short_id")
 
 
 def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNEL_FIELDS, *,
-                 launches: bool = True) -> dict[str, np.ndarray]:
+                 launches: bool = True, processes: bool = True, compact: bool = False) -> dict[str, np.ndarray]:
     """Kernel columns (any of KERNEL_FIELDS, each read only when asked for: every column costs
     ~0.1 s per million kernels), dur_ns, and with `launches` each kernel's launching runtime call
     (launch_ns, launch_tid; -1 when none was recorded).
 
+    Whole CUDA-graph replays (GRAPH_TABLE, nsys's `--cuda-graph-trace=graph`) follow the kernel
+    table's rows, one row each, as read_graphs() reads them: GPU work wherever kernels count.
+
+    `processes` False: global_pid is read only when asked for, launches or CUDA-graph replays need
+    it, or two kernels share a correlation id and a start (then the repeat check needs it: a second
+    read). `compact`: the kernel table's ids (correlation_id, name_id, short_id) as int32 where they
+    fit (times stay int64).
+
     Raises:
         ProfileError: the kernels table has no name column.
     """
-    # correlation_id and global_pid always: a repeated row is found by them (and its start).
-    wanted = list(dict.fromkeys([*fields, "correlation_id", "global_pid"]))
+    # correlation_id (and global_pid) always: a repeated row is found by them (and its start).
+    fields = list(fields)
+    pid_now = processes or launches or "global_pid" in fields or GRAPH_TABLE in tables  # replays pair by process
+    wanted = list(dict.fromkeys([*fields, "correlation_id", *(["global_pid"] if pid_now else [])]))
     if KERNEL_TABLE not in tables:
-        empty = np.empty(0, dtype=np.int64)
-        return {**{f: empty for f in wanted}, "dur_ns": empty,
-                **({"launch_ns": empty, "launch_tid": empty} if launches else {})}
+        columns: dict[str, np.ndarray] = {f: np.empty(0, dtype=np.int64) for f in dict.fromkeys(
+            [*[w for w in wanted if w in KERNEL_FIELDS], "start_ns", "end_ns"])}
+    else:
+        columns = _kernel_table(reader, wanted, pid_now=pid_now, compact=compact)
+    graphs = read_graphs(reader, tables, wanted, kernels=columns)
+    if graphs is not None:
+        columns = {f: np.concatenate([columns[f], graphs[f]]) for f in columns}
+    n = len(columns["start_ns"])
+    if launches:
+        launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
+        if RUNTIME_TABLE in tables and n:
+            has_pid = KERNEL_TABLE not in tables or "globalPid" in reader.columns_of(KERNEL_TABLE)
+            launch_ns, launch_tid = launches_of(reader, tables, columns["correlation_id"], columns["global_pid"],
+                                                has_pid, like="%Launch%")
+        columns["launch_ns"], columns["launch_tid"] = launch_ns, launch_tid
+    columns["dur_ns"] = columns["end_ns"] - columns["start_ns"]
+    for f in wanted:  # an export without a kernel table: every asked-for column, empty
+        columns.setdefault(f, np.empty(0, dtype=np.int64))
+    return columns
+
+
+def _kernel_table(reader: Reader, wanted: list[str], *, pid_now: bool = True,
+                  compact: bool = False) -> dict[str, np.ndarray]:
+    """The kernel table's columns of `wanted` (start_ns and end_ns always), checked; read_kernels()
+    says what `pid_now` and `compact` do."""
     have = reader.columns_of(KERNEL_TABLE)
     name = next((c for c in ("demangledName", "name", "shortName", "mangledName") if c in have), None)
     if name is None:
@@ -463,20 +614,72 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     read = [f for f in wanted if f in exprs]
     if "start_ns" not in read or "end_ns" not in read:
         read += [f for f in ("start_ns", "end_ns") if f not in read]
+    count = reader.db.execute(f"SELECT count(*) FROM {KERNEL_TABLE}").fetchone()[0]  # pages counted, no row read
+    ids = ("correlation_id", "name_id", "short_id") if compact else ()
     arrays = reader.select(f"SELECT {', '.join(exprs[f][0] for f in read)} FROM {KERNEL_TABLE}",
-                           [exprs[f][1] for f in read])
+                           [exprs[f][1] for f in read], count, narrow=[i for i, f in enumerate(read) if f in ids])
     columns = dict(zip(read, arrays, strict=True))
-    n = len(columns["start_ns"])
     check_times(reader.path, "kernel", columns["start_ns"], columns["end_ns"])
-    check_unique(reader.path, "kernel", columns["correlation_id"], columns["global_pid"], columns["start_ns"])
-    if launches:
-        launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
-        if RUNTIME_TABLE in tables and n:
-            launch_ns, launch_tid = launches_of(reader, tables, columns["correlation_id"], columns["global_pid"],
-                                                "globalPid" in have, like="%Launch%")
-        columns["launch_ns"], columns["launch_tid"] = launch_ns, launch_tid
-    columns["dur_ns"] = columns["end_ns"] - columns["start_ns"]
+    if not pid_now and repeats(columns["correlation_id"], None, columns["start_ns"]):
+        columns["global_pid"], = reader.select(f"SELECT {exprs['global_pid'][0]} FROM {KERNEL_TABLE}",
+                                               [exprs["global_pid"][1]], count)
+    check_unique(reader.path, "kernel", columns["correlation_id"], columns.get("global_pid"), columns["start_ns"])
     return columns
+
+
+def read_graphs(reader: Reader, tables: set[str], wanted: Iterable[str], *,
+                kernels: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray] | None:
+    """Whole CUDA-graph replays as kernel columns (`wanted` of KERNEL_FIELDS, start_ns and end_ns
+    always): name_id and short_id graph_name_ids(), so that each replay is named `CUDA graph G
+    (exec E)`; None when the export has no GRAPH_TABLE rows.
+
+    A replay whose (correlation id, process) some kernel row has too is left out: those kernels
+    are the graph's own, traced node by node, and the replay would count them twice.
+
+    Raises:
+        ProfileError: a row ends before it starts, a graph id is negative or huge, or two replays
+            share a correlation id in one process.
+    """
+    if GRAPH_TABLE not in tables:
+        return None
+    require(reader, GRAPH_TABLE, ("start", "end", "graphId"))
+    have = reader.columns_of(GRAPH_TABLE)
+    exprs = {"start_ns": ("start", None), "end_ns": ("end", None), "device_id": ("deviceId", 0),
+             "stream_id": ("streamId", 0), "correlation_id": ("correlationId", -1),
+             "global_pid": ("globalPid", 0)}
+    read = list(dict.fromkeys([f for f in wanted if f in exprs] + ["start_ns", "end_ns", "correlation_id",
+                                                                    "global_pid"]))
+    select = [exprs[f][0] if exprs[f][0] in have else "0" for f in read]
+    fills = [exprs[f][1] if exprs[f][0] in have else None for f in read]
+    exec_col = "graphExecId" if "graphExecId" in have else "-1"
+    arrays = reader.select(f"SELECT {', '.join(select)}, graphId, {exec_col} FROM {GRAPH_TABLE}",
+                           [*fills, None, -1])
+    if not len(arrays[0]):
+        return None
+    columns = dict(zip(read, arrays[:-2], strict=True))
+    graph_id, exec_id = arrays[-2], arrays[-1]
+    check_times(reader.path, "CUDA graph", columns["start_ns"], columns["end_ns"])
+    if not _graph_ids_ok(graph_id, exec_id):
+        raise ProfileError(f"{reader.path} is damaged: {GRAPH_TABLE} holds a negative or huge graph id; export the "
+                           "capture again with nsys export --type sqlite")
+    check_unique(reader.path, "CUDA graph", columns["correlation_id"], columns["global_pid"])
+    columns["name_id"] = columns["short_id"] = graph_name_ids(graph_id, exec_id)
+    if kernels is not None and len(kernels.get("correlation_id", ())):
+        traced = pair_keys(kernels["correlation_id"], kernels["global_pid"])
+        keep = ~np.isin(pair_keys(columns["correlation_id"], columns["global_pid"]), traced) \
+            | (columns["correlation_id"] < 0)
+        if not keep.all():
+            columns = {f: v[keep] for f, v in columns.items()}
+        if not len(columns["start_ns"]):
+            return None
+    return columns
+
+
+def pair_keys(corr: np.ndarray, pid: np.ndarray) -> np.ndarray:
+    """(correlation id, process) as one comparable value each (a structured array)."""
+    keys = np.empty(len(corr), dtype=[("pid", np.int64), ("corr", np.int64)])
+    keys["pid"], keys["corr"] = pid, corr
+    return keys
 
 
 def launches_of(reader: Reader, tables: set[str], corr: np.ndarray, pid: np.ndarray, has_pid: bool, *,
@@ -497,8 +700,20 @@ def launches_of(reader: Reader, tables: set[str], corr: np.ndarray, pid: np.ndar
 
 
 def read_names(db: sqlite3.Connection) -> dict[int, str]:
-    """StringIds: id -> text."""
-    return dict(db.execute("SELECT id, value FROM StringIds").fetchall())
+    """StringIds: id -> text; with the names of the export's whole CUDA-graph rows (graph_name_ids(),
+    below zero) when it has GRAPH_TABLE."""
+    names = dict(db.execute("SELECT id, value FROM StringIds").fetchall())
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (GRAPH_TABLE,)).fetchone():
+        have = table_columns(db, GRAPH_TABLE)
+        if "graphId" in have:
+            exec_col = "graphExecId" if "graphExecId" in have else "-1"
+            pairs = np.array([(g, x) for g, x in db.execute(
+                f"SELECT DISTINCT graphId, coalesce({exec_col}, -1) FROM {GRAPH_TABLE} "
+                f"WHERE typeof(graphId) = 'integer' AND typeof(coalesce({exec_col}, -1)) = 'integer'")],
+                dtype=np.int64).reshape(-1, 2)
+            ok = (pairs[:, 0] >= 0) & (pairs[:, 0] < _GRAPH_ID_LIMIT) & (pairs[:, 1] >= -1) & (pairs[:, 1] < 2**31 - 1)
+            names.update(graph_names(graph_name_ids(pairs[ok, 0], pairs[ok, 1])))
+    return names
 
 
 def nvtx_type_names(db: sqlite3.Connection, tables: set[str]) -> dict[int, str]:
@@ -556,23 +771,31 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
     text = "text" if "text" in have else "NULL"
     text_id = "textId" if "textId" in have else "NULL"
     strings = read_names(reader.db) if "textId" in have else {}
+    # Each distinct (text, textId) pair gets a code as it first appears (a dict lookup per row, in
+    # C), then each pair its name's code: 1.15 M ranges in ~0.2 s, one chunk of rows alive at a time.
+    pairs: dict[tuple[Any, Any], int] = {}
+    codes = np.empty(len(start), dtype=np.int64)
+    done = 0
+    cur = reader.db.execute(f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}")
+    while rows := cur.fetchmany(CHUNK_ROWS):
+        for pair in dict.fromkeys(rows):
+            pairs.setdefault(pair, len(pairs))
+        if done + len(rows) > len(start):
+            raise ProfileError(f"{reader.path} changed while it was read; read it again")
+        codes[done:done + len(rows)] = np.fromiter(map(pairs.__getitem__, rows), dtype=np.int64, count=len(rows))
+        done += len(rows)
+    if done != len(start):
+        raise ProfileError(f"{reader.path} changed while it was read; read it again")
     index: dict[str | None, int] = {}
-    nowhere: list[Any] = []  # a textId that StringIds does not hold: damage, not a range without a name
-
-    def name_of(t: str | None, i: Any) -> str | None:
-        if t is not None or i is None:
-            return t
-        if i not in strings:
-            nowhere.append(i)
-        return strings.get(i)
-
-    codes = np.fromiter((index.setdefault(name_of(t, i), len(index))
-                         for t, i in reader.db.execute(f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}")),
-                        dtype=np.int64, count=len(start))
+    # a textId that StringIds does not hold: damage, not a range without a name
+    nowhere = [i for t, i in pairs if t is None and i is not None and i not in strings]
     if nowhere:
-        raise ProfileError(f"{reader.path} is damaged: {len(nowhere):,} NVTX ranges name string ids (e.g. "
+        raise ProfileError(f"{reader.path} is damaged: NVTX ranges name {len(nowhere):,} string ids (e.g. "
                            f"{str(nowhere[0])[:20]}) that are not in StringIds; export the capture again with nsys "
                            "export --type sqlite")
+    pair_name = np.array([index.setdefault(t if t is not None else strings.get(i) if i is not None else None,
+                                           len(index)) for t, i in pairs], dtype=np.int64)
+    codes = pair_name[codes] if len(codes) else codes
     check_repeats(reader.path, "NVTX range", [tid, start, end, codes],
                   "thread, start, end and name")  # a range twice would count its time twice
     # a range without a name gets one: an empty name would give a child its parent's path (the

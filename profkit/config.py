@@ -208,6 +208,21 @@ class RunConfig:
                 args += [flag, str(value)]
         return args
 
+    def command(self) -> str:
+        """The `profkit run` line reports show: model, mode, dtype and attention, then each knob
+        that changes what a step runs, when not its default (batch and context are shown apart).
+
+        >>> RunConfig(model="nanogpt", mode="step", compile=True, grad_accum=5, optimizer="sgd").command()
+        'profkit run --model nanogpt --mode step --dtype fp32 --attn naive --compile --grad-accum 5 --optimizer sgd'
+        """
+        knobs = {"--compile", "--compile-mode", "--grad-accum", "--optimizer", "--strategy", "--nproc-per-node"}
+        args, extra = self.to_args(), []
+        for i, a in enumerate(args):
+            if a in knobs:
+                extra += [a] if a == "--compile" else [a, args[i + 1]]
+        return " ".join(["profkit run", "--model", self.model, "--mode", self.mode, "--dtype", self.dtype,
+                         "--attn", self.attn, *extra])
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """The config `to_dict` wrote (keys this version does not know are ignored).

@@ -53,6 +53,9 @@ LAUNCH_LOG = "torchrun.log"
 MEMORY_SNAPSHOT = "memory.pickle"  # torch.cuda.memory._snapshot(), pickle protocol 4 (PyTorch's viewer)
 MEMORY_SIDECAR = "memory.json"  # what profkit knows beside it: window start, ranges, tensors (no pickle)
 FLOPS_FILE = "flops.json"
+DEFAULT_DB = Path("results/profkit.db")
+"""`profkit sweep --db`'s default (here, not in results.py or sweeps.py, so the CLI reads it
+without sqlite-utils, and a cold report without the sweep grids)."""
 
 PARTIAL = ".{name}.partial"  # a capture in progress
 FAILED = "{name}.failed"  # a capture that failed, kept for its log

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +143,11 @@ GPU_DEFAULTS = {
 }
 # On a CPU-only machine there is no cudaProfilerApi: the whole (short) program is captured,
 # warm-up included; the `warmup` and `step_i` ranges tell the parts apart.
+# On CUDA, when this nsys has the flag: trace CUDA graphs node by node. nsys's own default
+# (`graph`) records a replay as one GRAPH_TRACE row and none of its kernels, so a
+# torch.compile(mode="reduce-overhead") step shows its graphs as whole blocks (profkit counts them,
+# README "CUDA graphs"); `node` records every kernel, each with its cudaGraphLaunch's correlation id.
+GRAPH_DEFAULTS = {"--cuda-graph-trace": "node"}
 CPU_DEFAULTS = {"--trace": "nvtx,osrt", "--sample": "none", "--cpuctxsw": "none"}
 NSYS_ENV = {"NSYS_NVTX_PROFILER_REGISTER_ONLY": "0"}  # record ranges with unregistered strings too
 SHORT_FLAGS = {"-t": "--trace", "-s": "--sample", "-c": "--capture-range", "-o": "--output",
@@ -164,13 +170,14 @@ def profile_flags(nsys: Nsys) -> set[str]:
     return set(re.findall(r"(?<![\w-])(--?[a-zA-Z][a-zA-Z0-9-]*)", out.stdout + out.stderr))
 
 
-def check_options(nsys: Nsys, user_args: list[str]) -> None:
-    """Refuse, before capturing, nsys options this nsys does not have.
+def check_options(nsys: Nsys, user_args: list[str], known: set[str] | None = None) -> None:
+    """Refuse, before capturing, nsys options this nsys does not have (`known`: its
+    profile_flags(), read when not given).
 
     Raises:
         NsysError: a flag in `user_args` is not in `nsys profile --help` (when the help could be read).
     """
-    known = profile_flags(nsys)
+    known = profile_flags(nsys) if known is None else known
     unknown = sorted(user_flags(user_args) - known) if known else []
     if unknown:
         raise NsysError(f"nsys {nsys.version_str} has no {', '.join(unknown)} option (see `{nsys.path} profile "
@@ -199,8 +206,14 @@ def override_nsys_default(args: list[str], flag: str, value: str) -> list[str]:
     return [*args, f"{flag}={value}"]
 
 
-def profile_options(user_args: list[str], *, device: str) -> list[str]:
-    """The options of `nsys profile`: the user's, then profkit's defaults for the flags they left.
+def profile_options(user_args: list[str], *, device: str, flags: Collection[str] = ()) -> list[str]:
+    """The options of `nsys profile`: the user's, then profkit's defaults for the flags they left;
+    on CUDA also GRAPH_DEFAULTS for those of them this nsys has (`flags`: its profile_flags()).
+
+    >>> profile_options([], device="cuda", flags={"--cuda-graph-trace"})[-1]
+    '--cuda-graph-trace=node'
+    >>> profile_options(["--cuda-graph-trace=graph"], device="cuda", flags={"--cuda-graph-trace"})[0]
+    '--cuda-graph-trace=graph'
 
     Raises:
         NsysError: the user set --output, which profkit owns.
@@ -208,13 +221,16 @@ def profile_options(user_args: list[str], *, device: str) -> list[str]:
     if "--output" in user_flags(user_args):
         raise NsysError("--output is profkit's to set (profiles/NAME/profile.nsys-rep); use --name/--out-dir")
     args = list(user_args)
-    for flag, value in (GPU_DEFAULTS if device == "cuda" else CPU_DEFAULTS).items():
+    defaults = dict(GPU_DEFAULTS) if device == "cuda" else dict(CPU_DEFAULTS)
+    if device == "cuda":
+        defaults |= {f: v for f, v in GRAPH_DEFAULTS.items() if f in flags}
+    for flag, value in defaults.items():
         args = override_nsys_default(args, flag, value)
     return args
 
 
 def build_profile_command(nsys: Path, cfg: RunConfig, *, device: str, user_args: list[str], out: Path,
-                          python: str = sys.executable) -> list[str]:
+                          python: str = sys.executable, flags: Collection[str] = ()) -> list[str]:
     """The full `nsys profile ... python -m profkit run ...` command line.
 
     Args:
@@ -223,11 +239,12 @@ def build_profile_command(nsys: Path, cfg: RunConfig, *, device: str, user_args:
         device: `cuda` or `cpu` (decides the defaults).
         user_args: nsys options given after `--`; each wins over profkit's default for its flag.
         out: the capture folder (profile.nsys-rep, run.json go there).
+        flags: the flags this nsys lists (profile_flags()): defaults it may lack are added only then.
 
     Raises:
         NsysError: the user set --output, which profkit owns.
     """
-    args = profile_options(user_args, device=device)
+    args = profile_options(user_args, device=device, flags=flags)
     run_args = cfg.to_args() + ([] if cfg.device else ["--device", device])
     run_cmd = [python, "-m", "profkit", "run", *run_args, "--out", str(out), "--force"]
     return [str(nsys), "profile", *args, f"--output={out / layout.NSYS_STEM}", "--force-overwrite=true", *run_cmd]

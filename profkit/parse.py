@@ -59,7 +59,8 @@ class ProfileData:
 
     @property
     def has_kernel_table(self) -> bool:
-        return KERNEL_TABLE in self.tables
+        """A table of GPU work: kernels, or whole CUDA-graph replays."""
+        return KERNEL_TABLE in self.tables or col.GRAPH_TABLE in self.tables
 
 
 def load_kernels(db: sqlite3.Connection | Reader, tables: set[str], *, launches: bool = True,

@@ -162,7 +162,9 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
     reader = col.Reader(export, db)
     try:
         fields = ["start_ns", "end_ns", "name_id", *(["short_id"] if short else [])]
-        k = col.read_kernels(reader, tables, fields, launches=nvtx)
+        k = col.read_kernels(reader, tables, fields, launches=nvtx, processes=False, compact=True)
+        for joined in ("correlation_id", "global_pid"):  # read for the launch join and the repeat check only
+            k.pop(joined, None)
         strings = col.read_names(db)
         if nvtx:
             ranges, range_names = col.read_nvtx(reader, tables)
@@ -187,20 +189,20 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
         if missing := [i for i in uniq.tolist() if i not in strings]:
             raise col.ProfileError(f"{export} is damaged: {len(missing):,} kernel name ids (e.g. {missing[0]}) are not "
                                    "in StringIds; export the capture again with nsys export --type sqlite")
-        remap = np.array([index.setdefault(strings[i], len(index)) for i in uniq.tolist()], dtype=np.int64)
-        return (remap[inverse] if len(ids) else ids), list(index)
+        remap = np.array([index.setdefault(strings[i], len(index)) for i in uniq.tolist()], dtype=np.int32)
+        return (remap[inverse] if len(ids) else ids.astype(np.int32)), list(index)
 
-    name, names = texts(k["name_id"])
-    short_codes, shorts = texts(k["short_id"]) if short else (None, [])
+    name, names = texts(k.pop("name_id"))
+    short_codes, shorts = texts(k.pop("short_id")) if short else (None, [])
     cat_index: dict[str, int] = {}
     name_cat = np.array([cat_index.setdefault(category_of(n, rule_list), len(cat_index)) for n in names],
-                        dtype=np.int64)
+                        dtype=np.int32)
     tree = range_tree(ranges["start_ns"], ranges["end_ns"], ranges["global_tid"], ranges["global_pid"],
                       ranges["name"], range_names, ranges["seq"])
-    empty = np.full(len(name), -1, dtype=np.int64)
-    owner = owners(k["launch_ns"], k["launch_tid"], tree.timelines, tree.start_ns) if nvtx else empty
+    owner = (owners(k.pop("launch_ns"), k.pop("launch_tid"), tree.timelines, tree.start_ns) if nvtx
+             else np.full(len(name), -1, dtype=np.int64))
     proj = project_arrays(owner, k["dur_ns"], k["start_ns"], k["end_ns"], tree.parent, tree.depth)
-    return Attributed(export, col.KERNEL_TABLE in tables,
+    return Attributed(export, col.KERNEL_TABLE in tables or col.GRAPH_TABLE in tables,
                       Owned(k["dur_ns"], k["start_ns"], k["end_ns"], owner, name, names), short_codes, shorts,
                       name_cat[name] if len(name) else name, list(cat_index),
                       Projected(tree.start_ns, tree.end_ns, tree.name, tree.names, tree.path, tree.paths,

@@ -21,7 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from profkit.errors import ProfkitError
-from profkit.sweeps import DEFAULT_DB
+from profkit.layout import DEFAULT_DB
 
 ATTENTION, MODELS = "attention", "models"
 STATUSES = ("ok", "oom", "refused", "error", "timeout")

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from profkit import layout
+from profkit import layout, unpickle
 from profkit.errors import ProfkitError
 
 ACTIONS = ("alloc", "free_requested", "free_completed", "segment_alloc", "segment_free", "segment_map",
@@ -61,8 +62,9 @@ class MemoryData:
     path: Path
     device: int
     events: pd.DataFrame
-    """The device's trace in recorded order: seq, action, addr, size, stream, time_us, frame (the top
-    user frame, `file.py:line function`, "" when none: the autograd thread has no Python frames)."""
+    """The device's trace in recorded order: seq, action, addr, size, time_us, frame (the top user
+    frame, `file.py:line function`, "" when none: the autograd thread has no Python frames); action
+    and frame are categories. (The events' stream is read but not kept: nothing uses it.)"""
     end_blocks: pd.DataFrame
     """The blocks at the dump, as start_blocks below."""
     settings: dict[str, Any]
@@ -130,6 +132,49 @@ def load_pickle(path: Path) -> Any:
                                "snapshot again") from None
 
 
+def load_compact(path: Path) -> unpickle.Loaded:
+    """The pickle's plain data, each trace's events as columns (profkit.unpickle), read in pieces.
+
+    Raises:
+        MemoryInputError: as load_pickle().
+    """
+    with open(path, "rb") as f:
+        head = f.read(2)
+        if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+            raise MemoryInputError(f"{path} is not a pickle (a torch memory snapshot starts with pickle's protocol "
+                                   "header); give the memory.pickle that profkit run --memory-snapshot wrote")
+        f.seek(0)
+        try:
+            return unpickle.load(f, top_frame)
+        except unpickle.UnpickleError as e:
+            if e.named is not None:
+                raise MemoryInputError(f"{path} is a pickle that names the Python object {e.named}; profkit loads "
+                                       "only plain snapshot data (dicts, lists, strings, numbers), because "
+                                       "unpickling anything else can run code") from None
+            raise MemoryInputError(f"{path} is truncated or damaged ({str(e)[:160]}); record the snapshot "
+                                   "again") from None
+        except MemoryError:
+            raise MemoryInputError(f"{path} is damaged (it asks for more memory than there is); record the "
+                                   "snapshot again") from None
+
+
+def _events_frame(columns: unpickle.Trace | None, loaded: unpickle.Loaded) -> pd.DataFrame:
+    """The trace's columns as the events frame: seq, action and frame as categories of their names."""
+    if columns is None:
+        columns = unpickle.Trace()
+    n = len(columns.action)
+
+    def col(a: Any, dtype: Any) -> np.ndarray:
+        return np.frombuffer(a, dtype=dtype) if n else np.zeros(0, dtype=dtype)
+
+    return pd.DataFrame({
+        "seq": np.arange(n, dtype=np.int32 if n < 2**31 else np.int64),
+        "action": pd.Categorical.from_codes(col(columns.action, np.int8), categories=loaded.actions or ["alloc"]),
+        "addr": col(columns.addr, np.int64), "size": col(columns.size, np.int64),
+        "time_us": col(columns.time_us, np.int64),
+        "frame": pd.Categorical.from_codes(col(columns.frame, np.int32), categories=loaded.frames)}, copy=False)
+
+
 def top_frame(frames: Any) -> str:
     """The innermost frame that is the user's code (not torch's, not profkit's taps), else "".
 
@@ -159,26 +204,32 @@ def read(path: Path) -> MemoryData:
             history that overflowed max_entries; a sidecar that is not profkit's.
     """
     path = snapshot_path(path)
-    snap = load_pickle(path)
+    side = _read_sidecar(path)  # first: its text is gone before the trace's columns are read
+    loaded = load_compact(path)
+    snap = loaded.data
     if not isinstance(snap, dict) or not isinstance(snap.get("segments"), list):
         what = type(snap).__name__
         raise MemoryInputError(f"{path} is a pickle of a {what}, not a torch memory snapshot (no 'segments' list); "
                                "give the memory.pickle that profkit run --memory-snapshot wrote")
-    side = _read_sidecar(path)
     traces = snap.get("device_traces")
-    if not isinstance(traces, list) or not any(isinstance(t, list) and t for t in traces):
+    if not isinstance(traces, list) or not any(isinstance(t, list) and (t or id(t) in loaded.traces) for t in traces):
         raise MemoryInputError(f"{path} has no allocator history (device_traces is empty): it was taken without "
                                "torch.cuda.memory._record_memory_history; record one with profkit run "
                                "--memory-snapshot")
-    device = int(side["device"]) if side else next(i for i, t in enumerate(traces) if isinstance(t, list) and t)
+    device = int(side["device"]) if side else next(i for i, t in enumerate(traces)
+                                                   if isinstance(t, list) and (t or id(t) in loaded.traces))
     if device >= len(traces) or not isinstance(traces[device], list):
         raise MemoryInputError(f"{path} has no history for device {device}, which its memory.json names")
     trace = traces[device]
-    if side and (side.get("overflowed") or len(trace) >= int(side["max_entries"])):
-        raise MemoryInputError(f"{path}'s history overflowed: {len(trace):,} events kept of max_entries "
+    columns = loaded.traces.get(id(trace))
+    if trace:  # entries that are not allocator events (the events became columns)
+        raise MemoryInputError(f"{path}: trace entry 0 is not an allocator event; the snapshot is damaged")
+    n = 0 if columns is None else len(columns.action)
+    if side and (side.get("overflowed") or n >= int(side["max_entries"])):
+        raise MemoryInputError(f"{path}'s history overflowed: {n:,} events kept of max_entries "
                                f"{int(side['max_entries']):,}, the oldest dropped, so the peak cannot be replayed; "
                                "record it again with a larger --memory-max-entries or fewer --steps")
-    events = _events(path, trace)
+    events = _events_frame(columns, loaded)
     segments = [s for s in snap["segments"] if isinstance(s, dict) and s.get("device", device) == device]
     try:
         end_blocks = blocks_frame(segments)
@@ -249,7 +300,7 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
     if not side.is_file():
         return None
     try:
-        data = json.loads(side.read_text())
+        data = _sidecar_json(side.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MemoryInputError(f"{side} is not readable JSON ({e}); remove it to report the snapshot alone") from None
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT or "max_entries" not in data:
@@ -278,6 +329,9 @@ def _check_sidecar(side_path: Path, side: dict[str, Any]) -> None:
 
     for table, types in SIDECAR_ROWS.items():
         rows = side.get(table, {}).get("rows") if isinstance(side.get(table), dict) else None
+        if isinstance(rows, _Rows):  # a large sidecar's rows, read in pieces as columns
+            _check_columns(rows, types, table, bad)
+            continue
         if not isinstance(rows, list):
             raise bad(f"no {table} rows")
         for i, row in enumerate(rows):
@@ -318,6 +372,118 @@ def _check_sidecar(side_path: Path, side: dict[str, Any]) -> None:
                 raise bad(f"{part}.{key} is {str(v)[:40]}")
 
 
+def _check_columns(rows: _Rows, types: tuple[type, ...], table: str, bad: Any) -> None:
+    """_check_sidecar's row checks on rows read in pieces: each piece's columns of the table's
+    types (ints as int64, text as objects), a range's kind B or E, a storage's size >= 0."""
+    for part in rows.parts:
+        if len(part) != len(types):
+            raise bad(f"{table} rows of {len(part)} columns, not {len(types)}")
+        for j, kind in enumerate(types):
+            if (part[j].dtype == object) != (kind is str):
+                raise bad(f"{table} column {j} holds {'text' if part[j].dtype == object else 'numbers'}")
+        if table == "ranges" and not np.isin(part[1], ["B", "E"]).all():
+            raise bad("a ranges row whose kind is not B or E")
+        if table == "tensors" and (part[3] < 0).any():
+            raise bad("a tensors row with a negative size")
+
+
+class _Rows:
+    """A sidecar's rows list read in pieces: per column, numpy parts (strings interned)."""
+
+    def __init__(self, parts: list[list[np.ndarray]]) -> None:
+        self.parts = parts
+
+
+def _rows_frame(rows: Any, columns: list[str]) -> pd.DataFrame:
+    if isinstance(rows, _Rows):
+        if any(len(p) != len(columns) for p in rows.parts):
+            raise ValueError(f"rows of {len(rows.parts[0]) if rows.parts else 0} columns, not {len(columns)}")
+        return pd.DataFrame({c: np.concatenate([p[j] for p in rows.parts]) if rows.parts else []
+                             for j, c in enumerate(columns)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+_ROWS_KEY = '"rows":['
+_PIECE = 1 << 20
+
+
+def _sidecar_json(text: str) -> Any:
+    """json.loads of the sidecar, with its large "rows" lists (the range log and the storages:
+    rows per step) parsed a megabyte at a time into columns, so that no list of millions of small
+    lists is ever built. Anything unexpected: plain json.loads."""
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while True:
+        k = text.find(_ROWS_KEY, i)
+        if k < 0:
+            break
+        start = k + len(_ROWS_KEY) - 1  # the rows list's '['
+        if text.startswith("[]", start):
+            i = start + 2
+            continue
+        end = text.find("]]", start)
+        if end < 0:
+            return json.loads(text)
+        spans.append((start, end + 2))
+        i = end + 2
+    if not spans or sum(b - a for a, b in spans) < _PIECE:
+        return json.loads(text)
+    skeleton = []
+    last = 0
+    for a, b in spans:
+        skeleton += [text[last:a], "[]"]
+        last = b
+    skeleton.append(text[last:])
+    data = json.loads("".join(skeleton))
+    found = []
+    for a, b in spans:
+        rows = _rows_in_pieces(text, a + 1, b - 1)
+        if rows is None:
+            return json.loads(text)
+        found.append(rows)
+    targets = ([v for v in (data.get("ranges"), data.get("tensors")) if isinstance(v, dict)]
+               if isinstance(data, dict) else [])
+    if len(targets) != len(found) or any(t.get("rows") != [] for t in targets):
+        return json.loads(text)
+    for t, rows in zip(targets, found, strict=True):
+        t["rows"] = rows
+    return data
+
+
+def _rows_in_pieces(text: str, lo: int, hi: int) -> _Rows | None:
+    """text[lo:hi] is `[..],[..],...,[..]`: parsed a piece at a time (cut between rows), each
+    piece's columns as numpy arrays; None when a piece does not parse as rows of one width."""
+    parts: list[list[np.ndarray]] = []
+    interned: dict[str, str] = {}
+    width = None
+    while lo < hi:
+        cut = text.find("],[", min(lo + _PIECE, hi), hi)
+        stop = hi if cut < 0 else cut + 1
+        try:
+            rows = json.loads("[" + text[lo:stop] + "]")
+        except json.JSONDecodeError:
+            return None
+        if not rows or any(type(r) is not list for r in rows):
+            return None
+        w = len(rows[0])
+        if width is None:
+            width = w
+        if any(len(r) != width for r in rows):
+            return None
+        cols: list[np.ndarray] = []
+        for j, col in enumerate(zip(*rows, strict=True)):
+            if all(type(v) is int for v in col) and all(-(2**63) <= v < 2**63 for v in col):
+                cols.append(np.array(col, dtype=np.int64))
+            elif all(type(v) is str for v in col):
+                cols.append(np.array([interned.setdefault(v, v) for v in col], dtype=object))
+            else:
+                return None
+            del j
+        parts.append(cols)
+        lo = stop + 1  # past the comma between rows
+    return _Rows(parts)
+
+
 def _apply_sidecar(data: MemoryData, side: dict[str, Any], annotations: Any) -> None:
     try:
         start = side.get("start") or {}
@@ -329,8 +495,8 @@ def _apply_sidecar(data: MemoryData, side: dict[str, Any], annotations: Any) -> 
         data.max_entries = int(side["max_entries"])
         data.oom = bool(side.get("oom", False))
         data.run = dict(side.get("run") or {})
-        log = pd.DataFrame(side["ranges"]["rows"], columns=["thread", "kind", "name", "host_ns"])
-        data.tensors = pd.DataFrame(side["tensors"]["rows"], columns=["kind", "step", "address", "bytes", "name"])
+        log = _rows_frame(side["ranges"]["rows"], ["thread", "kind", "name", "host_ns"])
+        data.tensors = _rows_frame(side["tensors"]["rows"], ["kind", "step", "address", "bytes", "name"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise MemoryInputError(f"{data.path.with_suffix('.json')} is damaged ({type(e).__name__}: {e}); remove it to "
                                "report the snapshot alone") from None
@@ -347,7 +513,8 @@ def _annotation_times(log: pd.DataFrame, annotations: Any, prefix: str) -> tuple
     n-th logged event (same name, START for B, END for E), else None (the host clock is used)."""
     if not isinstance(annotations, list) or log.empty:
         return None, "none"
-    ours = [a for a in annotations if isinstance(a, dict) and str(a.get("name", "")).startswith(prefix)]
+    ours = [a for a in annotations if isinstance(a, (dict, unpickle.Annotation))
+            and str(a.get("name", "")).startswith(prefix)]
     if len(ours) != len(log):
         return None, "none"
     times = []

@@ -21,14 +21,11 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from profkit.config import RunConfig
 from profkit.sizes import ATTN_BACKENDS
 
-DEFAULT_DB = Path("results/profkit.db")
-"""`profkit sweep --db`'s default (here, not in results.py, so the CLI reads it without sqlite-utils)."""
 ATTN_IMPLS = ("naive", "math", "flash", "efficient", "cudnn", "compiled")
 """`naive`: scores, softmax, matmul spelled out; `compiled`: the same under torch.compile; the
 others: scaled_dot_product_attention pinned to that backend."""

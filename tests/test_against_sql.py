@@ -45,6 +45,22 @@ def has_table(export: Path, table: str) -> bool:
     return bool(query(export, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
 
 
+GRAPHS = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
+GRAPH_NAME = "'CUDA graph ' || g.graphId || ' (exec ' || g.graphExecId || ')'"
+
+
+@cache
+def work(export: Path) -> str:
+    """A CTE `w` of the GPU work reports count as kernels: every kernel row (its demangled name)
+    and, where nsys traced CUDA graphs whole (--cuda-graph-trace=graph), every graph replay,
+    named `CUDA graph G (exec E)`."""
+    kernels = ("SELECT k.start, k.end, k.correlationId, k.globalPid, s.value AS name "
+               "FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s ON s.id = k.demangledName")
+    graphs = (f" UNION ALL SELECT g.start, g.end, g.correlationId, g.globalPid, {GRAPH_NAME} FROM {GRAPHS} g"
+              if has_table(export, GRAPHS) else "")
+    return f"w AS ({kernels}{graphs})"
+
+
 def report_json(*args: object) -> list[dict]:
     result = CliRunner().invoke(cli, ["report", *map(str, args), "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -53,10 +69,10 @@ def report_json(*args: object) -> list[dict]:
 
 @cache
 def kernel_durations(fixture: str) -> dict[str, list[int]]:
-    """Demangled name -> every kernel's duration, from CUPTI_ACTIVITY_KIND_KERNEL."""
+    """Demangled name -> every kernel's duration, from CUPTI_ACTIVITY_KIND_KERNEL (and graph replays)."""
     out: dict[str, list[int]] = defaultdict(list)
-    for name, dur in query(FIXTURES[fixture], "SELECT s.value, k.end - k.start FROM CUPTI_ACTIVITY_KIND_KERNEL k "
-                                              "JOIN StringIds s ON s.id = k.demangledName"):
+    export = FIXTURES[fixture]
+    for name, dur in query(export, f"WITH {work(export)} SELECT name, end - start FROM w"):
         out[name].append(dur)
     return dict(out)
 
@@ -64,9 +80,9 @@ def kernel_durations(fixture: str) -> dict[str, list[int]]:
 @cache
 def per_name(fixture: str) -> dict[str, tuple[int, int, int, int]]:
     """Demangled name -> (instances, total, min, max), grouped in SQL."""
-    rows = query(FIXTURES[fixture], "SELECT s.value, count(*), sum(k.end - k.start), min(k.end - k.start), "
-                                    "max(k.end - k.start) FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s "
-                                    "ON s.id = k.demangledName GROUP BY s.value")
+    export = FIXTURES[fixture]
+    rows = query(export, f"WITH {work(export)} SELECT name, count(*), sum(end - start), min(end - start), "
+                         "max(end - start) FROM w GROUP BY name")
     return {name: (n, total, lo, hi) for name, n, total, lo, hi in rows}
 
 
@@ -117,8 +133,8 @@ def top_level_ranges(fixture: str) -> dict[str, list[tuple[int, int, int]]]:
 def launched_in(export: Path, start: int, end: int, tid: int) -> tuple[int, int]:
     """(kernels, total ns) whose launching runtime call started in [start, end) on any thread of
     `tid`'s process, joined on correlationId and process."""
-    n, total = query(export, f"""SELECT count(*), coalesce(sum(k.end - k.start), 0)
-        FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN CUPTI_ACTIVITY_KIND_RUNTIME r
+    n, total = query(export, f"""WITH {work(export)} SELECT count(*), coalesce(sum(k.end - k.start), 0)
+        FROM w k JOIN CUPTI_ACTIVITY_KIND_RUNTIME r
           ON r.correlationId = k.correlationId AND (r.globalTid {PID}) = k.globalPid
         WHERE r.start >= ? AND r.start < ? AND (r.globalTid {PID}) = (? {PID})""", (start, end, tid))[0]
     return n, total
@@ -126,7 +142,7 @@ def launched_in(export: Path, start: int, end: int, tid: int) -> tuple[int, int]
 
 def unattributed_ns(export: Path) -> int:
     """Kernel time whose launch no range of its process covered (or whose launch is unknown)."""
-    return query(export, RANGES + f""" SELECT coalesce(sum(k.end - k.start), 0) FROM CUPTI_ACTIVITY_KIND_KERNEL k
+    return query(export, RANGES + f""", {work(export)} SELECT coalesce(sum(k.end - k.start), 0) FROM w k
         LEFT JOIN CUPTI_ACTIVITY_KIND_RUNTIME c ON c.correlationId = k.correlationId
           AND (c.globalTid {PID}) = k.globalPid
         WHERE c.start IS NULL OR NOT EXISTS (SELECT 1 FROM r WHERE (r.tid {PID}) = k.globalPid
@@ -205,14 +221,14 @@ def category_per_step(fixture: str) -> dict[str, list[int]]:
     rules = load_rules()
     steps = sorted(top_level_ranges(fixture)[p][0] for p in top_level_ranges(fixture) if "/" not in p)
     out: dict[str, list[int]] = defaultdict(lambda: [0] * len(steps))
-    tables = [("CUPTI_ACTIVITY_KIND_KERNEL", None), ("CUPTI_ACTIVITY_KIND_MEMCPY", "memcpy"),
+    tables = [("CUPTI_ACTIVITY_KIND_KERNEL", None), (GRAPHS, None), ("CUPTI_ACTIVITY_KIND_MEMCPY", "memcpy"),
               ("CUPTI_ACTIVITY_KIND_MEMSET", "memset")]
     for i, (start, end, tid) in enumerate(steps):
         for table, kind in tables:
             if not has_table(export, table):
                 continue
-            name = "s.value" if kind is None else "NULL"
-            join = " JOIN StringIds s ON s.id = a.demangledName" if kind is None else ""
+            name = "NULL" if kind is not None else GRAPH_NAME.replace("g.", "a.") if table == GRAPHS else "s.value"
+            join = " JOIN StringIds s ON s.id = a.demangledName" if table == "CUPTI_ACTIVITY_KIND_KERNEL" else ""
             for n, total in query(export, f"""SELECT {name}, sum(a.end - a.start) FROM {table} a{join}
                     JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = a.correlationId
                       AND (r.globalTid {PID}) = a.globalPid

@@ -303,3 +303,70 @@ def test_timeline_is_the_latest_started_open_range(rows) -> None:
         open_ = [i for i, (_, s, e, _) in enumerate(rows) if s <= t < e]
         expected = max(open_, key=lambda i: rows[i][1]) if open_ else -1
         assert analyze.innermost_at(timeline, np.array([t]))[0] == expected, t
+
+
+def _trees(start: np.ndarray, end: np.ndarray, tid: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """range_tree() with the numpy walk for nested threads and with the stack walk alone."""
+    from profkit.analyze import nvtx
+
+    names = ["r"]
+    name = np.zeros(len(start), dtype=np.int64)
+    fast = nvtx.range_tree(start, end, tid, tid & ~0xFFFFFF, name, names)
+    with monkeypatch.context() as m:
+        m.setattr(nvtx, "_nest_nested", lambda s, e: None)
+        walk = nvtx.range_tree(start, end, tid, tid & ~0xFFFFFF, name, names)
+    return fast, walk
+
+
+def _same_tree(fast, walk) -> None:  # noqa: ANN001
+    assert fast.parent.tolist() == walk.parent.tolist()
+    assert fast.depth.tolist() == walk.depth.tolist()
+    assert fast.timelines.keys() == walk.timelines.keys()
+    for pid, threads in walk.timelines.items():
+        assert threads.keys() == fast.timelines[pid].keys()
+        for tid, (times, owner) in threads.items():
+            assert fast.timelines[pid][tid][0].tolist() == times.tolist(), (pid, tid)
+            assert fast.timelines[pid][tid][1].tolist() == owner.tolist(), (pid, tid)
+
+
+def _nested(rng: np.random.Generator, n: int, lo: int, hi: int, depth: int = 0) -> list[tuple[int, int]]:
+    """Random properly nested ranges inside [lo, hi): ties, zero-length ranges and shared bounds included."""
+    out: list[tuple[int, int]] = []
+    t = lo
+    while t < hi and len(out) < n:
+        a = int(rng.integers(t, min(hi, t + 3) + 1))
+        b = int(rng.integers(a, min(hi, a + 40) + 1))
+        out.append((a, b))
+        if depth < 6 and b - a > 2 and rng.random() < 0.6:
+            out += _nested(rng, n - len(out), a, b, depth + 1)
+        if rng.random() < 0.1:
+            out.append((a, b))  # the same range twice
+        t = b if rng.random() < 0.5 else b + int(rng.integers(0, 3))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nested_walk_in_numpy_equals_the_stack_walk(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for thread in (1, 2, 3):
+        ranges = _nested(rng, 400, 0, 3000)
+        if seed % 3 == 1 and thread == 2:  # one thread whose ranges overlap without nesting: the walk's
+            ranges += [(10, 25), (20, 40)]
+        rows += [(a, b, (7 << 24) | thread) for a, b in ranges]
+    if seed % 4 == 2:  # a range still open when the capture stopped
+        rows.append((5, analyze.OPEN_END, (7 << 24) | 1))
+    start, end, tid = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    _same_tree(*_trees(start, end, tid, monkeypatch))
+
+
+@pytest.mark.parametrize("export", sorted(DATA.glob("*/profile.sqlite")), ids=lambda p: p.parent.name)
+def test_nested_walk_in_numpy_on_every_fixture(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from profkit import columns
+
+    db, tables = columns.connect(export)
+    try:
+        r, _ = columns.read_nvtx(columns.Reader(export, db), tables)
+    finally:
+        db.close()
+    _same_tree(*_trees(r["start_ns"], r["end_ns"], r["global_tid"], monkeypatch))

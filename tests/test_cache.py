@@ -150,6 +150,12 @@ def test_launch_join_equals_sqlites(export: Path) -> None:
     rows = db.execute("SELECT coalesce(r.start, -1), coalesce(r.globalTid, -1) FROM CUPTI_ACTIVITY_KIND_KERNEL k "
                       "LEFT JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = k.correlationId AND "
                       f"(r.globalTid & {parse.PID_MASK}) = k.globalPid").fetchall()
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'CUPTI_ACTIVITY_KIND_GRAPH_TRACE'").fetchone():
+        # whole CUDA-graph replays follow the kernel rows, each joined to its cudaGraphLaunch
+        rows += db.execute("SELECT coalesce(r.start, -1), coalesce(r.globalTid, -1) FROM "
+                           "CUPTI_ACTIVITY_KIND_GRAPH_TRACE g LEFT JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON "
+                           f"r.correlationId = g.correlationId AND (r.globalTid & {parse.PID_MASK}) = g.globalPid "
+                           "ORDER BY g.rowid").fetchall()
     db.close()
     expected = np.array(rows, dtype=np.int64).reshape(-1, 2)
     assert len(k) == len(expected)

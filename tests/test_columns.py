@@ -4,6 +4,7 @@ fixture, and a cold `report kernels` / `report nvtx` that never imports pandas."
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,58 @@ def test_cold_reports_import_no_pandas() -> None:
         out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
         assert out.stderr.strip().splitlines()[-1] == "False", argv
         assert out.stdout.count("\n") > 3
+
+
+def brute_repeats(*keys: np.ndarray | None) -> int:
+    """Rows whose (correlation id, process[, start]) an earlier row has; correlation id -1 never repeats."""
+    seen: set[tuple[int, ...]] = set()
+    n = 0
+    cols = [k.tolist() for k in keys if k is not None]
+    for row in zip(*cols, strict=True):
+        if row[0] < 0:
+            continue
+        n += row in seen
+        seen.add(row)
+    return n
+
+
+@pytest.mark.parametrize("kind", ["increasing", "dense", "dense-repeats", "sparse", "sparse-repeats", "nulls"])
+def test_repeats_equal_a_set(kind: str) -> None:
+    rng = np.random.default_rng(11)
+    n = 3000
+    corr = {"increasing": np.cumsum(rng.integers(1, 9, n)), "dense": rng.permutation(n),
+            "dense-repeats": rng.integers(0, n // 3, n), "sparse": rng.permutation(n) * 10_007,
+            "sparse-repeats": rng.integers(0, n // 3, n) * 10_007,
+            "nulls": np.where(rng.random(n) < 0.5, -1, rng.integers(0, n // 4, n))}[kind]
+    pid = rng.integers(0, 2, n) << 24
+    start = rng.integers(0, 4, n)
+    for keys in ((corr, None, None), (corr, pid, None), (corr, pid, start), (corr, None, start)):
+        assert columns.repeats(*keys) == brute_repeats(*keys), (kind, [k is None for k in keys])
+
+
+def test_kernels_of_two_processes_sharing_ids_and_starts(tmp_path: Path) -> None:
+    """`report kernels` reads no globalPid until two kernels share a correlation id and a start:
+    then it reads it, and a second process's copy of every kernel is two processes' kernels (each
+    counted), while the same copy in the same process is a damaged export."""
+    source = DATA / "h100_small_step_bf16" / "profile.sqlite"
+    k = columns.KERNEL_TABLE
+    results = {}
+    for case, pid in (("other-process", "globalPid + (1 << 24)"), ("same-process", "globalPid")):
+        path = tmp_path / case / "profile.sqlite"
+        path.parent.mkdir()
+        path.write_bytes(source.read_bytes())
+        db = sqlite3.connect(path)
+        cols = [r[1] for r in db.execute(f"PRAGMA table_info({k})")]
+        db.execute(f"INSERT INTO {k} ({', '.join(cols)}) SELECT "
+                   f"{', '.join(pid if c == 'globalPid' else c for c in cols)} FROM {k}")
+        db.commit()
+        db.close()
+        try:
+            a = pipeline.attributed(path, nvtx=False)
+            results[case] = len(a.kernels.dur_ns)
+        except columns.ProfileError as e:
+            results[case] = str(e).split(";")[0]
+    n = len(pipeline.attributed(source, nvtx=False).kernels.dur_ns)
+    assert results["other-process"] == 2 * n
+    assert results["same-process"] == (f"{tmp_path / 'same-process' / 'profile.sqlite'} is damaged: {n:,} kernel "
+                                       "rows repeat another's correlation id and start")

@@ -26,7 +26,10 @@ TESTS = Path(__file__).parent
 SOURCE = TESTS / "data" / "h100_small_step_bf16" / "profile.sqlite"
 MEMORY = TESTS / "data" / "h200_memory_tiny_step" / "memory.pickle"
 RANKS = TESTS / "data" / "h200_small_step_bf16_ddp_1rank"
+GRAPHS = TESTS / "data" / "h200_small_step_bf16_flash_graphs_graph" / "profile.sqlite"
+NODES = TESTS / "data" / "h200_small_step_bf16_flash_graphs_node" / "profile.sqlite"
 K, R, N = "CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVENTS"
+G = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
 MC, MS = "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET"
 
 
@@ -93,8 +96,24 @@ BYTE_DAMAGE = {
     "header-only": lambda b: b[:100],
     "flipped": lambda b: _flip(b, 17, 64),
 }
+# Damage to the whole-graph rows of a --cuda-graph-trace=graph export (GRAPHS).
+GRAPH_DAMAGE = {
+    "no-graphs": [f"DROP TABLE {G}"],
+    "graph-no-id": [f"ALTER TABLE {G} DROP COLUMN graphId"],
+    "graph-no-exec": [f"ALTER TABLE {G} DROP COLUMN graphExecId"],
+    "graph-id-text": [f"UPDATE {G} SET graphId = 'four' WHERE rowid = 2"],
+    "graph-id-negative": [f"UPDATE {G} SET graphId = -4 WHERE rowid = 2"],
+    "graph-id-huge": [f"UPDATE {G} SET graphExecId = 9223372036854775807 WHERE rowid = 3"],
+    "graph-null-corr": [f"UPDATE {G} SET correlationId = NULL WHERE rowid = 1"],
+    "graph-end-before-start": [f"UPDATE {G} SET [end] = start - 1000 WHERE rowid = 1"],
+    "graph-dup": [f"INSERT INTO {G} SELECT * FROM {G} WHERE rowid = 1"],
+    "graph-huge": [f"UPDATE {G} SET [end] = 9223372036854775807 WHERE rowid = 4"],
+}
+SQL_DAMAGE |= GRAPH_DAMAGE
 # Damage that leaves a consistent export: a report is the right answer (nsys creates tables lazily).
-REPORT_OK = {"no-kernels", "no-nvtx", "no-runtime", "kernel-no-name"}  # the last: mangled names
+REPORT_OK = {"no-kernels", "no-nvtx", "no-runtime", "kernel-no-name",  # the last: mangled names
+             "no-graphs", "graph-no-exec",  # graphs nsys did not trace; graph ids without their exec ids
+             "graph-null-corr"}  # a replay whose launch is unknown: GPU work outside every range, as a kernel's
 
 
 def damaged(tmp_path: Path, name: str, source: Path = SOURCE, file: str = "profile.sqlite") -> Path:
@@ -126,7 +145,7 @@ COMMANDS = {
 }
 
 
-_ORIGINAL: dict[str, str] = {}
+_ORIGINAL: dict[tuple[Path, str], str] = {}
 
 
 def normal(text: str, path: Path) -> str:
@@ -145,21 +164,21 @@ def output(command: str, result, path: Path) -> str:
     return normal(text, path)
 
 
-def original(command: str, tmp: Path) -> str:
+def original(command: str, tmp: Path, source: Path = SOURCE) -> str:
     """The command's output on the undamaged fixture (copied, so its folder stays clean)."""
-    if command not in _ORIGINAL:
-        folder = tmp / "original"
+    if (source, command) not in _ORIGINAL:
+        folder = tmp / f"original-{source.parent.name}"
         folder.mkdir(exist_ok=True)
         copy = folder / "profile.sqlite"
         if not copy.exists():
-            shutil.copyfile(SOURCE, copy)
+            shutil.copyfile(source, copy)
         result = CliRunner().invoke(cli, [str(a) for a in COMMANDS[command](copy)])
         assert result.exit_code == 0, result.output
-        _ORIGINAL[command] = output(command, result, copy)
-    return _ORIGINAL[command]
+        _ORIGINAL[source, command] = output(command, result, copy)
+    return _ORIGINAL[source, command]
 
 
-def check(command: str, path: Path, damage: str, tmp: Path) -> None:
+def check(command: str, path: Path, damage: str, tmp: Path, source: Path = SOURCE) -> None:
     folder = path.parent
     before = set(folder.iterdir())
     args = COMMANDS[command](path)
@@ -168,7 +187,7 @@ def check(command: str, path: Path, damage: str, tmp: Path) -> None:
         damage, command, repr(result.exception))
     assert "Traceback" not in result.output, (damage, result.output)
     if result.exit_code == 0:  # a report: the original's (the damage is in what it does not read) or said so
-        same = output(command, result, path) == original(command, tmp)
+        same = output(command, result, path) == original(command, tmp, source)
         assert same or damage in REPORT_OK or "skipped" in result.output, (damage, command, result.output[-2000:])
         return
     assert result.exit_code == 2, (damage, command, result.exit_code, result.output)
@@ -178,12 +197,27 @@ def check(command: str, path: Path, damage: str, tmp: Path) -> None:
     assert set(folder.iterdir()) == before, (damage, command, set(folder.iterdir()) - before)
 
 
-@pytest.mark.parametrize("damage", sorted(SQL_DAMAGE) + sorted(BYTE_DAMAGE))
+@pytest.mark.parametrize("damage", sorted(set(SQL_DAMAGE) - set(GRAPH_DAMAGE)) + sorted(BYTE_DAMAGE))
 def test_damaged_export_never_crashes(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, damage: str) -> None:
     path = damaged(tmp_path, damage)
     tmp = tmp_path_factory.getbasetemp()
     for command in COMMANDS:
         check(command, path, damage, tmp)
+
+
+# On the CUDA-graph captures: their own damage, and a few of every export's (those the graph rows meet).
+GRAPH_CASES = [(GRAPHS, d) for d in [*sorted(GRAPH_DAMAGE), "no-kernels"]] + [
+    (source, d) for source in (GRAPHS, NODES) for d in ("flipped", "cut-0.7", "kernel-dup-corr", "runtime-dup-corr",
+                                                        "kernel-end-before-start", "no-runtime")]
+
+
+@pytest.mark.parametrize("source,damage", GRAPH_CASES, ids=[f"{s.parent.name[-5:]}-{d}" for s, d in GRAPH_CASES])
+def test_damaged_graph_export_never_crashes(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, source: Path,
+                                            damage: str) -> None:
+    path = damaged(tmp_path, damage, source)
+    tmp = tmp_path_factory.getbasetemp()
+    for command in ("kernels", "nvtx", "timeline", "capture"):
+        check(command, path, damage, tmp, source)
 
 
 @pytest.mark.parametrize("damage", ["cut-0.3", "zeros", "flipped", "no-strings", "kernel-start-text",

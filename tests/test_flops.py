@@ -288,3 +288,54 @@ def test_report_md_section_and_pngs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert png.read_bytes()[:8] == gap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = runner.invoke(cli, ["report", "flops", str(folder), "--waterfall", str(gap)])
     assert r.exit_code == 2 and r.output == f"Error: {gap} exists; choose another file\n"
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adamw-fused"])
+def test_step_replay_with_the_optimizers_of_older_torch(monkeypatch: pytest.MonkeyPatch, optimizer: str) -> None:
+    """torch <= 2.12's AdamW makes its step counters with a bare torch.tensor(0.0) and reads them
+    with .item(): under the replay's meta device context that failed on the H200's torch 2.11
+    ("Tensor.item() cannot be called on meta tensors"). This AdamW does what those versions did."""
+    original = torch.optim.AdamW.step
+
+    def old_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        counter = torch.tensor(0.0)  # no device, as torch 2.11's _init_group
+        counter.item()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", old_step)
+    cfg = RunConfig(model="tiny", mode="step", optimizer=optimizer, dtype="bf16", attn="flash")
+    result = counting.count(cfg)
+    assert result["total_flops"] == {r["path"]: r for r in result["paths"]}["step_0"]["flops"] > 0
+
+
+def test_cli_counts_the_runs_knobs() -> None:
+    """`profkit flops --grad-accum N --optimizer ...` replays the step the capture ran: N micro-batches."""
+    r = CliRunner().invoke(cli, ["flops", "--model", "tiny", "--mode", "step", "--grad-accum", "3",
+                                 "--optimizer", "sgd"])
+    assert r.exit_code == 0, r.output
+    total = json.loads(r.stdout)["total_flops"]
+    cfg = RunConfig(model="tiny", mode="step", grad_accum=3, optimizer="sgd")
+    assert total == _plain_total(cfg)
+    assert total > _plain_total(RunConfig(model="tiny", mode="step", optimizer="sgd"))
+
+
+def test_fused_adamw_moves_each_tensor_once() -> None:
+    """adamw-fused: the optimizer reads parameter, gradient and both moments and writes parameter
+    and moments once each (the replay runs the foreach path, which moves about twice that)."""
+    from profkit import models
+
+    fused = counting.count(RunConfig(model="tiny", mode="step", optimizer="adamw-fused"))
+    foreach = counting.count(RunConfig(model="tiny", mode="step", optimizer="adamw"))
+    params = models.build("tiny", attn="naive", device=torch.device("meta")).parameters()
+    expected = 7 * sum(p.numel() * p.element_size() for p in params)
+    by_path = {r["path"]: r for r in fused["paths"]}
+    assert by_path["step_0/optimizer"]["bytes"] == expected
+    assert by_path["step_0"]["bytes"] == fused["total_bytes"]
+    assert expected < {r["path"]: r for r in foreach["paths"]}["step_0/optimizer"]["bytes"]
+    assert fused["total_flops"] == foreach["total_flops"]
+    assert fused["total_vector_flops"] == foreach["total_vector_flops"]
+
+
+def test_tokens_of_a_step_count_every_micro_batch() -> None:
+    cfg = RunConfig(model="tiny", mode="fwd_bwd", grad_accum=3)
+    assert counting.count(cfg)["tokens"] == 3 * cfg.resolved_batch_size * cfg.resolved_context_length

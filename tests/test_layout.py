@@ -39,6 +39,7 @@ STAGE_OF = {
     "profkit.columns": "parse",  # the export's columns as numpy arrays (parse's reading, without pandas)
     "profkit.scrub": "parse",  # rewrites an export; imports nothing of profkit's
     "profkit.snapshot": "parse",  # reads a memory snapshot (restricted unpickler) and its sidecar
+    "profkit.unpickle": "parse",  # the streaming restricted unpickler: trace events as columns
     "profkit.analyze": "analyze",
     "profkit.pipeline": "pipeline",
     "profkit.ranks": "pipeline",  # a multi-rank capture -> per-rank tables (parallel processes) -> merged

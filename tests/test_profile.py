@@ -60,6 +60,37 @@ def test_nsys_defaults_and_user_overrides(user: list[str], device: str, expected
     assert nsys_part(cmd) == expected
 
 
+GRAPH_FLAG = {"--cuda-graph-trace"}
+
+
+@pytest.mark.parametrize("user,flags,device,expected", [
+    ([], GRAPH_FLAG, "cuda", [*GPU_DEFAULT_ARGS, "--cuda-graph-trace=node"]),
+    ([], set(), "cuda", GPU_DEFAULT_ARGS),  # an nsys that lists no such flag is not given it
+    ([], GRAPH_FLAG, "cpu", ["--trace=nvtx,osrt", "--sample=none", "--cpuctxsw=none"]),  # no CUDA, no graphs
+    (["--cuda-graph-trace=graph"], GRAPH_FLAG, "cuda", ["--cuda-graph-trace=graph", *GPU_DEFAULT_ARGS]),
+    (["--cuda-graph-trace", "graph:host-only"], GRAPH_FLAG, "cuda",
+     ["--cuda-graph-trace", "graph:host-only", *GPU_DEFAULT_ARGS]),
+])
+def test_cuda_graphs_traced_node_by_node_by_default(user: list[str], flags: set[str], device: str,
+                                                    expected: list[str]) -> None:
+    cmd = build_profile_command(NSYS, RunConfig(model="tiny"), device=device, user_args=user, out=Path("p/x"),
+                                python=PY, flags=flags)
+    assert nsys_part(cmd) == expected
+
+
+@pytest.mark.nsys
+def test_the_found_nsys_lists_cuda_graph_trace() -> None:
+    """The flag is read from the nsys in use (2023.4.4 in CI has it): profkit profile passes it on CUDA."""
+    from profkit.nsys import profile_flags
+
+    nsys = real_nsys()
+    flags = profile_flags(nsys)
+    assert "--cuda-graph-trace" in flags
+    cmd = build_profile_command(nsys.path, RunConfig(model="tiny"), device="cuda", user_args=[], out=Path("o"),
+                                python=PY, flags=flags)
+    assert "--cuda-graph-trace=node" in cmd
+
+
 def test_profiled_program_and_output() -> None:
     cfg = RunConfig(model="small", mode="step", dtype="bf16", compile=True, steps=3)
     cmd = build_profile_command(NSYS, cfg, device="cuda", user_args=[], out=Path("profiles/.a b.partial"),

@@ -30,7 +30,8 @@ def shuffle_rows(path: Path, seed: int = 2025) -> list[str]:
         rows = db.execute(f"SELECT * FROM [{table}]").fetchall()
         before = list(rows)
         rng.shuffle(rows)
-        assert len(rows) < 3 or rows != before
+        while len(set(rows)) > 1 and rows == before:  # a short table can come back in its own order: again
+            rng.shuffle(rows)
         db.execute(f"DELETE FROM [{table}]")
         if rows:
             db.executemany(f"INSERT INTO [{table}] VALUES ({', '.join('?' * len(rows[0]))})", rows)
@@ -74,7 +75,9 @@ SINGLE = {
 }
 
 
-@pytest.mark.parametrize("fixture", ["h100_small_step_bf16", "h100_small_step_bf16_autograd_nvtx"])
+@pytest.mark.parametrize("fixture", ["h100_small_step_bf16", "h100_small_step_bf16_autograd_nvtx",
+                                     "h200_small_step_bf16_flash_graphs_graph",  # whole-graph rows
+                                     "h200_small_step_bf16_flash_graphs_node"])  # kernels sharing a launch's id
 def test_reports_ignore_row_order(tmp_path: Path, fixture: str) -> None:
     original, shuffled = twins(tmp_path, fixture)
     for name, make in SINGLE.items():

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from profkit.columns import GRAPH_NAME
 from profkit.errors import ProfkitError
 
 if TYPE_CHECKING:
@@ -53,12 +54,19 @@ def load_rules(extra: Path | None = None) -> list[Rule]:
     return _parse(text, str(extra)) + builtin
 
 
-def category_of(name: str, rules: list[Rule]) -> str:
-    """The category of one kernel name: the first matching rule's, `other` if none.
+GRAPH_CATEGORY = "cuda graph"
+"""A whole CUDA-graph replay's category, whatever the rules say: it is no one kernel."""
 
-    >>> category_of("ampere_sgemm_128x64_tn", load_rules())
-    'gemm'
+
+def category_of(name: str, rules: list[Rule]) -> str:
+    """The category of one kernel name: the first matching rule's, `other` if none; a whole
+    CUDA-graph replay's (profkit.columns.graph_name) is always GRAPH_CATEGORY.
+
+    >>> category_of("ampere_sgemm_128x64_tn", load_rules()), category_of("CUDA graph 4 (exec 5)", load_rules())
+    ('gemm', 'cuda graph')
     """
+    if GRAPH_NAME.match(name):
+        return GRAPH_CATEGORY
     for rule in rules:
         if rule.pattern.search(name):
             return rule.category

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from profkit import peaks
+from profkit.columns import GRAPH_NAME
 from profkit.frames import require
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8")
@@ -148,18 +149,20 @@ def palm_flops(n_params: int, tokens: int, *, n_layers: int, n_heads: int, head_
     return per_token * tokens / (3 if mode == "fwd" else 1)
 
 
-def path_precision(kernels: pd.DataFrame) -> pd.DataFrame:
+def path_precision(kernels: pd.DataFrame, *, graphs: str | None = None) -> pd.DataFrame:
     """The precision each path's matmul/attention kernels ran at (the one with most time).
 
     Args:
         kernels: rows with name, dur_ns and range_path (steps folded or not).
+        graphs: the precision of whole CUDA-graph replays (`CUDA graph G (exec E)`), whose name
+            does not tell: the run's autocast dtype; None counts them as no tensor op.
 
     Returns:
         path, precision (NaN for paths without tensor-op kernels: their rate is fp32's).
     """
     require(kernels, ["name", "dur_ns", "range_path"], "kernels")
     k = kernels[kernels["range_path"].notna()]
-    prec = k["name"].astype(str).map(kernel_precision)
+    prec = k["name"].astype(str).map(lambda n: graphs if GRAPH_NAME.match(n) else kernel_precision(n))
     k = k.assign(precision=prec, path=k["range_path"].astype(str))[prec.notna()]
     rows = []
     # every prefix of a kernel's path holds it (paths are inclusive)

@@ -76,7 +76,11 @@ def rank(codes: np.ndarray, labels: list[str], dur: np.ndarray, categories: list
     # Durations sorted within each group: one sort of (group, duration) packed in one integer
     # when both fit, else a two-key sort.
     if len(dur) and int(dur.min()) >= 0 and int(dur.max()) < 1 << 40 and m < 1 << 22:
-        d = np.sort((codes.astype(np.int64) << 40) | dur) & ((1 << 40) - 1)
+        d = codes.astype(np.int64)  # the key built, sorted and unpacked in place: one array the kernels' length
+        d <<= 40
+        d |= dur
+        d.sort()
+        d &= (1 << 40) - 1
     else:
         d = dur[np.lexsort((dur, codes))]
     n = count[groups]
@@ -211,6 +215,29 @@ def in_ranges(kernels: pd.DataFrame, pattern: str) -> pd.DataFrame:
     cats = [str(p) for p in paths.cat.categories]
     matching = [p for p, ok in zip(cats, matching_paths(cats, pattern).tolist(), strict=True) if ok]
     return kernels[paths.isin(matching).to_numpy()]
+
+
+def graph_replays(category: np.ndarray, categories: list[str], dur: np.ndarray) -> tuple[int, int]:
+    """(count, total ns) of the whole CUDA-graph replays among kernel rows (their category is
+    categories.GRAPH_CATEGORY), given each row's category code into `categories`.
+
+    >>> graph_replays(np.array([0, 1, 1]), ["gemm", "cuda graph"], np.array([5, 7, 9]))
+    (2, 16)
+    """
+    from profkit.analyze.categories import GRAPH_CATEGORY
+
+    if GRAPH_CATEGORY not in categories:
+        return 0, 0
+    mine = category == categories.index(GRAPH_CATEGORY)
+    return int(mine.sum()), int(dur[mine].sum())
+
+
+def graph_replays_of(kernels: pd.DataFrame) -> tuple[int, int]:
+    """graph_replays() of kernel_frame() rows."""
+    if kernels.empty:
+        return 0, 0
+    codes, cats = column_codes(kernels["category"])
+    return graph_replays(codes, cats, kernels["dur_ns"].to_numpy())
 
 
 def unattributed_pct(kernels: pd.DataFrame) -> float:

@@ -114,13 +114,25 @@ class _Block:
         self.lifetime = -1
 
 
+CHUNK = 1 << 16
+"""Events replayed per Python loop pass: the loop's lists hold this many, the results go to arrays."""
+
+
 @dataclass(kw_only=True)
 class Replay:
-    """replay()'s result."""
+    """replay()'s result, as arrays (8 + 4 bytes per event, about 40 per allocation); `events`
+    builds the full frame when asked."""
 
-    events: pd.DataFrame
-    """The trace with block_size (the block an alloc took or a free gave back), allocated_bytes and
-    reserved_bytes after the event, and lifetime (-1 for events that are not an alloc or free)."""
+    source: pd.DataFrame
+    """The trace as given (seq, action, addr, size, time_us, frame, ...)."""
+    allocated: np.ndarray
+    """Allocated bytes after each event (int64)."""
+    lifetime: np.ndarray
+    """Each event's lifetime (int32; -1 for events that are not an alloc or free)."""
+    reserved_at: np.ndarray
+    """Events after which reserved memory changed (int64, rising) ..."""
+    reserved_value: np.ndarray
+    """... and reserved memory after each of them."""
     lifetimes: pd.DataFrame
     """One row per allocation: lifetime, addr, size (the block's), requested, alloc_seq (-1: held
     when the window opened), free_seq (the free request; -1: still held at the dump)."""
@@ -131,23 +143,152 @@ class Replay:
     snapshot without profkit's sidecar, or events that did not fit the blocks)."""
     notes: list[str] = field(default_factory=list)
 
+    def __len__(self) -> int:
+        return len(self.allocated)
+
+    def block_size(self) -> np.ndarray:
+        """The block an alloc took or a free request gave back, per event (0 for other events)."""
+        out = np.zeros(len(self.allocated), dtype=np.int64)
+        codes, cats = action_codes(self.source)
+        freeing = [i for i, c in enumerate(cats) if c in ("alloc", "free_requested")]
+        mask = np.isin(codes, freeing) & (self.lifetime >= 0)
+        out[mask] = self.lifetimes["size"].to_numpy()[self.lifetime[mask]]
+        return out
+
+    def alloc_sizes(self) -> np.ndarray:
+        """Per event, the block an alloc took (0 for every other event)."""
+        out = np.zeros(len(self.allocated), dtype=np.int64)
+        codes, cats = action_codes(self.source)
+        mask = (codes == cats.index("alloc")) if "alloc" in cats else np.zeros(len(codes), dtype=bool)
+        mask &= self.lifetime >= 0
+        out[mask] = self.lifetimes["size"].to_numpy()[self.lifetime[mask]]
+        return out
+
+    def reserved(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """Reserved bytes after each event (or after the events `idx`)."""
+        where = np.arange(len(self.allocated)) if idx is None else np.asarray(idx)
+        k = np.searchsorted(self.reserved_at, where, side="right") - 1
+        vals = np.concatenate([[self.start_reserved_bytes], self.reserved_value]).astype(np.int64)
+        return vals[k + 1]
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """The trace with block_size (the block an alloc took or a free gave back), allocated_bytes and
+        reserved_bytes after the event, and lifetime (-1 for events that are not an alloc or free).
+        Built on each call (a few arrays of the trace's length): the analysis uses the arrays."""
+        ix = self.source.index
+        return self.source.assign(block_size=pd.Series(self.block_size(), index=ix),
+                                  allocated_bytes=pd.Series(self.allocated, index=ix),
+                                  reserved_bytes=pd.Series(self.reserved(), index=ix),
+                                  lifetime=pd.Series(self.lifetime.astype(np.int64), index=ix))
+
+    def times(self) -> np.ndarray:
+        """time_us, made nondecreasing (each event at the latest time seen so far)."""
+        t = self.source["time_us"].to_numpy()
+        if len(t) < 2 or bool((t[1:] >= t[:-1]).all()):
+            return t
+        return np.maximum.accumulate(t)
+
     @property
     def peak_seq(self) -> int:
         """The event after which allocated memory peaked (-1: at the window's start)."""
-        a = self.events["allocated_bytes"].to_numpy()
+        a = self.allocated
         if a.size == 0 or a.max() <= self.start_allocated_bytes:
             return -1
         return int(np.argmax(a))
 
     @property
     def peak_allocated_bytes(self) -> int:
-        a = self.events["allocated_bytes"]
+        a = self.allocated
         return int(max(self.start_allocated_bytes, int(a.max()) if len(a) else 0))
 
     @property
     def peak_reserved_bytes(self) -> int:
-        r = self.events["reserved_bytes"]
-        return int(max(self.start_reserved_bytes, int(r.max()) if len(r) else 0))
+        r = self.reserved_value
+        return int(max(self.start_reserved_bytes, int(r.max()) if len(r) else 0)) if len(self.allocated) else \
+            int(self.start_reserved_bytes)
+
+
+def action_codes(events: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The action column as small integer codes and their names (no copy for a categorical column)."""
+    col = events["action"]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(), [str(c) for c in col.cat.categories]
+    codes, uniques = pd.factorize(col)
+    return codes.astype(np.int16), [str(u) for u in uniques]
+
+
+class _Lives:
+    """The lifetimes table as it grows: Python lists of a chunk's rows, then numpy parts."""
+
+    def __init__(self) -> None:
+        self.parts: list[list[Any]] = []
+        self.addr: list[int] = []
+        self.size: list[int] = []
+        self.req: list[int] = []
+        self.alloc: list[int] = []
+        self.n = 0
+        self.freed_k: list[int] = []
+        self.freed_i: list[int] = []
+        self.freed: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, addr: int, size: int, req: int, alloc_seq: int) -> int:
+        self.addr.append(addr)
+        self.size.append(size)
+        self.req.append(req)
+        self.alloc.append(alloc_seq)
+        self.n += 1
+        if len(self.addr) >= CHUNK:
+            self.flush()
+        return self.n - 1
+
+    def free(self, k: int, i: int) -> None:
+        self.freed_k.append(k)
+        self.freed_i.append(i)
+        if len(self.freed_k) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.addr:
+            self.parts.append([np.array(self.addr, dtype=np.int64), np.array(self.size, dtype=np.int64),
+                               np.array(self.req, dtype=np.int64), np.array(self.alloc, dtype=np.int32)])
+            self.addr, self.size, self.req, self.alloc = [], [], [], []
+        if self.freed_k:
+            self.freed.append((np.array(self.freed_k, dtype=np.int64), np.array(self.freed_i, dtype=np.int32)))
+            self.freed_k, self.freed_i = [], []
+
+    def sizes(self) -> int:
+        """The sum of the block sizes so far."""
+        self.flush()
+        return int(sum(int(p[1].sum()) for p in self.parts))
+
+    def frame(self) -> pd.DataFrame:
+        self.flush()
+
+        def cat(j: int, dtype: Any) -> np.ndarray:
+            out = np.concatenate([p[j] for p in self.parts]) if self.parts else np.zeros(0, dtype=dtype)
+            for p in self.parts:  # the column's parts go as soon as they are copied
+                p[j] = None
+            return out
+
+        free_seq = np.full(self.n, -1, dtype=np.int32)
+        for k, i in self.freed:
+            free_seq[k] = i
+        self.freed = []
+        cols = {"lifetime": np.arange(self.n, dtype=np.int32), "addr": cat(0, np.int64), "size": cat(1, np.int64),
+                "requested": cat(2, np.int64), "alloc_seq": cat(3, np.int32), "free_seq": free_seq}
+        self.parts = []
+        return pd.DataFrame(cols, copy=False)
+
+
+def _chunks(events: pd.DataFrame) -> Iterable[tuple[int, list[int], list[int], list[int]]]:
+    """(first index, action codes, addrs, sizes) for CHUNK events at a time, as Python lists."""
+    codes, _ = action_codes(events)
+    addr = events["addr"].to_numpy()
+    size = events["size"].to_numpy()
+    for lo in range(0, len(codes), CHUNK):
+        hi = lo + CHUNK
+        yield lo, codes[lo:hi].tolist(), addr[lo:hi].tolist(), size[lo:hi].tolist()
 
 
 def replay(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: dict[str, Any] | None = None,
@@ -178,7 +319,7 @@ def replay(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: di
     exact = True
     blocks: dict[int, _Block] = {}
     b: _Block | None
-    life_rows: list[list[int]] = []  # lifetime, addr, size, requested, alloc_seq, free_seq
+    lives = _Lives()
     allocated = reserved = 0
     seg_sizes: dict[int, int] = {}
     for seg, part in start_blocks.groupby("segment", sort=True):
@@ -189,8 +330,7 @@ def replay(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: di
             kind = {"active_allocated": "alloc", "inactive": "free"}.get(state, "pending")
             b = _Block(int(addr), int(size), kind, stype == "small")
             if kind == "alloc":
-                b.lifetime = len(life_rows)
-                life_rows.append([b.lifetime, b.addr, b.size, int(req), -1, -1])
+                b.lifetime = lives.add(b.addr, b.size, int(req), -1)
                 allocated += b.size
             b.prev = prev
             if prev is not None:
@@ -200,98 +340,108 @@ def replay(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: di
     reserved = sum(seg_sizes.values())
     start_allocated, start_reserved = allocated, reserved
 
-    acts = events["action"].tolist()
-    addrs = events["addr"].tolist()
-    sizes = events["size"].tolist()
-    n = len(acts)
-    block_size = [0] * n
-    alloc_after = [0] * n
-    reserved_after = [0] * n
-    lifetime = [-1] * n
-    for i in range(n):
-        act, addr, size = acts[i], addrs[i], sizes[i]
-        if act == "alloc":
-            s = round_size(size, _divisions(div_setting, size))
-            b = blocks.get(addr)
-            if b is None or b.state != "free":
-                exact = False
-                notes.append(f"event {i}: alloc at {addr:#x} found no free block there; counted at its rounded size")
-                b = _Block(addr, s, "free", s <= SMALL_SIZE)
+    _, cats = action_codes(events)
+    code = {name: cats.index(name) if name in cats else -1 for name in
+            ("alloc", "free_requested", "free_completed", "segment_alloc", "segment_free", "segment_map",
+             "segment_unmap")}
+    c_alloc, c_freq, c_fcomp = code["alloc"], code["free_requested"], code["free_completed"]
+    c_salloc, c_sfree, c_smap, c_sunmap = (code["segment_alloc"], code["segment_free"], code["segment_map"],
+                                           code["segment_unmap"])
+    n = len(events)
+    alloc_after = np.zeros(n, dtype=np.int64)
+    lifetime_out = np.full(n, -1, dtype=np.int32)
+    res_at: list[int] = []
+    res_val: list[int] = []
+
+    def note(text: str) -> None:
+        if len(notes) < 20:
+            notes.append(text)
+
+    for lo, acts, addrs, sizes in _chunks(events):
+        a_out = [0] * len(acts)
+        l_out = [-1] * len(acts)
+        for j in range(len(acts)):
+            i = lo + j
+            act, addr, size = acts[j], addrs[j], sizes[j]
+            if act == c_alloc:
+                s = round_size(size, _divisions(div_setting, size))
+                b = blocks.get(addr)
+                if b is None or b.state != "free":
+                    exact = False
+                    note(f"event {i}: alloc at {addr:#x} found no free block there; counted at its rounded size")
+                    b = _Block(addr, s, "free", s <= SMALL_SIZE)
+                    blocks[addr] = b
+                if b.size > s and should_split(b.size, s, small=b.small, expandable=expandable, max_split=max_split):
+                    rest = _Block(addr + s, b.size - s, "free", b.small)
+                    rest.prev, rest.next = b, b.next
+                    if b.next is not None:
+                        b.next.prev = rest
+                    b.next = rest
+                    b.size = s
+                    blocks[rest.addr] = rest
+                b.state = "alloc"
+                b.lifetime = lives.add(addr, b.size, size, i)
+                allocated += b.size
+                l_out[j] = b.lifetime
+            elif act == c_freq:
+                b = blocks.get(addr)
+                if b is None or b.state != "alloc":
+                    exact = False
+                    note(f"event {i}: free of {addr:#x}, which holds no allocation; ignored")
+                else:
+                    allocated -= b.size
+                    b.state = "pending"
+                    lives.free(b.lifetime, i)
+                    l_out[j] = b.lifetime
+            elif act == c_fcomp:
+                b = blocks.get(addr)
+                if b is not None and b.state == "pending":
+                    b.state = "free"
+                    l_out[j] = b.lifetime
+                    b.lifetime = -1
+                    for other in (b.prev, b.next):  # free_block's try_merge_blocks, both sides
+                        if other is not None and other.state == "free":
+                            _merge(blocks, b, other)
+            elif act == c_salloc:
+                b = _Block(addr, size, "free", size == SMALL_BUFFER and not expandable)
                 blocks[addr] = b
-            if b.size > s and should_split(b.size, s, small=b.small, expandable=expandable, max_split=max_split):
-                rest = _Block(addr + s, b.size - s, "free", b.small)
-                rest.prev, rest.next = b, b.next
-                if b.next is not None:
-                    b.next.prev = rest
-                b.next = rest
-                b.size = s
-                blocks[rest.addr] = rest
-            b.state = "alloc"
-            b.lifetime = len(life_rows)
-            life_rows.append([b.lifetime, addr, b.size, size, i, -1])
-            allocated += b.size
-            block_size[i], lifetime[i] = b.size, b.lifetime
-        elif act == "free_requested":
-            b = blocks.get(addr)
-            if b is None or b.state != "alloc":
-                exact = False
-                notes.append(f"event {i}: free of {addr:#x}, which holds no allocation; ignored")
-            else:
-                allocated -= b.size
-                b.state = "pending"
-                life_rows[b.lifetime][5] = i
-                block_size[i], lifetime[i] = b.size, b.lifetime
-        elif act == "free_completed":
-            b = blocks.get(addr)
-            if b is not None and b.state == "pending":
-                b.state = "free"
-                lifetime[i] = b.lifetime
-                b.lifetime = -1
-                for other in (b.prev, b.next):  # free_block's try_merge_blocks, both sides
-                    if other is not None and other.state == "free":
-                        _merge(blocks, b, other)
-        elif act == "segment_alloc":
-            b = _Block(addr, size, "free", size == SMALL_BUFFER and not expandable)
-            blocks[addr] = b
-            seg_sizes[addr] = size
-            reserved += size
-        elif act == "segment_free":
-            b = blocks.pop(addr) if addr in blocks else None
-            if b is None or b.state != "free":
-                exact = False
-                notes.append(f"event {i}: segment_free of {addr:#x}, which is not one free block")
-            reserved -= seg_sizes.pop(addr, size)
-        elif act == "segment_map":  # expandable segments: pages mapped at the segment's end
-            mapped = blocks[addr] = _Block(addr, size, "free", False)
-            reserved += size
-            left = next((x for x in blocks.values() if x.addr + x.size == addr and x.state == "free"), None)
-            if left is not None:
-                mapped.prev, left.next = left, mapped
-                _merge(blocks, mapped, left)
-            if not any("expandable" in note for note in notes):
-                notes.append("expandable segments: mapped pages replayed as free blocks (not checked on a GPU)")
-        elif act == "segment_unmap":
-            reserved -= size
-            b = blocks.get(addr)
-            if b is not None and b.state == "free" and b.size <= size:
-                blocks.pop(addr)
-        alloc_after[i] = allocated
-        reserved_after[i] = reserved
-    out, lifetimes = _replayed(events, block_size, alloc_after, reserved_after, lifetime, life_rows)
-    return Replay(events=out, lifetimes=lifetimes, start_allocated_bytes=start_allocated,
-                  start_reserved_bytes=start_reserved, exact=exact, notes=notes[:20])
-
-
-def _replayed(events: pd.DataFrame, block_size: Any, alloc_after: Any, reserved_after: Any, lifetime: Any,
-              life_rows: list[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A replay's per-event columns beside the events, and its lifetimes table (both replays')."""
-    out = events.assign(block_size=pd.Series(block_size, dtype="int64", index=events.index),
-                        allocated_bytes=pd.Series(alloc_after, dtype="int64", index=events.index),
-                        reserved_bytes=pd.Series(reserved_after, dtype="int64", index=events.index),
-                        lifetime=pd.Series(lifetime, dtype="int64", index=events.index))
-    lifetimes = pd.DataFrame(life_rows, columns=["lifetime", "addr", "size", "requested", "alloc_seq", "free_seq"],
-                             dtype="int64")
-    return out, lifetimes
+                seg_sizes[addr] = size
+                reserved += size
+                res_at.append(i)
+                res_val.append(reserved)
+            elif act == c_sfree:
+                b = blocks.pop(addr) if addr in blocks else None
+                if b is None or b.state != "free":
+                    exact = False
+                    note(f"event {i}: segment_free of {addr:#x}, which is not one free block")
+                reserved -= seg_sizes.pop(addr, size)
+                res_at.append(i)
+                res_val.append(reserved)
+            elif act == c_smap:  # expandable segments: pages mapped at the segment's end
+                mapped = blocks[addr] = _Block(addr, size, "free", False)
+                reserved += size
+                res_at.append(i)
+                res_val.append(reserved)
+                left = next((x for x in blocks.values() if x.addr + x.size == addr and x.state == "free"), None)
+                if left is not None:
+                    mapped.prev, left.next = left, mapped
+                    _merge(blocks, mapped, left)
+                if not any("expandable" in n_ for n_ in notes):
+                    note("expandable segments: mapped pages replayed as free blocks (not checked on a GPU)")
+            elif act == c_sunmap:
+                reserved -= size
+                res_at.append(i)
+                res_val.append(reserved)
+                b = blocks.get(addr)
+                if b is not None and b.state == "free" and b.size <= size:
+                    blocks.pop(addr)
+            a_out[j] = allocated
+        alloc_after[lo:lo + len(acts)] = a_out
+        lifetime_out[lo:lo + len(acts)] = l_out
+    return Replay(source=events, allocated=alloc_after, lifetime=lifetime_out,
+                  reserved_at=np.array(res_at, dtype=np.int64), reserved_value=np.array(res_val, dtype=np.int64),
+                  lifetimes=lives.frame(), start_allocated_bytes=start_allocated, start_reserved_bytes=start_reserved,
+                  exact=exact, notes=notes[:20])
 
 
 def _merge(blocks: dict[int, _Block], dst: _Block, src: _Block) -> None:
@@ -311,13 +461,17 @@ def _merge(blocks: dict[int, _Block], dst: _Block, src: _Block) -> None:
 
 
 def _replay_approximate(events: pd.DataFrame, end_blocks: pd.DataFrame | None, settings: dict[str, Any]) -> Replay:
-    acts = events["action"].tolist()
-    addrs = events["addr"].tolist()
-    sizes = events["size"].tolist()
     div_setting = settings.get("roundup_power2_divisions")
-    life_rows: list[list[int]] = []
+    _, cats = action_codes(events)
+    c_alloc = cats.index("alloc") if "alloc" in cats else -1
+    c_freq = cats.index("free_requested") if "free_requested" in cats else -1
+    c_salloc = cats.index("segment_alloc") if "segment_alloc" in cats else -1
+    c_sfree = cats.index("segment_free") if "segment_free" in cats else -1
+    lives = _Lives()
     held: dict[int, int] = {}  # addr -> lifetime
-    allocated_in_trace = {a for a, act in zip(addrs, acts, strict=True) if act == "alloc"}
+    codes, _ = action_codes(events)
+    addr_col = events["addr"].to_numpy()
+    allocated_in_trace = set(np.unique(addr_col[codes == c_alloc]).tolist()) if len(codes) else set()
     seen: set[int] = set()
     # Held before the window: what the dump still holds and the trace never allocated, and
     # addresses the trace frees before allocating them.
@@ -325,44 +479,63 @@ def _replay_approximate(events: pd.DataFrame, end_blocks: pd.DataFrame | None, s
         for addr, size, req, state in zip(end_blocks["address"], end_blocks["size"], end_blocks["requested_size"],
                                           end_blocks["state"], strict=True):
             if state == "active_allocated" and int(addr) not in allocated_in_trace:
-                held[int(addr)] = len(life_rows)
-                life_rows.append([len(life_rows), int(addr), int(size), int(req), -1, -1])
-    for act, addr, size in zip(acts, addrs, sizes, strict=True):
-        if act == "alloc":
-            seen.add(addr)
-        elif act == "free_requested" and addr not in seen and addr not in held:
-            s = round_size(size, _divisions(div_setting, size))
-            held[addr] = len(life_rows)
-            life_rows.append([len(life_rows), addr, s, size, -1, -1])
-            seen.add(addr)
-    allocated = start = sum(r[2] for r in life_rows)
+                held[int(addr)] = lives.add(int(addr), int(size), int(req), -1)
+    for _lo, acts, addrs, sizes in _chunks(events):
+        for act, addr, size in zip(acts, addrs, sizes, strict=True):
+            if act == c_alloc:
+                seen.add(addr)
+            elif act == c_freq and addr not in seen and addr not in held:
+                s = round_size(size, _divisions(div_setting, size))
+                held[addr] = lives.add(addr, s, size, -1)
+                seen.add(addr)
+    del seen, allocated_in_trace
+    allocated = start = lives.sizes()
     segs = end_blocks.drop_duplicates("segment") if end_blocks is not None else None
     reserved = start_reserved = int(segs["segment_size"].sum()) if segs is not None else 0
-    n = len(acts)
-    block_size, alloc_after, reserved_after, lifetime = [0] * n, [0] * n, [0] * n, [-1] * n
-    for i in range(n):
-        act, addr, size = acts[i], addrs[i], sizes[i]
-        if act == "alloc":
-            s = round_size(size, _divisions(div_setting, size))
-            held[addr] = len(life_rows)
-            life_rows.append([len(life_rows), addr, s, size, i, -1])
-            allocated += s
-            block_size[i], lifetime[i] = s, held[addr]
-        elif act == "free_requested" and addr in held:
-            k = held.pop(addr)
-            allocated -= life_rows[k][2]
-            life_rows[k][5] = i
-            block_size[i], lifetime[i] = life_rows[k][2], k
-        elif act == "segment_alloc":
-            reserved += size
-        elif act == "segment_free":
-            reserved -= size
-        alloc_after[i], reserved_after[i] = allocated, reserved
-    out, lifetimes = _replayed(events, block_size, alloc_after, reserved_after, lifetime, life_rows)
+    n = len(events)
+    alloc_after = np.zeros(n, dtype=np.int64)
+    lifetime_out = np.full(n, -1, dtype=np.int32)
+    sizes_of: dict[int, int] = {}
+    base = 0
+    for p in lives.parts:  # lifetime -> block size, for the ones held so far
+        for j, s in enumerate(p[1].tolist()):
+            sizes_of[base + j] = s
+        base += len(p[1])
+    res_at: list[int] = []
+    res_val: list[int] = []
+    for lo, acts, addrs, sizes in _chunks(events):
+        a_out = [0] * len(acts)
+        l_out = [-1] * len(acts)
+        for j in range(len(acts)):
+            act, addr, size = acts[j], addrs[j], sizes[j]
+            if act == c_alloc:
+                s = round_size(size, _divisions(div_setting, size))
+                k = held[addr] = lives.add(addr, s, size, lo + j)
+                sizes_of[k] = s
+                allocated += s
+                l_out[j] = k
+            elif act == c_freq and addr in held:
+                k = held.pop(addr)
+                allocated -= sizes_of.pop(k)
+                lives.free(k, lo + j)
+                l_out[j] = k
+            elif act == c_salloc:
+                reserved += size
+                res_at.append(lo + j)
+                res_val.append(reserved)
+            elif act == c_sfree:
+                reserved -= size
+                res_at.append(lo + j)
+                res_val.append(reserved)
+            a_out[j] = allocated
+        alloc_after[lo:lo + len(acts)] = a_out
+        lifetime_out[lo:lo + len(acts)] = l_out
     note = ("approximate: no profkit sidecar (memory.json), so no window start state: sizes are requested sizes "
             "rounded to 512 bytes, without the allocator's block splitting, and the reserved memory at the start "
             "is the dump's")
-    return Replay(events=out, lifetimes=lifetimes, start_allocated_bytes=start, start_reserved_bytes=start_reserved,
+    return Replay(source=events, allocated=alloc_after, lifetime=lifetime_out,
+                  reserved_at=np.array(res_at, dtype=np.int64), reserved_value=np.array(res_val, dtype=np.int64),
+                  lifetimes=lives.frame(), start_allocated_bytes=start, start_reserved_bytes=start_reserved,
                   exact=False, notes=[note])
 
 
@@ -443,16 +616,27 @@ def place(events: pd.DataFrame, tree: pd.DataFrame) -> pd.Series:
     """
     require(events, ["time_us"], "events")
     require(tree, ["start_us", "end_us", "thread", "path"], "range tree")
-    if tree.empty or events.empty:
-        return pd.Series([OUTSIDE] * len(events), index=events.index, dtype=object)
+    paths = np.array([*tree["path"].tolist(), OUTSIDE], dtype=object)
+    return pd.Series(paths[place_codes(events["time_us"].to_numpy(), tree)], index=events.index, dtype=object)
+
+
+def place_codes(times_us: np.ndarray, tree: pd.DataFrame) -> np.ndarray:
+    """place() as positions: each time's range row in `tree`, len(tree) where none is open (int32)."""
+    require(tree, ["start_us", "end_us", "thread", "path"], "range tree")
+    if tree.empty or len(times_us) == 0:
+        return np.full(len(times_us), len(tree), dtype=np.int32)
     ranges = pd.DataFrame({"start_ns": tree["start_us"].to_numpy() * 1000, "end_ns": tree["end_us"].to_numpy() * 1000,
                            "global_pid": np.full(len(tree), _PID, dtype=np.int64),
                            "global_tid": _PID | (tree["thread"].to_numpy() + 1)})
-    launches = pd.DataFrame({"launch_ns": events["time_us"].to_numpy() * 1000,
-                             "launch_tid": np.full(len(events), _NO_THREAD, dtype=np.int64)})
-    owner = attribute(launches, ranges, thread_timelines(ranges))
-    paths = np.array([*tree["path"].tolist(), OUTSIDE], dtype=object)
-    return pd.Series(paths[np.where(owner >= 0, owner, len(tree))], index=events.index, dtype=object)
+    out = np.empty(len(times_us), dtype=np.int32)
+    timelines = thread_timelines(ranges)
+    step = 1 << 20
+    for lo in range(0, len(times_us), step):  # the attribution's temporaries stay a chunk's size
+        t = np.asarray(times_us[lo:lo + step], dtype=np.int64)
+        launches = pd.DataFrame({"launch_ns": t * 1000, "launch_tid": np.full(len(t), _NO_THREAD, dtype=np.int64)})
+        owner = attribute(launches, ranges, timelines)
+        out[lo:lo + len(t)] = np.where(owner >= 0, owner, len(tree))
+    return out
 
 
 # --- what blocks hold -----------------------------------------------------------------------
@@ -482,35 +666,101 @@ def categorize(rp: Replay, tensors: pd.DataFrame, tree: pd.DataFrame) -> pd.Seri
     """
     require(tensors, ["kind", "step", "address"], "tensors")
     lt = rp.lifetimes
-    times = np.maximum.accumulate(rp.events["time_us"].to_numpy()) if len(rp.events) else np.zeros(0, np.int64)
-    by_addr: dict[int, list[int]] = {}
-    for k, addr in enumerate(lt["addr"].tolist()):
-        by_addr.setdefault(addr, []).append(k)
+    times = rp.times()
     alloc_seq, free_seq = lt["alloc_seq"].to_numpy(), lt["free_seq"].to_numpy()
     ends = _phase_ends(tree)
-    best: dict[int, str] = {}
-    for kind, step, addr in zip(tensors["kind"].tolist(), tensors["step"].tolist(), tensors["address"].tolist(),
-                                strict=True):
-        if kind not in _PRIORITY:
-            continue
-        if step < 0:
-            at = 0
-        else:
-            phase = {"gradient": "backward", "saved": "forward", "autocast_copy": "forward"}.get(kind, "optimizer")
-            t = ends.get((int(step), phase), ends.get((int(step), "")))
-            if t is None:
-                continue
-            at = _index_before(times, t)
-        for k in by_addr.get(int(addr), []):
-            # alive at the state after event at-1: allocated before it, not freed by then
-            if alloc_seq[k] < at and (free_seq[k] < 0 or free_seq[k] >= at):
-                if k not in best or _PRIORITY[kind] < _PRIORITY[best[k]]:
-                    best[k] = kind
-                break
-    out = np.where(alloc_seq < 0, "other", "temporaries").astype(object)
-    for k, kind in best.items():
-        out[k] = _CATEGORY_OF[kind]
-    return pd.Series(out, index=lt.index, dtype=object)
+    # each storage row: its priority, address and `at` (the state after event at-1)
+    kinds = tensors["kind"].astype(object)
+    pri = kinds.map(_PRIORITY)
+    known = pri.notna().to_numpy()
+    step = np.asarray(tensors["step"].to_numpy()[known], dtype=np.int64)
+    phases = ["forward", "backward", "optimizer", ""]
+    phase = kinds[known].map({"gradient": 1, "saved": 0, "autocast_copy": 0}).fillna(2).to_numpy(dtype=np.int64)
+    t = _end_times(ends, step, phase, phases)  # the phase's end, else the step's; NaN: neither
+    keep = (step < 0) | ~np.isnan(t)
+    at_arr = np.zeros(int(keep.sum()), dtype=np.int64)
+    timed = step[keep] >= 0
+    at_arr[timed] = np.searchsorted(times, t[keep][timed].astype(np.int64), side="left")
+    addrs = np.asarray(tensors["address"].to_numpy()[known][keep], dtype=np.int64)
+    pri_arr = pri.to_numpy()[known][keep].astype(np.int64)
+    best = np.full(len(lt), len(_PRIORITY), dtype=np.int64)
+    k = _alive_at_address(lt["addr"].to_numpy(), alloc_seq, free_seq, addrs, at_arr)
+    hit = k >= 0
+    np.minimum.at(best, k[hit], pri_arr[hit])
+    names = [_CATEGORY_OF[next(kind for kind, p in _PRIORITY.items() if p == v)] for v in
+             range(len(set(_PRIORITY.values())))]
+    codes = np.where(best < len(names), best, np.where(alloc_seq < 0, len(names) + 1, len(names))).astype(np.int8)
+    return pd.Series(pd.Categorical.from_codes(codes, categories=[*names, "temporaries", "other"]), index=lt.index)
+
+
+def _end_times(ends: dict[tuple[int, str], int], step: np.ndarray, phase: np.ndarray, phases: list[str]) -> np.ndarray:
+    """ends[(step, phases[phase])], else ends[(step, "")], else NaN; per row (float64: times fit)."""
+    out = np.full(len(step), np.nan)
+    if not ends or not len(step):
+        return out
+    width = len(phases)
+    known = {(k[0], phases.index(k[1])): v for k, v in ends.items() if k[1] in phases}
+    keys = np.array(sorted(s_ * width + p for s_, p in known), dtype=np.int64)
+    vals = np.array([known[(int(k) // width, int(k) % width)] for k in keys], dtype=np.float64)
+    for code in (phase, np.full(len(step), width - 1)):  # the phase, then the step itself
+        q = step * width + code
+        i = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+        hit = (keys[i] == q) & np.isnan(out)
+        out[hit] = vals[i[hit]]
+    return out
+
+
+def _alive_at_address(lt_addr: np.ndarray, alloc_seq: np.ndarray, free_seq: np.ndarray, addrs: np.ndarray,
+                      at: np.ndarray) -> np.ndarray:
+    """For each (address, at): the first lifetime at that address alive in the state after event
+    at-1 (allocated before `at`, not freed by then), -1 when none.
+
+    Lifetimes are numbered in allocation order, so at one address their alloc_seq rise; where
+    they also do not overlap (each freed before the next begins, as in every exact replay) only
+    the last one allocated before `at` can be alive, found by binary search. Addresses whose
+    lifetimes overlap (a replay that lost track) are searched one by one, first to last.
+    """
+    n = len(lt_addr)
+    out = np.full(len(addrs), -1, dtype=np.int64)
+    if n == 0 or len(addrs) == 0:
+        return out
+    order = np.lexsort((np.arange(n), lt_addr))
+    s_addr, s_alloc, s_free = lt_addr[order], alloc_seq[order], free_seq[order]
+    same = s_addr[1:] == s_addr[:-1]
+    overlap_pair = same & ((s_free[:-1] < 0) | (s_free[:-1] > s_alloc[1:]))
+    bad_addrs = np.unique(s_addr[1:][overlap_pair])
+    lo = np.searchsorted(s_addr, addrs, side="left")
+    hi = np.searchsorted(s_addr, addrs, side="right")
+    present = hi > lo
+    # the last lifetime of the address allocated before `at`: alloc_seq within [lo, hi) rises
+    cand = np.full(len(addrs), -1, dtype=np.int64)
+    for_search = np.flatnonzero(present)
+    if len(for_search):
+        idx = _last_before(s_addr, s_alloc, addrs[for_search], at[for_search])
+        cand[for_search] = idx
+    ok = (cand >= lo) & present
+    c = np.where(ok, cand, 0)
+    alive = ok & (s_alloc[c] < at) & ((s_free[c] < 0) | (s_free[c] >= at))
+    out[alive] = order[c[alive]]
+    if len(bad_addrs):
+        slow = np.flatnonzero(np.isin(addrs, bad_addrs))
+        for j in slow.tolist():
+            out[j] = -1
+            for q in range(int(lo[j]), int(hi[j])):
+                if s_alloc[q] < at[j] and (s_free[q] < 0 or s_free[q] >= at[j]):
+                    out[j] = order[q]
+                    break
+    return out
+
+
+def _last_before(s_addr: np.ndarray, s_alloc: np.ndarray, addrs: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Vectorized: the position of the last (address, alloc_seq < at) entry, by a search over a
+    composite key (address rank, alloc_seq)."""
+    uniq, rank = np.unique(s_addr, return_inverse=True)
+    key = rank.astype(np.int64) << 36 | (s_alloc + 1)
+    q_rank = np.searchsorted(uniq, addrs)
+    # alloc_seq < at  <=>  alloc_seq + 1 <= at
+    return np.searchsorted(key, q_rank.astype(np.int64) << 36 | at, side="right") - 1
 
 
 def _phase_ends(tree: pd.DataFrame) -> dict[tuple[int, str], int]:
@@ -535,14 +785,20 @@ class MemoryAnalysis:
     replay: Replay
     tree: pd.DataFrame
     """range_tree() of the sidecar's log (empty without it)."""
-    paths: pd.Series
-    """place(): the range path of every event."""
     lifetimes: pd.DataFrame
     """replay's lifetimes with category, path (where allocated; BEFORE when held from before the
     window), frame, alloc_us, free_us."""
     torch_peak_allocated_bytes: int | None
     torch_peak_reserved_bytes: int | None
     clock: str
+    peak_path: str = BEFORE
+    """The range path open at the peak (BEFORE: the peak is the window's start)."""
+
+    @property
+    def paths(self) -> pd.Series:
+        """place(): the range path of every event (built when asked; the analysis places only the
+        allocations and the peak)."""
+        return place(self.replay.source, self.tree)
 
     @property
     def peak_seq(self) -> int:
@@ -551,14 +807,10 @@ class MemoryAnalysis:
     @property
     def peak_time_us(self) -> int | None:
         """Microseconds after the window's first event (None: the peak is the window's start)."""
-        ev = self.replay.events
-        if self.peak_seq < 0 or ev.empty:
+        t = self.replay.source["time_us"]
+        if self.peak_seq < 0 or len(t) == 0:
             return None
-        return int(ev["time_us"].iloc[self.peak_seq] - ev["time_us"].iloc[0])
-
-    @property
-    def peak_path(self) -> str:
-        return str(self.paths.iloc[self.peak_seq]) if self.peak_seq >= 0 else BEFORE
+        return int(t.iloc[self.peak_seq] - t.iloc[0])
 
 
 def analyze_memory(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: dict[str, Any],
@@ -568,32 +820,57 @@ def analyze_memory(events: pd.DataFrame, start_blocks: pd.DataFrame | None, sett
     """Replay, place and categorize one snapshot's frames (MemoryData's, passed apart)."""
     rp = replay(events, start_blocks, settings, end_blocks=end_blocks)
     tree = range_tree(log) if not log.empty else range_tree(log.iloc[0:0].astype({"time_us": "int64"}))
-    paths = place(rp.events, tree)
     lt = rp.lifetimes
-    ev = rp.events
     seq = lt["alloc_seq"].to_numpy()
     fseq = lt["free_seq"].to_numpy()
     in_window = seq >= 0
-    ev_time = ev["time_us"].to_numpy()
-    frames = ev["frame"].to_numpy() if "frame" in ev else np.full(len(ev), "", dtype=object)
-    path_arr = paths.to_numpy()
+    ev_time = events["time_us"].to_numpy()
     safe = np.clip(seq, 0, None)
-    lifetimes = lt.assign(
-        category=categorize(rp, tensors, tree),
-        path=np.where(in_window, path_arr[safe] if len(ev) else BEFORE, BEFORE),
-        frame=np.where(in_window, frames[safe] if len(ev) else "", ""),
-        alloc_us=np.where(in_window, ev_time[safe] if len(ev) else -1, -1),
-        free_us=np.where(fseq >= 0, ev_time[np.clip(fseq, 0, None)] if len(ev) else -1, -1))
-    return MemoryAnalysis(replay=rp, tree=tree, paths=paths, lifetimes=lifetimes,
+    n = len(events)
+    # only the allocations' events (and the peak's) are placed: what the tables need
+    placed = place_codes(ev_time[seq[in_window]] if n else np.zeros(0, np.int64), tree)
+    names = np.array([*tree["path"].tolist(), OUTSIDE, BEFORE], dtype=object)
+    name_codes, unique_names = pd.factorize(names)  # paths repeat (a range entered twice)
+    path_code = np.full(len(lt), len(tree) + 1, dtype=np.int32)
+    path_code[in_window] = placed
+    del placed
+    path = pd.Categorical.from_codes(name_codes[path_code], categories=pd.Index(unique_names, dtype=object))
+    del path_code
+    lifetimes = lt.assign(category=categorize(rp, tensors, tree), path=path,
+                          frame=_frames_of(events, in_window, safe),
+                          alloc_us=np.where(in_window, ev_time[safe] if n else -1, -1),
+                          free_us=np.where(fseq >= 0, ev_time[np.clip(fseq, 0, None)] if n else -1, -1))
+    peak = rp.peak_seq
+    peak_path = BEFORE if peak < 0 else str(names[place_codes(ev_time[peak:peak + 1], tree)[0]])
+    return MemoryAnalysis(replay=rp, tree=tree, lifetimes=lifetimes, peak_path=peak_path,
                           torch_peak_allocated_bytes=torch_peak_allocated_bytes,
                           torch_peak_reserved_bytes=torch_peak_reserved_bytes, clock=clock)
 
 
+def _frames_of(events: pd.DataFrame, in_window: np.ndarray, safe: np.ndarray) -> pd.Categorical:
+    """Each lifetime's top user frame (its alloc event's; "" for blocks held from before the window)."""
+    if "frame" not in events or len(events) == 0:
+        return pd.Categorical.from_codes(np.zeros(len(in_window), dtype=np.int8),
+                                         categories=pd.Index([""], dtype=object))
+    fcol = events["frame"]
+    if not isinstance(fcol.dtype, pd.CategoricalDtype):
+        fcol = fcol.astype("category")
+    cats = [str(c) for c in fcol.cat.categories]
+    if "" not in cats:
+        cats.append("")
+    codes = fcol.cat.codes.to_numpy()
+    return pd.Categorical.from_codes(np.where(in_window, codes[safe], cats.index("")),
+                                     categories=pd.Index(cats, dtype=object))
+
+
 def alive_at(m: MemoryAnalysis, seq: int) -> pd.DataFrame:
-    """The lifetimes holding memory in the state after event `seq` (-1: the window's start)."""
+    """The lifetimes holding memory in the state after event `seq` (-1: the window's start); their
+    category, path and frame as strings (the full table keeps them as categories)."""
     lt = m.lifetimes
-    a, f = lt["alloc_seq"], lt["free_seq"]
-    return lt[(a <= seq) & ((f < 0) | (f > seq))]
+    a, f = lt["alloc_seq"].to_numpy(), lt["free_seq"].to_numpy()
+    live = lt[(a <= seq) & ((f < 0) | (f > seq))]
+    cats = [c for c in ("category", "path", "frame") if c in live and isinstance(live[c].dtype, pd.CategoricalDtype)]
+    return live.astype({c: str for c in cats}) if cats else live
 
 
 def at_peak(m: MemoryAnalysis, by: str) -> pd.DataFrame:
@@ -627,14 +904,14 @@ def path_table(m: MemoryAnalysis) -> pd.DataFrame:
     """
     tree = m.tree
     cols = ["path", "instances", "allocated_bytes", "entry_bytes", "exit_bytes", "peak_bytes", "rise_bytes"]
-    ev = m.replay.events
+    rp = m.replay
     if tree.empty:
         return pd.DataFrame(columns=cols)
-    times = np.maximum.accumulate(ev["time_us"].to_numpy()) if len(ev) else np.zeros(0, np.int64)
-    level = ev["allocated_bytes"].to_numpy()
-    alloc_sizes = np.where(ev["action"].to_numpy() == "alloc", ev["block_size"].to_numpy(), 0)
-    csum = np.concatenate([[0], np.cumsum(alloc_sizes)])
-    start_level = m.replay.start_allocated_bytes
+    times = rp.times()
+    level = rp.allocated
+    csum = rp.alloc_sizes()
+    np.cumsum(csum, out=csum)
+    start_level = rp.start_allocated_bytes
 
     def level_before(i: int) -> int:
         return int(level[i - 1]) if i > 0 else start_level
@@ -644,7 +921,7 @@ def path_table(m: MemoryAnalysis) -> pd.DataFrame:
         i, j = _index_before(times, s), _index_before(times, e)
         entry, exit_ = level_before(i), level_before(j)
         peak = max(entry, int(level[i:j].max())) if j > i else entry
-        rows.append((path, int(csum[j] - csum[i]), entry, exit_, peak))
+        rows.append((path, int((csum[j - 1] if j else 0) - (csum[i - 1] if i else 0)), entry, exit_, peak))
     t = pd.DataFrame(rows, columns=["path", "allocated_bytes", "entry_bytes", "exit_bytes", "peak_bytes"])
     g = t.groupby("path", sort=False).agg(instances=("path", "size"), allocated_bytes=("allocated_bytes", "sum"),
                                           entry_bytes=("entry_bytes", "first"), exit_bytes=("exit_bytes", "last"),
@@ -655,25 +932,40 @@ def path_table(m: MemoryAnalysis) -> pd.DataFrame:
 def timeline(m: MemoryAnalysis, *, points: int = 2000) -> pd.DataFrame:
     """Allocated and reserved memory over time (t_us from the window's first event), at most
     `points` rows: each bucket keeps its highest allocated value, so the peak is always drawn."""
-    ev = m.replay.events
-    if ev.empty:
+    rp = m.replay
+    if len(rp) == 0:
         return pd.DataFrame(columns=["t_us", "allocated_bytes", "reserved_bytes"])
-    t = ev["time_us"].to_numpy() - int(ev["time_us"].iloc[0])
-    a, r = ev["allocated_bytes"].to_numpy(), ev["reserved_bytes"].to_numpy()
-    if len(t) > points:
-        buckets = np.minimum((t * points) // max(int(t[-1]), 1), points - 1)
-        frame = pd.DataFrame({"b": buckets, "t_us": t, "allocated_bytes": a, "reserved_bytes": r})
-        idx = frame.groupby("b")["allocated_bytes"].idxmax().to_numpy()
-        idx = np.union1d(idx, [0, len(t) - 1, max(m.peak_seq, 0)])
-        return frame.loc[idx, ["t_us", "allocated_bytes", "reserved_bytes"]].reset_index(drop=True)
-    return pd.DataFrame({"t_us": t, "allocated_bytes": a, "reserved_bytes": r})
+    time_us = rp.source["time_us"].to_numpy()
+    t0 = int(time_us[0])
+    a = rp.allocated
+    if len(a) > points:
+        idx = np.union1d(_bucket_maxima(time_us - t0, a, points), [0, len(a) - 1, max(m.peak_seq, 0)])
+        return pd.DataFrame({"t_us": time_us[idx] - t0, "allocated_bytes": a[idx], "reserved_bytes": rp.reserved(idx)})
+    return pd.DataFrame({"t_us": time_us - t0, "allocated_bytes": a, "reserved_bytes": rp.reserved()})
+
+
+def _bucket_maxima(t: np.ndarray, a: np.ndarray, points: int) -> np.ndarray:
+    """Per time bucket (`points` equal spans up to t[-1]), the first event with the bucket's
+    highest `a` (as pandas' groupby idxmax); buckets in order."""
+    buckets = np.minimum((t * points) // max(int(t[-1]), 1), points - 1)
+    if len(buckets) > 1 and not bool((buckets[1:] >= buckets[:-1]).all()):  # times out of order
+        frame = pd.DataFrame({"b": buckets, "a": a})
+        return frame.groupby("b")["a"].idxmax().to_numpy()
+    starts = np.flatnonzero(np.concatenate([[True], buckets[1:] != buckets[:-1]]))
+    del buckets
+    best = np.maximum.reduceat(a, starts)
+    ends = np.append(starts[1:], len(a))
+    out = np.empty(len(starts), dtype=np.int64)
+    for k, (lo, hi, v) in enumerate(zip(starts.tolist(), ends.tolist(), best.tolist(), strict=True)):
+        out[k] = lo + int(np.argmax(a[lo:hi] == v))
+    return out
 
 
 def phases(m: MemoryAnalysis) -> pd.DataFrame:
     """The measured steps' phases (forward, backward, optimizer under step_i) with their times
     from the window's first event: step, phase, start_us, end_us."""
-    ev = m.replay.events
-    t0 = int(ev["time_us"].iloc[0]) if len(ev) else 0
+    t = m.replay.source["time_us"]
+    t0 = int(t.iloc[0]) if len(t) else 0
     rows = []
     for path, s, e in zip(m.tree["path"].tolist(), m.tree["start_us"].tolist(), m.tree["end_us"].tolist(), strict=True):
         parts = path.split("/")
@@ -712,12 +1004,10 @@ def residual_stream(m: MemoryAnalysis, run: dict[str, Any]) -> pd.DataFrame:
     residual = int(run["batch_size"]) * int(run["context_length"]) * size.d_model * 4
     step: str | None = m.peak_path.split("/", 1)[0] if m.peak_path.startswith("step_") else "step_0"
     forward = m.tree[m.tree["path"] == f"{step}/forward"]
-    ev = m.replay.events
-    if forward.empty or ev.empty:
+    if forward.empty or len(m.replay) == 0:
         step, live = None, m.lifetimes.iloc[0:0]
     else:
-        times = np.maximum.accumulate(ev["time_us"].to_numpy())
-        live = alive_at(m, _index_before(times, int(forward["end_us"].iloc[0])) - 1)
+        live = alive_at(m, _index_before(m.replay.times(), int(forward["end_us"].iloc[0])) - 1)
     rows = []
     for k in range(size.n_layers):
         if step is None:

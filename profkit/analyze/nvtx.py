@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import heapq
 import re
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -104,17 +106,27 @@ def _nest(s: np.ndarray, e: np.ndarray, t: np.ndarray,
     thread, start, end descending). A thread whose ranges overlap without nesting takes a heap
     for its timeline (_overlapping_timeline)."""
     n = len(s)
-    # Plain lists: indexing a numpy array from Python costs several times a list's.
-    s_list, e_list = s.tolist(), e.tolist()
-    parent = [-1] * n
+    s_list: list[int] = []
+    e_list: list[int] = []
+    parent = np.full(n, -1, dtype=np.int64)
     timelines: dict[int, dict[int, Timeline]] = {}
     bounds = np.flatnonzero(np.diff(t)) + 1 if n else np.empty(0, dtype=np.int64)
     for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), n], strict=True):
         if a == b:
             continue
+        fast = _nest_nested(s[a:b], e[a:b])
+        if fast is not None:  # properly nested (every thread's ranges, as pushes and pops make them)
+            up, (times_a, owner_a) = fast
+            parent[a:b] = np.where(up >= 0, up + a, -1)
+            timelines.setdefault(int(p[a]), {})[int(t[a])] = (times_a, np.where(owner_a >= 0, owner_a + a, -1))
+            continue
+        if not s_list:  # plain lists, made once: indexing a numpy array from Python costs several times a list's
+            s_list, e_list = s.tolist(), e.tolist()
         stack: list[int] = []
-        times: list[int] = []
-        owner: list[int] = []
+        par = [-1] * (b - a)  # this thread's parents (a list: item writes from Python are cheap)
+        # Packed 64-bit arrays, not lists: 8 bytes an event instead of a pointer and an int object.
+        times = array("q")
+        owner = array("q")
         nested = True
         for i in range(a, b):
             s_i, e_i = s_list[i], e_list[i]
@@ -125,12 +137,12 @@ def _nest(s: np.ndarray, e: np.ndarray, t: np.ndarray,
                     owner.append(stack[-1] if stack else -1)
             if stack:
                 if e_list[stack[-1]] >= e_i:
-                    parent[i] = stack[-1]
+                    par[i - a] = stack[-1]
                 else:
                     nested = False
                     for j in reversed(stack):
                         if e_list[j] >= e_i:
-                            parent[i] = j
+                            par[i - a] = j
                             break
             stack.append(i)
             if nested:
@@ -144,13 +156,61 @@ def _nest(s: np.ndarray, e: np.ndarray, t: np.ndarray,
             timeline = _step(times, owner)
         else:
             timeline = _overlapping_timeline(np.arange(a, b), s, e)
+        parent[a:b] = par
         timelines.setdefault(int(p[a]), {})[int(t[a])] = timeline
-    return np.array(parent, dtype=np.int64), timelines
+    return parent, timelines
 
 
-def _step(times: list[int], owner: list[int]) -> Timeline:
-    tm = np.asarray(times, dtype=np.int64)
-    o = np.asarray(owner, dtype=np.int64)
+def _nest_nested(s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, Timeline] | None:
+    """_nest's stack walk for one thread in numpy, when its ranges nest (None when they do not:
+    the walk then handles them). Rows sorted by start, end descending; returns each row's parent
+    (local index, -1: none) and the thread's timeline (owners as local indices).
+
+    The walk's stack when row i is pushed is {j < i: e_j > s_i} when everything before i nested,
+    so i's depth is that set's size and its parent the last row before it one level up. The first
+    row where the walk would find no nesting (its parent ends before it does) fails the check
+    below, which makes the answer the walk's or None. The innermost range open at time t (after
+    all events at t): the last range started by t, or its first ancestor still open after t.
+    """
+    m = len(s)
+    if m and bool((e < s).any()):
+        return None
+    i = np.arange(m)
+    zero = e == s
+    cz = np.concatenate([[0], np.cumsum(zero)])
+    block_end = np.searchsorted(s, s, side="right")
+    # rows j >= i with e_j <= s_i: zero-length rows starting at s_i, the last of i's start block
+    later = cz[block_end] - cz[i]
+    depth = i - (np.searchsorted(np.sort(e), s, side="right") - later)
+    if m and (depth.min() < 0 or depth[0] != 0):
+        return None
+    parent = np.full(m, -1, dtype=np.int64)
+    for d in range(1, int(depth.max()) + 1 if m else 0):
+        rows = np.flatnonzero(depth == d)
+        ups = np.flatnonzero(depth == d - 1)
+        pos = np.searchsorted(ups, rows) - 1
+        if not len(ups) or (pos < 0).any():
+            return None
+        parent[rows] = ups[pos]
+    has = parent >= 0
+    if (e[parent[has]] < e[has]).any() or (e[parent[has]] <= s[has]).any():
+        return None
+    times = np.concatenate([s, e])
+    times.sort()  # then each value once (np.unique hashes: several times slower on these)
+    times = times[np.concatenate([[True], times[1:] != times[:-1]])] if m else times
+    owner = np.searchsorted(s, times, side="right") - 1
+    while True:
+        closed = np.flatnonzero(owner >= 0)
+        closed = closed[e[owner[closed]] <= times[closed]]
+        if not len(closed):
+            break
+        owner[closed] = parent[owner[closed]]
+    return parent, (times, owner)
+
+
+def _step(times: Sequence[int], owner: Sequence[int]) -> Timeline:
+    tm = np.frombuffer(times, dtype=np.int64) if isinstance(times, array) else np.asarray(times, dtype=np.int64)
+    o = np.frombuffer(owner, dtype=np.int64) if isinstance(owner, array) else np.asarray(owner, dtype=np.int64)
     keep = np.append(tm[1:] != tm[:-1], True)  # at one instant, the state after all its events
     return tm[keep], o[keep]
 
@@ -373,6 +433,20 @@ def owners(launch_ns: np.ndarray, launch_tid: np.ndarray, timelines: dict[int, d
     owner = np.full(len(launch_ns), -1, dtype=np.int64)
     if not len(starts) or not len(launch_ns):
         return owner
+    # Each launch's owner depends on that launch alone: a chunk at a time, the temporaries below
+    # (a dozen arrays the chunk's length) stay a few MB however many kernels there are.
+    for lo in range(0, len(launch_ns), OWNER_CHUNK):
+        hi = lo + OWNER_CHUNK
+        owner[lo:hi] = _owners(launch_ns[lo:hi], launch_tid[lo:hi], timelines, starts)
+    return owner
+
+
+OWNER_CHUNK = 1 << 18
+
+
+def _owners(launch_ns: np.ndarray, launch_tid: np.ndarray, timelines: dict[int, dict[int, Timeline]],
+            starts: np.ndarray) -> np.ndarray:
+    owner = np.full(len(launch_ns), -1, dtype=np.int64)
     launch_pid = pid_of(launch_tid)
     for pid, threads in timelines.items():
         in_pid = np.flatnonzero((launch_pid == pid) & (launch_tid >= 0))
@@ -539,9 +613,15 @@ def _top_kernel(r: Projected, k: Owned, by: str) -> dict[str, str]:
         return {}
     width = max(len(k.names), 1)
     pair = r.path[k.owner[hit]] * width + k.name[hit]
-    uniq, inv = np.unique(pair, return_inverse=True)
-    dur = np.zeros(len(uniq), dtype=np.int64)
-    np.add.at(dur, inv.reshape(-1), k.dur_ns[hit])
+    if len(r.paths) * width <= 4 * len(pair) + (1 << 20):  # (path, name) pairs few: a table, no sort
+        table = np.zeros(len(r.paths) * width, dtype=np.int64)
+        np.add.at(table, pair, k.dur_ns[hit])
+        uniq = np.flatnonzero(np.bincount(pair, minlength=len(table)))
+        dur = table[uniq]
+    else:
+        uniq, inv = np.unique(pair, return_inverse=True)
+        dur = np.zeros(len(uniq), dtype=np.int64)
+        np.add.at(dur, inv.reshape(-1), k.dur_ns[hit])
     per: dict[tuple[str, int], int] = {}
     for p, d in zip(uniq.tolist(), dur.tolist(), strict=True):
         path, name = divmod(p, width)

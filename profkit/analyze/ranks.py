@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from profkit import sizes
+from profkit.analyze.kernels import graph_replays_of
 from profkit.analyze.timeline import union_ns
 from profkit.frames import require
 
@@ -344,6 +345,8 @@ class RankInput:
         {"lane": pd.Series(dtype=object), "start_ns": pd.Series(dtype="int64"), "end_ns": pd.Series(dtype="int64")}))
     """One step's merged intervals, lane compute or communication (for the timeline PNG)."""
     step_window: tuple[int, int] | None = None
+    graphs: tuple[int, int] = (0, 0)
+    """Whole CUDA-graph replays among its kernels (kernels.graph_replays: count, ns), counted as compute."""
 
 
 def merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -385,7 +388,7 @@ def rank_input(rank: int, kernels: pd.DataFrame, steps: pd.DataFrame, nccl: pd.D
     times = steps_ms if steps_ms is not None else ((steps["end_ns"] - steps["start_ns"]) / 1e6).tolist()
     lanes, window = _lanes(k, steps)
     return RankInput(rank, [float(t) for t in times], max(len(steps), 1), comm, seq, r.reset_index(drop=True),
-                     session_start, lanes, window)
+                     session_start, lanes, window, graph_replays_of(kernels) if "category" in kernels else (0, 0))
 
 
 def _lanes(kernels: pd.DataFrame, steps: pd.DataFrame) -> tuple[pd.DataFrame, tuple[int, int] | None]:
@@ -424,6 +427,8 @@ class RanksResult:
     spread: dict[str, float]
     lanes: pd.DataFrame
     """rank, lane, start_ns, end_ns of one step on the aligned clock, relative to its earliest start."""
+    graphs: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per rank with whole CUDA-graph replays among its kernels: their count and ns (the whole capture)."""
 
 
 def merge(inputs: list[RankInput], *, one_clock: bool,
@@ -460,7 +465,7 @@ def merge(inputs: list[RankInput], *, one_clock: bool,
                        bytes=bw["bytes"].where(bw["bytes"] < 0, bw["bytes"] // steps),
                        size_bytes=bw["size_bytes"].where(bw["size_bytes"] < 0, bw["size_bytes"] // steps))
     return RanksResult(table, collectives, bw, how, slowest(table), spread(table, collectives),
-                       _aligned_lanes(inputs, offsets))
+                       _aligned_lanes(inputs, offsets), {x.rank: x.graphs for x in inputs if x.graphs[0]})
 
 
 def slowest(table: pd.DataFrame) -> dict[str, object]:

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +34,7 @@ from profkit import layout
 from profkit.collect.launch import ANALYSIS_FAILED, CaptureError, attempt_folder, tail
 from profkit.config import RunConfig
 from profkit.errors import ProfkitError
-from profkit.nsys import NSYS_ENV, Nsys, NsysError, export, profile_options
+from profkit.nsys import NSYS_ENV, Nsys, NsysError, export, profile_flags, profile_options
 
 LAUNCHED_ENV = "PROFKIT_LAUNCHED"
 """Set by profkit's launcher for its ranks: each writes what it prints into rank{R}.log."""
@@ -175,26 +175,26 @@ def build_run_command(cfg: RunConfig, *, device: str, out: Path, python: str = s
 
 
 def build_rank_profile_command(nsys: Path, cfg: RunConfig, *, device: str, user_args: list[str], out: Path,
-                               python: str = sys.executable) -> list[str]:
+                               python: str = sys.executable, flags: Collection[str] = ()) -> list[str]:
     """One nsys per rank: torchrun starts `nsys profile ... --output=out/rank%q{RANK} python -m profkit run`.
 
     Raises:
         NsysError: the user set --output, which profkit owns.
     """
-    nsys_args = profile_options(user_args, device=device)
+    nsys_args = profile_options(user_args, device=device, flags=flags)
     return [python, "-m", "torch.distributed.run", *torchrun_options(cfg), "--no-python", str(nsys), "profile",
             *nsys_args, f"--output={out / layout.RANK_NSYS_STEM}", "--force-overwrite=true",
             *_worker(cfg, device=device, out=out, python=python)]
 
 
 def build_single_file_command(nsys: Path, cfg: RunConfig, *, device: str, user_args: list[str], out: Path,
-                              python: str = sys.executable) -> list[str]:
+                              python: str = sys.executable, flags: Collection[str] = ()) -> list[str]:
     """One nsys around torchrun, tracing its child processes: every rank a process of one export.
 
     Raises:
         NsysError: the user set --output, which profkit owns.
     """
-    nsys_args = profile_options(user_args, device=device)
+    nsys_args = profile_options(user_args, device=device, flags=flags)
     return [str(nsys), "profile", *nsys_args, f"--output={out / layout.NSYS_STEM}", "--force-overwrite=true",
             *build_run_command(cfg, device=device, out=out, python=python)]
 
@@ -443,13 +443,13 @@ def _partial_name(cfg: RunConfig, name: str) -> str:
 
 def profile_ranks(nsys: Nsys, cfg: RunConfig, *, device: str, name: str, out_dir: Path, user_args: list[str],
                   single_file: bool, check: Callable[[Path], None], force: bool = False,
-                  status: Callable[[str], None] = lambda s: None) -> Path:
+                  status: Callable[[str], None] = lambda s: None, flags: Collection[str] | None = None) -> Path:
     """`profkit profile --nproc-per-node N`: capture every rank (one nsys each, or --single-file one
     around torchrun), export to SQLite, check; returns the capture folder.
 
     Works in out_dir/.NAME.partial/ (.NAME.nodeK.partial/ per node on several nodes) and moves the
     files into out_dir/NAME/ only when everything succeeded; a failed attempt is kept as
-    NAME.failed/ (NAME.nodeK.failed/) with every rank's capture and log.
+    NAME.failed/ (NAME.nodeK.failed/) with every rank's capture and log. `flags`: as launch.profile's.
 
     Raises:
         CaptureError: a rank failed or hung, nsys failed, or the check refused the export.
@@ -464,7 +464,8 @@ def profile_ranks(nsys: Nsys, cfg: RunConfig, *, device: str, name: str, out_dir
         raise CaptureError(f"--out-dir {out_dir} is a file, not a folder")
     build = build_single_file_command if single_file else build_rank_profile_command
     try:
-        cmd = build(nsys.path, cfg, device=device, user_args=user_args, out=partial)
+        cmd = build(nsys.path, cfg, device=device, user_args=user_args, out=partial,
+                    flags=profile_flags(nsys) if flags is None else flags)
     except NsysError as e:
         raise CaptureError(str(e)) from None
     log, failure = attempt_folder(partial, failed)

@@ -355,11 +355,26 @@ def count(cfg: RunConfig) -> dict[str, Any]:
     except (NotImplementedError, RuntimeError) as e:
         raise RunError(f"--model {cfg.model} cannot be replayed on the meta device: {str(e).splitlines()[0][:200]}"
                        ) from None
+    if cfg.mode == "step" and cfg.optimizer == "adamw-fused":
+        _fused_adamw_bytes(counter, w.model)
     result = _result(cfg, counter, w.n_params)
     if w.builtin:  # for PaLM's attention term (analyze.flops.palm_flops)
         size = models.SIZES[cfg.model]
         result["shape"] = {"n_layers": size.n_layers, "n_heads": size.n_heads, "head_dim": size.d_model // size.n_heads}
     return result
+
+
+def _fused_adamw_bytes(counter: PathCounter, model: torch.nn.Module) -> None:
+    """The optimizer's bytes as torch's fused AdamW moves them: one kernel per chunk of tensors
+    reads each parameter, its gradient and both moments once and writes the parameter and the
+    moments once (7 tensors of the parameter's size). The replay ran the foreach path (fused AdamW
+    has no `meta` kernel), whose every op reads and writes whole tensors: about twice the traffic.
+    Its FLOPs (elementwise, in vector_flops) are the same arithmetic and stay."""
+    fused = sum(7 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    under = [path for path in counter.rows if path == f"{STEP}/optimizer" or path.startswith(f"{STEP}/optimizer/")]
+    for path in under:
+        counter.rows[path][2] = 0
+    counter.rows[f"{STEP}/optimizer"][2] = fused
 
 
 def _result(cfg: RunConfig, counter: PathCounter, n_params: int) -> dict[str, Any]:
@@ -380,10 +395,11 @@ def _result(cfg: RunConfig, counter: PathCounter, n_params: int) -> dict[str, An
         "version": 1,
         "config": {"model": cfg.model, "mode": cfg.mode, "dtype": cfg.dtype, "attn": cfg.attn,
                    "batch_size": cfg.resolved_batch_size, "context_length": cfg.resolved_context_length,
-                   "compile": cfg.compile, "nvtx_depth": cfg.nvtx_depth},
+                   "compile": cfg.compile, "grad_accum": cfg.grad_accum, "optimizer": cfg.optimizer,
+                   "nvtx_depth": cfg.nvtx_depth},
         "replay": "meta device, one step as step_0, torch.utils.flop_counter registry",
         "params": n_params,
-        "tokens": cfg.resolved_batch_size * cfg.resolved_context_length,
+        "tokens": cfg.resolved_batch_size * cfg.resolved_context_length * cfg.grad_accum,  # every micro-batch
         "total_flops": counter.get_total_flops(),
         "total_vector_flops": sum(r[1] for r in counter.rows.values()),
         "total_bytes": sum(r[2] for r in counter.rows.values()),

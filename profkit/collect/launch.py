@@ -12,14 +12,23 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from pathlib import Path
 
 from profkit import layout
 from profkit.config import RunConfig
 from profkit.errors import ProfkitError
-from profkit.nsys import NSYS_ENV, Nsys, NsysError, build_profile_command, cuda_limits, export, user_flags
+from profkit.nsys import (
+    NSYS_ENV,
+    Nsys,
+    NsysError,
+    build_profile_command,
+    cuda_limits,
+    export,
+    profile_flags,
+    user_flags,
+)
 
 ANALYSIS_FAILED = "Analysis failed"
 UNKNOWN_CALL = "Unknown runtime API function index"
@@ -59,11 +68,13 @@ def refuse_early(nsys: Nsys, cfg: RunConfig, *, device: str, cuda: str | None, u
 
 def profile(nsys: Nsys, cfg: RunConfig, *, device: str, name: str, out_dir: Path, user_args: list[str],
             check: Callable[[Path], None], force: bool = False,
-            status: Callable[[str], None] = lambda s: None) -> Path:
+            status: Callable[[str], None] = lambda s: None, flags: Collection[str] | None = None) -> Path:
     """Capture, export and check one workload; returns the capture folder.
 
     Args:
         name: the folder name (capture_name() checked it).
+        flags: the flags this nsys lists (nsys.profile_flags(), read when None): which of profkit's
+            defaults it can take (--cuda-graph-trace=node).
         check: called with the partial folder once the export exists; raises ProfkitError to refuse it.
 
     Raises:
@@ -76,7 +87,8 @@ def profile(nsys: Nsys, cfg: RunConfig, *, device: str, name: str, out_dir: Path
     if out_dir.exists() and not out_dir.is_dir():
         raise CaptureError(f"--out-dir {out_dir} is a file, not a folder")
     try:
-        cmd = build_profile_command(nsys.path, cfg, device=device, user_args=user_args, out=partial)
+        cmd = build_profile_command(nsys.path, cfg, device=device, user_args=user_args, out=partial,
+                                    flags=profile_flags(nsys) if flags is None else flags)
     except NsysError as e:
         raise CaptureError(str(e)) from None
     log, failure = attempt_folder(partial, failed)

@@ -206,7 +206,11 @@ def make_step(cfg: RunConfig, w: Workload, model: Callable[..., Any], device: to
                         scaler.step(opt)
                         scaler.update()
                     else:
-                        opt.step()
+                        # On `meta`, torch <= 2.12's AdamW makes its step counters with a bare
+                        # torch.tensor(0.0), which the replay's meta device context puts on `meta`,
+                        # where the .item() of the update cannot read them: keep them on the CPU.
+                        with torch.device("cpu") if meta else contextlib.nullcontext():
+                            opt.step()
                     opt.zero_grad(set_to_none=True)
 
     return step

@@ -19,7 +19,7 @@ import numpy as np
 
 from profkit.pipeline import Analysis, Attributed
 from profkit.report.compare import compare, labels
-from profkit.report.formats import FORMATS, ReportError, render
+from profkit.report.formats import FORMATS, ReportError, att_graph_note, frame_graph_note, render, with_note
 from profkit.report.tables import kernels_markdown, modules_markdown, nvtx_markdown, steps_markdown
 
 # report.md (which needs pandas) loads when first used (PEP 562): `report kernels` and `report
@@ -51,11 +51,11 @@ def kernels(a: Analysis | Attributed, *, range_regex: str | None = None, top: in
     att = a if isinstance(a, Attributed) else a.attributed()
     att.require_kernels()
     k = att.kernels
-    rows = np.flatnonzero(np.ones(len(k.dur_ns), dtype=bool))
+    rows: slice | np.ndarray = slice(None)  # every kernel: views, no copies
     if range_regex:
         ok = matching_paths(att.ranges.paths, range_regex)
         hit = k.owner >= 0
-        rows = np.flatnonzero(hit & ok[att.ranges.path[np.where(hit, k.owner, 0)]]) if len(ok) else rows[:0]
+        rows = np.flatnonzero(hit & ok[att.ranges.path[np.where(hit, k.owner, 0)]]) if len(ok) else np.empty(0, int)
     if by == "category":
         codes, labels = att.category, att.categories
     elif name == "demangled":
@@ -68,11 +68,14 @@ def kernels(a: Analysis | Attributed, *, range_regex: str | None = None, top: in
     # Each row's category: its group's (by category), else that of the group's first kernel.
     categories = list(labels) if by == "category" else [""] * len(labels)
     if by != "category":
-        present, first = np.unique(codes, return_index=True)
-        for g, i in zip(present.tolist(), att.category[rows][first].tolist(), strict=True):
+        first = np.full(len(labels), len(codes), dtype=np.int64)  # each group's first kernel, in linear time
+        np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
+        present = np.flatnonzero(first < len(codes))
+        for g, i in zip(present.tolist(), att.category[rows][first[present]].tolist(), strict=True):
             categories[g] = att.categories[i]
     ranked = rank(codes, labels, k.dur_ns[rows], categories, top_k=top or None)
-    return render(ranked, fmt, kernels_markdown(ranked, "category" if by == "category" else "name"))
+    return render(ranked, fmt, with_note(kernels_markdown(ranked, "category" if by == "category" else "name"),
+                                         att_graph_note(att)))
 
 
 def nvtx(a: Analysis | Attributed, *, by: str = "path", steps: str = "each", depth: int | None = None,
@@ -89,11 +92,12 @@ def nvtx(a: Analysis | Attributed, *, by: str = "path", steps: str = "each", dep
         if by != "path":
             raise ReportError("--steps merged folds range paths; use it with --by path")
         folded = fold(att.ranges, att.kernels, depth=depth)
-        return render(folded, fmt, steps_markdown(folded, gpu=len(att.kernels.dur_ns) > 0))
+        return render(folded, fmt, with_note(steps_markdown(folded, gpu=len(att.kernels.dur_ns) > 0),
+                                             att_graph_note(att)))
     summary = summarize(att.ranges, att.kernels, by=by)
     if depth is not None and by == "path":
         summary = summary.take([i for i, p in enumerate(summary["path"]) if p.count("/") < depth])
-    return render(summary, fmt, nvtx_markdown(summary, by))
+    return render(summary, fmt, with_note(nvtx_markdown(summary, by), att_graph_note(att)))
 
 
 def modules(a: Analysis, *, fmt: str = "markdown") -> str:
@@ -102,4 +106,4 @@ def modules(a: Analysis, *, fmt: str = "markdown") -> str:
 
     a.require_kernels()
     table = analyze.module_table(a.ranges)
-    return render(table, fmt, modules_markdown(table))
+    return render(table, fmt, with_note(modules_markdown(table), frame_graph_note(a.kernels)))

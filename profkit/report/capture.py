@@ -7,6 +7,7 @@ from profkit.analyze.ranks import RanksResult
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
 from profkit.report.flops import section as flops_section
+from profkit.report.formats import frame_graph_note
 from profkit.report.ranks import ranks_markdown
 from profkit.report.tables import (
     categories_markdown,
@@ -28,8 +29,7 @@ def run_lines(run: RunRecord) -> list[str]:
     machine = (f"On {env.gpu} (driver {env.driver}), torch {env.torch}, CUDA {env.cuda}. " if env.gpu
                else f"On CPU ({env.cpu_threads} threads), torch {env.torch}. ")
     return [
-        f"`profkit run --model {c.model} --mode {c.mode} --dtype {c.dtype} --attn {c.attn}"
-        + (" --compile" if c.compile else "") + f"` — batch {res.batch_size} x {res.context_length}, "
+        f"`{c.command()}` — batch {res.batch_size} x {res.context_length}, "
         f"{res.params:,} parameters, {len(run.steps_ms)} measured steps.", "",
         machine + f"Under the profiler: mean {s.mean_ms:.2f} ± {s.std_ms:.2f} ms per step (profiled times are "
         "not bare times).", "", step_line(run.steps_ms), "",
@@ -56,6 +56,8 @@ def capture_markdown(a: Analysis, *, title: str, top: int = 15, ranks: RanksResu
         per_step = analyze.category_steps(k, a.transfers, a.ranges)
         lines += [f"{len(k):,} kernels, {total / 1e6:,.3f} ms of kernel time; "
                   f"{a.unattributed_pct:.2f}% of it launched outside every NVTX range.", ""]
+        if (note := frame_graph_note(k)) is not None:
+            lines += [note, ""]
         if per_step.empty:
             lines += ["## Where the GPU time went, by category (the whole capture)", "",
                       categories_markdown(analyze.category_shares(k, a.data.memcpy, a.data.memset)), ""]

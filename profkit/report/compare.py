@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 from profkit import analyze, layout
 from profkit.analyze import gate as gates
-from profkit.analyze.gate import Threshold
 from profkit.pipeline import Analysis
-from profkit.report.formats import render
-from profkit.report.names import unique_names
+from profkit.report.formats import frame_graph_note, render
 from profkit.report.tables import markdown_table, mib
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from profkit.analyze.gate import Threshold
 
 CONFIG_FIELDS = ("model", "mode", "dtype", "attn", "compile", "batch_size", "context_length", "nvtx", "nvtx_depth")
 
@@ -54,8 +54,10 @@ def compare(analyses: list[Analysis], names: list[str], *, top: int = 10, fmt: s
         return render(table, fmt, "")
     ranked = [analyze.rank_kernels(a.kernels) for a in analyses]
     kernels = analyze.compare_kernels(ranked, steps, names, top=top)
+    notes = [f"{name}: {note.removeprefix('Note: ')}" for name, a in zip(names, analyses, strict=True)
+             if (note := frame_graph_note(a.kernels)) is not None]
     return "\n".join(_runs_markdown(analyses, names, steps) + _categories_markdown(table, names)
-                     + _kernels_markdown(kernels, names))
+                     + _kernels_markdown(kernels, names) + ([f"Note: {'; '.join(notes)}", ""] if notes else []))
 
 
 def gate(analyses: list[Analysis], names: list[str], thresholds: list[Threshold]) -> tuple[bool, str]:
@@ -123,6 +125,8 @@ def _categories_markdown(table: pd.DataFrame, names: list[str]) -> list[str]:
 
 
 def _kernels_markdown(kernels: pd.DataFrame, names: list[str]) -> list[str]:
+    from profkit.report.names import unique_names
+
     short = unique_names(kernels["name"].astype(str).tolist())
     header = ["kernel", "category", *[f"{n} ms/step" for n in names], *[f"Δ {n}" for n in names[1:]]]
     rows = []

@@ -17,7 +17,7 @@ from profkit.analyze import flops as af
 from profkit.errors import ProfkitError
 from profkit.pipeline import Analysis
 from profkit.report import timeline as report_timeline
-from profkit.report.formats import render
+from profkit.report.formats import frame_graph_note, render, with_note
 
 KEYS = ["path", "flops", "useful_flops", "bytes", "gpu_ns", "tflops_per_s", "pct_of_peak", "intensity", "bound"]
 
@@ -88,7 +88,9 @@ def table(a: Analysis, flops: dict[str, Any], *, measured: bool = False) -> tupl
     steps = analyze.fold_steps(a.ranges, a.kernels)
     paths = a.kernels["range_path"]
     folded = paths.astype(str).str.replace(r"^step_\d+/", "", regex=True).where(paths.notna())
-    precision = af.path_precision(a.kernels.assign(range_path=folded))
+    # A whole CUDA-graph replay's name says nothing of its matmuls: under autocast they run in its dtype.
+    graphs = {"bf16": "bf16", "fp16": "fp16"}.get(str(flops["config"].get("dtype")))
+    precision = af.path_precision(a.kernels.assign(range_path=folded), graphs=graphs)
     if flops["config"].get("dtype") == "fp16":  # kernel names do not tell fp16 from bf16; the run's dtype does
         precision = precision.assign(precision=precision["precision"].replace("bf16", "fp16"))
     t = af.flops_table(flops, steps, precision, peak)
@@ -176,7 +178,7 @@ def report(a: Analysis, flops: dict[str, Any], *, fmt: str = "markdown", measure
     if fmt != "markdown":
         return render(t[KEYS], fmt, "")
     _, gpu = resolve_peak(a, measured=measured)
-    return markdown(t, s, peak, flops, gpu, gap(a, t, s))
+    return with_note(markdown(t, s, peak, flops, gpu, gap(a, t, s)), frame_graph_note(a.kernels))
 
 
 def section(a: Analysis) -> list[str]:

@@ -43,7 +43,7 @@ from profkit.analyze.timeline import GPU_BOUND_IDLE_PCT, LAUNCH_BOUND_IDLE_PCT, 
 from profkit.layout import RunRecord
 from profkit.pipeline import Analysis
 from profkit.report import flops as flops_report
-from profkit.report.formats import render
+from profkit.report.formats import frame_graph_note, render
 from profkit.report.names import unique_names
 from profkit.report.tables import category_label
 
@@ -546,8 +546,7 @@ def run_intro(run: RunRecord | None) -> str:
     if run is None:
         return para("No run.json beside this export: the run's config and step times are unknown.")
     c, res, env = run.config, run.resolved, run.environment
-    cmd = (f"profkit run --model {c.model} --mode {c.mode} --dtype {c.dtype} --attn {c.attn}"
-           + (" --compile" if c.compile else ""))
+    cmd = c.command()
     machine = (f"{env.gpu} (driver {env.driver}), torch {env.torch}, CUDA {env.cuda}" if env.gpu
                else f"CPU ({env.cpu_threads} threads), torch {env.torch}")
     return (f'<p class="run"><code>{esc(cmd)}</code>: batch {res.batch_size} x {res.context_length}, '
@@ -561,6 +560,8 @@ def capture_page(a: Analysis, *, title: str, profile: str, name: str,
     parts = capture_documents(a, flops=flops, measured=measured, memory=memory, ranks=ranks)
     intro = run_intro(a.run) + para(f"{len(a.kernels):,} kernels, {a.kernels['dur_ns'].sum() / 1e6:,.3f} ms of kernel "
                                     f"time; {a.unattributed_pct:.2f}% of it launched outside every NVTX range.")
+    if (note := frame_graph_note(a.kernels)) is not None:
+        intro += para(note)
     return page(title, intro, parts, profile=profile, name=name)
 
 
@@ -719,14 +720,21 @@ def attention_plots(doc: dict[str, Any]) -> str:
     return "".join(out)
 
 
+SWEEP_PLOT_ROWS = 200
+
+
 def models_plots(doc: dict[str, Any]) -> str:
-    """ms per step and MFU of every measured point."""
+    """ms per step and MFU of every measured point (up to SWEEP_PLOT_ROWS bars)."""
+    ok = sum(r.get("status") == "ok" for r in doc["rows"])
+    which = "every measured point" if ok <= SWEEP_PLOT_ROWS else f"the first {SWEEP_PLOT_ROWS} of {ok} measured points"
+    rows = min(max(ok, 1), SWEEP_PLOT_ROWS)
     return (figure({"kind": "bars", "data": "sweep", "path": "rows", "status": "ok", "labels": doc["labels"],
-                    "unit": "ms/step (median)", "series": [{"key": "ms_per_step", "name": "ms/step"}]},
-                   "Median ms per step of every measured point")
+                    "rows": rows, "unit": "ms/step (median)", "series": [{"key": "ms_per_step", "name": "ms/step"}]},
+                   f"Median ms per step of {which}")
             + figure({"kind": "bars", "data": "sweep", "path": "rows", "status": "ok", "labels": doc["labels"],
-                      "unit": "MFU %", "scale": 100, "series": [{"key": "mfu", "name": "MFU (PaLM FLOPs)"}]},
-                     "MFU of every measured point (PaLM's FLOPs over the median step, the datasheet peak)"))
+                      "rows": rows, "unit": "MFU %", "scale": 100,
+                      "series": [{"key": "mfu", "name": "MFU (PaLM FLOPs)"}]},
+                     f"MFU of {which} (PaLM's FLOPs over the median step, the datasheet peak)"))
 
 
 def sweep_html(doc: dict[str, Any]) -> str:

@@ -46,8 +46,16 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def result(data: MemoryData, m: mem.MemoryAnalysis, *, top: int = 10,
-           kernels: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The report as one dict: the JSON output, and what the markdown and HTML show."""
+           kernels: pd.DataFrame | None = None, for_markdown: bool = False) -> dict[str, Any]:
+    """The report as one dict: the JSON output, and what the markdown and HTML show.
+
+    for_markdown: `paths` only for the peak's step, the rows markdown() shows (a long window has
+    a row per range of every step)."""
+    paths = mem.path_table(m)
+    if for_markdown and len(paths):
+        step = m.peak_path.split("/", 1)[0]
+        shown = paths[paths["path"].str.startswith(step)] if step.startswith("step_") else paths
+        paths = shown if len(shown) else paths  # markdown() filters the same way again
     rp = m.replay
     torch_peak = m.torch_peak_allocated_bytes
     out: dict[str, Any] = {
@@ -61,7 +69,7 @@ def result(data: MemoryData, m: mem.MemoryAnalysis, *, top: int = 10,
         "peak_equals_torch": None if torch_peak is None else rp.peak_allocated_bytes == torch_peak,
         "exact": rp.exact,
         "clock": m.clock,
-        "events": len(rp.events),
+        "events": len(rp),
         "window_start_allocated_bytes": rp.start_allocated_bytes,
         "oom": data.oom,
         "run": data.run,
@@ -69,13 +77,14 @@ def result(data: MemoryData, m: mem.MemoryAnalysis, *, top: int = 10,
         "categories": _records(mem.at_peak(m, "category")),
         "at_peak_by_path": _records(mem.at_peak(m, "path").head(top * 3)),
         "top_allocations": _records(mem.top_allocations(m, top)),
-        "paths": _records(mem.path_table(m)),
+        "paths": _records(paths),
         "residual_stream": _records(mem.residual_stream(m, data.run)),
         "timeline": _records(mem.timeline(m, points=TIMELINE_POINTS)),
         "phases": _records(mem.phases(m)),
     }
     if kernels is not None:
         out["kernels"] = _records(mem.paired(mem.path_table(m), kernels))
+    del paths
     return out
 
 
@@ -153,7 +162,7 @@ def markdown(r: dict[str, Any], *, title: str, top: int = 10) -> str:
 def report(data: MemoryData, m: mem.MemoryAnalysis, *, fmt: str, title: str, top: int = 10,
            kernels: pd.DataFrame | None = None) -> str:
     """`profkit report memory`: markdown or JSON."""
-    r = result(data, m, top=top, kernels=kernels)
+    r = result(data, m, top=top, kernels=kernels, for_markdown=fmt != "json")
     if fmt == "json":
         return json.dumps(r, indent=1) + "\n"
     return markdown(r, title=title, top=top)

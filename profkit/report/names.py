@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from profkit.columns import GRAPH_NAME
+
 DTYPES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "float", "double": "double", "long": "int64",
           "int": "int32", "bool": "bool", "unsigned char": "uint8", "signed char": "int8", "short": "int16",
           "c10::complex<float>": "complex64", "c10::Float8_e4m3fn": "fp8e4m3", "c10::Float8_e5m2": "fp8e5m2",
@@ -88,11 +90,19 @@ def readable_name(name: str, width: int = 70) -> str:
     ...               "<(int)2>, at::native::<unnamed>::TernaryOpScalarFunctor<float, (int)2, (int)2, (int)0>, "
     ...               "at::native::LerpFunctor<float>, float>(T1, T2, T3...)")
     'multi_tensor_apply: lerp scalar float (foreach)'
+    >>> readable_name("void at::native::<unnamed>::multi_tensor_apply_kernel<at::native::<unnamed>::"
+    ...               "FusedOptimizerTensorListMetadata<(int)4>, at::native::<unnamed>::FusedAdamMathFunctor<float, "
+    ...               "(int)4, (at::native::ADAM_MODE)1, (bool)0>, const float *, double>(T1, T2, T3...)")
+    'multi_tensor_apply: fused AdamW float'
     >>> readable_name("nvjet_sm90_tst_192x96_64x5_1x2_h_bz_NTT")
     'gemm: nvjet 192x96 NTT'
     >>> readable_name("triton_poi_fused__to_copy_t_1")
     'triton_poi_fused__to_copy_t_1'
+    >>> readable_name("CUDA graph 4 (exec 5)")
+    'CUDA graph 4 (exec 5)'
     """
+    if GRAPH_NAME.match(name):  # a whole graph replay: its name is already short, the exec id part of it
+        return name
     base = _base(name)
     nvjet = re.match(r"nvjet_sm\d+_\w+?_(\d+x\d+)_\w*?_(coop[AB]_)?([NT]{3})$", name)
     if nvjet:
@@ -102,6 +112,10 @@ def readable_name(name: str, width: int = 70) -> str:
         mma = re.search(r"_(ffma|hmma|imma|dmma)_", name)
         return f"gemm: xmma {xmma.group(1)} {xmma.group(3)} {xmma.group(4)}" + (f" ({mma.group(1)})" if mma else "")
     if "multi_tensor_apply_kernel" in name:
+        fused = re.search(r"Fused(\w+?)MathFunctor<(\w+)", name)
+        if fused:  # torch's fused optimizers (fused=True): one kernel per chunk of tensors for the whole update
+            which = "AdamW" if fused.group(1) == "Adam" and "ADAM_MODE)1" in name else fused.group(1)
+            return _fit(f"multi_tensor_apply: fused {which} {fused.group(2)}", width)
         op = _op(name, _FOREACH_OPS) or "op"
         op = f"addc{op}" if "PointwiseOp" in name else op  # addcmul / addcdiv: PyTorch's pointwise ops
         scalar = " scalar list" if "ScalarListFunctor" in name else " scalar" if "ScalarFunctor" in name else ""

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from profkit.analyze.ranks import RanksResult
-from profkit.report.formats import FORMATS, ReportError
+from profkit.report.formats import FORMATS, ReportError, graph_note
 from profkit.report.tables import markdown_table
 
 JSON_KEYS = ["rank", "steps", "step_ms", "step_min_ms", "step_max_ms", "compute_ns", "comm_ns", "comm_hidden_ns",
@@ -66,6 +66,10 @@ def ranks_markdown(r: RanksResult, *, png: str | None = None, heading: str = "##
                   markdown_table(["collective", "instances", "S MB", "S from", "time ms", "algbw GB/s", "busbw GB/s"],
                                  rows)]
     lines += slowest_lines(r) + [""]
+    notes = [f"rank {rank}: {note.removeprefix('Note: ')}" for rank, (n, ns) in sorted(r.graphs.items())
+             if (note := graph_note(n, ns)) is not None]
+    if notes:
+        lines += [f"Note: {'; '.join(notes)}", ""]
     if png:
         lines += [f"![one step, a lane per rank]({png})", ""]
     return "\n".join(lines)

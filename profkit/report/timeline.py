@@ -9,7 +9,7 @@ import pandas as pd
 from profkit import analyze
 from profkit.analyze.timeline import GPU_BOUND_IDLE_PCT, LAUNCH_BOUND_IDLE_PCT, LAUNCH_BOUND_QUEUE_NS
 from profkit.pipeline import Analysis
-from profkit.report.formats import render
+from profkit.report.formats import frame_graph_note, render, with_note
 from profkit.report.tables import markdown_table
 
 
@@ -38,7 +38,7 @@ def timeline_markdown(t: pd.DataFrame, *, per_step: int | None = None) -> str:
 def timeline(a: Analysis, *, by: str = "phase", fmt: str = "markdown") -> str:
     """`profkit report timeline`: all instances added, as `report nvtx --by name` does."""
     t = phases(a, by)
-    return render(t, fmt, timeline_markdown(t))
+    return render(t, fmt, with_note(timeline_markdown(t), frame_graph_note(a.kernels)))
 
 
 OUTLIER = 1.5  # a first measured step this many times the median of the others is flagged

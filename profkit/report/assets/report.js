@@ -76,7 +76,7 @@
         return get(r, s.key);
       };
     }
-    labels = labels.slice(0, PLOT_ROWS);
+    labels = labels.slice(0, spec.rows || PLOT_ROWS);  // a figure may ask for more rows (a sweep's every point)
     const n = labels.length, k = series.length, stacked = !!spec.stacked;
     const band = stacked || k === 1 ? 18 : 10 * k + 6;
     const labelW = 300, w = 900, top = 8 + (k > 1 ? k * 16 + 4 : 0), h = top + n * band + 30;

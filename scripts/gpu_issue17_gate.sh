@@ -2,8 +2,8 @@
 # Issue 17, compare as a gate, on one GPU (nsys 2025.3.1 as $PROFKIT_NSYS): is --fail-above's noise rule
 # right on real captures? Same-config captures must pass against each other, a real regression must fail,
 # and the between-run spread of medians is measured against the within-run step spread the rule assumes.
-#   bash scripts/gpu_issue17.sh OUTDIR                    # about 7-9 min on an H200
-#   PROFKIT_GPU_DRY=1 bash scripts/gpu_issue17.sh OUTDIR  # the same steps on CPU (tiny, 3 steps: no kernels,
+#   bash scripts/gpu_issue17_gate.sh OUTDIR                    # about 7-9 min on an H200
+#   PROFKIT_GPU_DRY=1 bash scripts/gpu_issue17_gate.sh OUTDIR  # the same steps on CPU (tiny, 3 steps: no kernels,
 #                                                         # so the gates refuse; it checks the plumbing)
 # Back in OUTDIR: env.txt, summary.txt (every item ok/FAIL), runs/run-K/run.json (5 bare runs of one config),
 # noise.md (per run: median, 1.4826 x MAD; between runs: the medians' spread; the rule's verdict on every
@@ -12,7 +12,7 @@
 # gates.md (the table), fixtures/h200_tiny_step_bf16_gate_{a,b,foreach}/ (scrubbed exports and run.json).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-out=${1:?usage: bash scripts/gpu_issue17.sh OUTDIR}
+out=${1:?usage: bash scripts/gpu_issue17_gate.sh OUTDIR}
 mkdir -p "$out/captures" "$out/runs" "$out/gates" "$out/fixtures"
 out=$(cd "$out" && pwd)
 cap="$out/captures"
