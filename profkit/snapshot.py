@@ -229,6 +229,13 @@ def read(path: Path) -> MemoryData:
         raise MemoryInputError(f"{path}'s history overflowed: {n:,} events kept of max_entries "
                                f"{int(side['max_entries']):,}, the oldest dropped, so the peak cannot be replayed; "
                                "record it again with a larger --memory-max-entries or fewer --steps")
+    if columns is not None:  # addresses, sizes and times torch writes are integers >= 0
+        for what in ("addr", "size", "time_us"):
+            col = np.frombuffer(getattr(columns, what), dtype=np.int64)
+            if len(col) and col.min() < 0:
+                i = int(np.argmax(col < 0))
+                raise MemoryInputError(f"{path} is damaged: trace entry {i} has {what} = {int(col[i])}; torch writes "
+                                       "integers of 0 or more there: record the snapshot again")
     events = _events_frame(columns, loaded)
     segments = [s for s in snap["segments"] if isinstance(s, dict) and s.get("device", device) == device]
     try:

@@ -134,9 +134,12 @@ class Loaded:
 def _int(v: Any, what: str, i: int) -> int:
     if v is None:
         return 0
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise UnpickleError(f"trace entry {i}: {what} is a {type(v).__name__}, not a number")
-    return int(v) if v else 0
+    # torch writes integers; a float is read when it is a whole number (256.0), else it is damage
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise UnpickleError(f"trace entry {i} has {what} = {str(v)[:40]}: a {type(v).__name__}, not an integer")
+    return v
 
 
 def load(f: BinaryIO, top_frame: Callable[[Any], str]) -> Loaded:

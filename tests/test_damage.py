@@ -321,7 +321,8 @@ def test_snapshot_event_of_the_wrong_type(tmp_path: Path, field: str, value: obj
     data["device_traces"][0][5][field] = value  # was int()'s ValueError, or an int64 overflow
     (folder / "memory.pickle").write_bytes(pickle.dumps(data, protocol=4))
     result = CliRunner().invoke(cli, ["report", "memory", str(folder)])
-    assert result.exit_code == 2 and f"trace entry 5 has {field} = " in result.stderr, result.output
+    assert result.exit_code == 2 and "trace entry 5" in result.stderr, result.output
+    assert field in result.stderr or "does not fit in 64 bits" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
 
