@@ -212,7 +212,9 @@ def test_sigint_loses_at_most_the_point_in_progress_and_a_rerun_resumes(tmp_path
     lens = "8,16,24,32,40,48,56,64"
     cmd = [sys.executable, "-m", "profkit", "sweep", "attention", "--impl", "math", "--batch-size", "1", "--heads",
            "1", "--seq-len", lens, "--head-dim", "8", "--dtype", "fp32", "--device", "cpu", "--reps", "100000",
-           "--warmup", "1", "--max-seconds", "0.2", "--db", str(db)]
+           "--warmup", "1", "--max-seconds", "0.6", "--db", str(db)]
+    # 0.6 s per mode and point: the 8 points take well over 10 s, so the interrupt after the
+    # second lands mid-sweep even on a loaded machine (at 0.2 s a slow poll could miss the window)
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
