@@ -873,6 +873,25 @@ def flops(model: str, mode: str, attn: str, dtype: str, batch_size: int | None, 
                    f"{r['bytes'] / 1e6:,.1f} |")
 
 
+def _flops_available(profile: Path) -> None:
+    """Refuse at once when the FLOPs cannot come from anywhere: no flops.json, and no run.json
+    beside the export or no torch to count from it (what _flops_of would find after the load)."""
+    import importlib.util
+
+    from profkit import layout
+    from profkit.report import flops as flops_report
+
+    folder = profile if profile.is_dir() else profile.parent
+    if flops_report.flops_file(profile).is_file():
+        return
+    if (folder / layout.RUN_FILE).is_file() and importlib.util.find_spec("torch") is not None:
+        return
+    try:
+        flops_report.read_flops(profile)
+    except flops_report.FlopsMissing as e:
+        raise bad_input(str(e)) from None
+
+
 def _flops_of(profile: Path, a: Any) -> Any:
     """The capture's flops.json, or counted from its run.json when torch is importable."""
     import importlib.util
@@ -920,6 +939,7 @@ def flops_command(profile: Path, peaks: str, png: Path | None, waterfall: Path |
     for png_out in (png, waterfall):
         if png_out is not None and png_out.exists():
             raise bad_input(f"{png_out} exists; choose another file")
+    _flops_available(profile)  # before the export is read: a 10 M-kernel analysis takes a minute
     a = _load(profile, rules, allow_incomplete, rank=rank)
     counted = _flops_of(profile, a)
     measured = peaks == "measured"

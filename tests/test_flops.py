@@ -339,3 +339,14 @@ def test_fused_adamw_moves_each_tensor_once() -> None:
 def test_tokens_of_a_step_count_every_micro_batch() -> None:
     cfg = RunConfig(model="tiny", mode="fwd_bwd", grad_accum=3)
     assert counting.count(cfg)["tokens"] == 3 * cfg.resolved_batch_size * cfg.resolved_context_length
+
+
+def test_report_flops_refuses_before_reading_the_export(tmp_path: Path) -> None:
+    """No flops.json and no run.json: the FLOPs cannot come from anywhere, so `report flops` says
+    so at once instead of reading (here: failing on) the export first."""
+    folder = tmp_path / "capture"
+    folder.mkdir()
+    (folder / "profile.sqlite").write_bytes(b"not an export")
+    r = CliRunner().invoke(cli, ["report", "flops", str(folder)])
+    assert r.exit_code == 2 and r.stderr.startswith("Error: ") and "flops.json does not exist" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
