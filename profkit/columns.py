@@ -190,13 +190,14 @@ class Reader:
         column i reads as fills[i] (None: the column has none; one found is an error). `rows`:
         the rows expected, when known (the arrays are made that long at once). Columns `narrow`
         (indices: ids and codes) come as int32 when every value fits, else int64."""
+        narrow = set(narrow)  # once: a generator would be spent by the first look
         if self._modules is not None:
             try:
-                return self._select_adbc(sql, fills, rows, set(narrow))
+                return self._select_adbc(sql, fills, rows, narrow)
             except Exception:  # noqa: BLE001  (any driver failure: sqlite3 reads it or says why not)
                 self.close()
                 self._modules = None
-        return [_narrowed(a) if i in set(narrow) else a for i, a in enumerate(self._select_sqlite(sql, fills))]
+        return [_narrowed(a) if i in narrow else a for i, a in enumerate(self._select_sqlite(sql, fills))]
 
     def _select_sqlite(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
         # Rows come from sqlite3 as tuples; converting them a chunk at a time keeps at most one
@@ -397,9 +398,15 @@ def repeats(corr: np.ndarray, pid: np.ndarray | None, start: np.ndarray | None =
         if int(counts.max()) <= 1:
             return 0
         keep[keep] = counts[c - lo] > 1
-    keys = [k[keep] for k in (corr, pid, start) if k is not None]
+    return _repeated_rows([k[keep] for k in (corr, pid, start) if k is not None])
+
+
+def _repeated_rows(keys: list[np.ndarray]) -> int:
+    """How many rows agree on every key with an earlier row (one sort of all the keys)."""
+    if not len(keys[0]):
+        return 0
     order = np.lexsort(keys[::-1])
-    same = np.ones(max(int(keep.sum()) - 1, 0), dtype=bool)
+    same = np.ones(len(order) - 1, dtype=bool)
     for k in keys:
         ks = k[order]
         same &= ks[1:] == ks[:-1]
@@ -426,14 +433,7 @@ def check_repeats(path: Path, what: str, keys: list[np.ndarray], fields: str) ->
     ...     print(str(e).split(";")[0])
     p is damaged: 1 NVTX range row repeats another's thread and start
     """
-    if not len(keys[0]):
-        return
-    order = np.lexsort(keys[::-1])
-    same = np.ones(len(order) - 1, dtype=bool)
-    for k in keys:
-        ks = k[order]
-        same &= ks[1:] == ks[:-1]
-    count = int(same.sum())
+    count = _repeated_rows(keys)
     if count:
         raise ProfileError(f"{path} is damaged: {count:,} {what} row{'s repeat' if count > 1 else ' repeats'} "
                            f"another's {fields}; export the capture again with nsys export --type sqlite")
@@ -547,8 +547,9 @@ def graph_names(ids: np.ndarray) -> dict[int, str]:
     return out
 
 
-def _graph_ids_ok(graph_id: np.ndarray, exec_id: np.ndarray) -> bool:
-    return bool(((graph_id >= 0) & (graph_id < _GRAPH_ID_LIMIT) & (exec_id >= -1) & (exec_id < 2**31 - 1)).all())
+def _graph_ids_valid(graph_id: np.ndarray, exec_id: np.ndarray) -> np.ndarray:
+    """Per row: ids graph_name_ids() can code (a graph id 0..2^30, an executable id -1..2^31-2)."""
+    return (graph_id >= 0) & (graph_id < _GRAPH_ID_LIMIT) & (exec_id >= -1) & (exec_id < 2**31 - 1)
 
 
 KERNEL_FIELDS = ("start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "global_pid", "name_id", "short_id")
@@ -659,7 +660,7 @@ def read_graphs(reader: Reader, tables: set[str], wanted: Iterable[str], *,
     columns = dict(zip(read, arrays[:-2], strict=True))
     graph_id, exec_id = arrays[-2], arrays[-1]
     check_times(reader.path, "CUDA graph", columns["start_ns"], columns["end_ns"])
-    if not _graph_ids_ok(graph_id, exec_id):
+    if not _graph_ids_valid(graph_id, exec_id).all():
         raise ProfileError(f"{reader.path} is damaged: {GRAPH_TABLE} holds a negative or huge graph id; export the "
                            "capture again with nsys export --type sqlite")
     check_unique(reader.path, "CUDA graph", columns["correlation_id"], columns["global_pid"])
@@ -711,7 +712,7 @@ def read_names(db: sqlite3.Connection) -> dict[int, str]:
                 f"SELECT DISTINCT graphId, coalesce({exec_col}, -1) FROM {GRAPH_TABLE} "
                 f"WHERE typeof(graphId) = 'integer' AND typeof(coalesce({exec_col}, -1)) = 'integer'")],
                 dtype=np.int64).reshape(-1, 2)
-            ok = (pairs[:, 0] >= 0) & (pairs[:, 0] < _GRAPH_ID_LIMIT) & (pairs[:, 1] >= -1) & (pairs[:, 1] < 2**31 - 1)
+            ok = _graph_ids_valid(pairs[:, 0], pairs[:, 1])
             names.update(graph_names(graph_name_ids(pairs[ok, 0], pairs[ok, 1])))
     return names
 
