@@ -356,6 +356,26 @@ def load(f: BinaryIO, top_frame: Callable[[Any], str]) -> Loaded:
         except KeyError:
             raise UnpickleError(f"memo reference {idx} to nothing (or to a trace event, referenced twice)") from None
 
+    def stack_of(refs: bytes) -> _Stack:
+        """The stack of a frames list given as its memo references (BINGET / LONG_BINGET bytes),
+        decoded once per distinct run of references."""
+        st = stack_cache.get(refs)
+        if st is None:
+            frames = []
+            j = 0
+            while j < len(refs):
+                if refs[j] == 0x68:
+                    frames.append(get(refs[j + 1]))
+                    j += 2
+                else:
+                    frames.append(get(unpack_I(refs, j + 1)[0]))
+                    j += 5
+            st = _Stack(code_of(frames))
+            if len(stack_cache) >= _CACHE_LIMIT:
+                stack_cache.clear()
+            stack_cache[refs] = st
+        return st
+
     def put(idx: int) -> None:
         nonlocal count
         if not stack:
@@ -414,22 +434,7 @@ def load(f: BinaryIO, top_frame: Callable[[Any], str]) -> Loaded:
             count += 1  # the event dict's MEMOIZE
             fr = g[ifr]
             if fr[0] == 0x5D:  # a new list: EMPTY_LIST MEMOIZE [MARK refs APPENDS]
-                key = fr[3:-1]
-                st = stack_cache.get(key)
-                if st is None:
-                    frames = []
-                    j = 0
-                    while j < len(key):
-                        if key[j] == 0x68:
-                            frames.append(get(key[j + 1]))
-                            j += 2
-                        else:
-                            frames.append(get(unpack_I(key, j + 1)[0]))
-                            j += 5
-                    st = _Stack(code_of(frames))
-                    if len(stack_cache) >= _CACHE_LIMIT:
-                        stack_cache.clear()
-                    stack_cache[key] = st
+                st = stack_of(fr[3:-1])
                 if count in memo:
                     stack_cache.clear()
                 memo[count] = _Ref(st, count)
@@ -541,23 +546,7 @@ def load(f: BinaryIO, top_frame: Callable[[Any], str]) -> Loaded:
             if buf.startswith(b"\x94(", pos):
                 m = _REFS.match(buf, pos + 2)
             if m is not None and m.end() > pos + 2 and m.end() < len(buf) and buf[m.end()] == 0x65:
-                key = buf[pos + 2:m.end()]
-                s = stack_cache.get(key)
-                if s is None:
-                    frames = []
-                    j = pos + 2
-                    while j < m.end():
-                        if buf[j] == 0x68:
-                            frames.append(get(buf[j + 1]))
-                            j += 2
-                        else:
-                            frames.append(get(unpack_I(buf, j + 1)[0]))
-                            j += 5
-                    s = _Stack(code_of(frames))
-                    if len(stack_cache) >= _CACHE_LIMIT:
-                        stack_cache.clear()
-                    stack_cache[key] = s
-                ref = _Ref(s, count)
+                ref = _Ref(stack_of(buf[pos + 2:m.end()]), count)
                 stack.append(ref)
                 if count in memo:
                     stack_cache.clear()
