@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from profkit import layout
-from profkit.collect.launch import ANALYSIS_FAILED, CaptureError, attempt_folder, tail
+from profkit.collect.launch import ANALYSIS_FAILED, CaptureError, attempt_folder, check_destination, tail
 from profkit.config import RunConfig
 from profkit.errors import ProfkitError
 from profkit.nsys import NSYS_ENV, Nsys, NsysError, export, profile_flags, profile_options
@@ -458,10 +458,8 @@ def profile_ranks(nsys: Nsys, cfg: RunConfig, *, device: str, name: str, out_dir
     part_name = _partial_name(cfg, name)
     partial = out_dir / layout.PARTIAL.format(name=part_name)
     failed = out_dir / layout.FAILED.format(name=part_name)
-    if final.exists() and not force and not (multi_node(cfg) and (cfg.node_rank or 0) > 0):
-        raise CaptureError(f"{final} exists; choose another --name or pass --force to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CaptureError(f"--out-dir {out_dir} is a file, not a folder")
+    # a later node writes its ranks into the capture folder the first node made
+    check_destination(final, out_dir, force or (multi_node(cfg) and (cfg.node_rank or 0) > 0))
     build = build_single_file_command if single_file else build_rank_profile_command
     try:
         cmd = build(nsys.path, cfg, device=device, user_args=user_args, out=partial,

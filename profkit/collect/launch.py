@@ -82,10 +82,7 @@ def profile(nsys: Nsys, cfg: RunConfig, *, device: str, name: str, out_dir: Path
     """
     final = out_dir / name
     partial, failed = out_dir / layout.PARTIAL.format(name=name), out_dir / layout.FAILED.format(name=name)
-    if final.exists() and not force:
-        raise CaptureError(f"{final} exists; choose another --name or pass --force to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CaptureError(f"--out-dir {out_dir} is a file, not a folder")
+    check_destination(final, out_dir, force)
     try:
         cmd = build_profile_command(nsys.path, cfg, device=device, user_args=user_args, out=partial,
                                     flags=profile_flags(nsys) if flags is None else flags)
@@ -144,6 +141,14 @@ def _point_record_at(folder: Path) -> None:
     record = layout.RunRecord.read(folder)
     record = dataclasses.replace(record, config=dataclasses.replace(record.config, out=folder, force=False))
     record.write(folder)
+
+
+def check_destination(final: Path, out_dir: Path, force: bool) -> None:
+    """Refuse a capture whose folder exists (without --force) or whose --out-dir is a file."""
+    if final.exists() and not force:
+        raise CaptureError(f"{final} exists; choose another --name or pass --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CaptureError(f"--out-dir {out_dir} is a file, not a folder")
 
 
 def attempt_folder(partial: Path, failed: Path) -> tuple[Path, Callable[[str], CaptureError]]:
