@@ -292,3 +292,50 @@ def test_damaged_step_times_are_refused(tmp_path: Path, value: str) -> None:
     result = invoke(FLASH, bad, "--fail-above", "5")
     assert result.exit_code == 2 and result.stdout == "", result.output
     assert "per-step times hold" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+# Real captures for the noise-aware gate (scripts/gpu_issue17_gate.sh, H200): two captures of one config,
+# one after the other, and the same step with the unfused (foreach) AdamW; 8 measured steps each.
+SAME_A, SAME_B, FOREACH = (DATA / f"h200_tiny_step_bf16_{s}" for s in ("a", "b", "foreach"))
+
+
+def independent_check(base: Path, new: Path, name: str, limit: float) -> dict:
+    """One --fail-above check computed without profkit: per-step values (SQL), medians and spreads
+    (statistics), the rule change > limit + 2 x sqrt(s_base^2 + s_new^2), all in percent of the base."""
+    import statistics
+
+    b, n = sql_range_ms(base / "profile.sqlite", name), sql_range_ms(new / "profile.sqlite", name)
+    mb, mn = statistics.median(b), statistics.median(n)
+    noise = 2 * (robust_sd(b) ** 2 + robust_sd(n) ** 2) ** 0.5
+    return {"base_values_ms": b, "new_values_ms": n, "base_ms": mb, "new_ms": mn, "noise_ms": noise,
+            "change_pct": 100 * (mn - mb) / mb, "result": "fail" if 100 * (mn - mb - noise) / mb > limit else "pass"}
+
+
+@pytest.mark.parametrize("base, new", [(SAME_A, SAME_B), (SAME_B, SAME_A)])
+def test_two_real_captures_of_one_config_pass(base: Path, new: Path) -> None:
+    code, out = gate_json(base, new, "--fail-above", "2", "--range", "forward", "--range", "optimizer")
+    assert code == 0 and out["result"] == "pass", out
+    step, *ranges = out["checks"]
+    assert len(out["checks"]) == 3 and all(c["result"] == "pass" for c in out["checks"])
+    for capture, key in ((base, "base_values_ms"), (new, "new_values_ms")):
+        steps = json.loads((capture / "run.json").read_text())["steps_ms"]
+        assert len(steps) == 8 and step[key] == pytest.approx(steps, abs=1e-6)
+    for check, name in zip(ranges, ("forward", "optimizer"), strict=True):
+        want = independent_check(base, new, name, 2.0)
+        assert check["quantity"] == f"range:{name}" and len(check["base_values_ms"]) == 8
+        for key, value in want.items():
+            assert check[key] == (value if key == "result" else pytest.approx(value, abs=1e-6)), (name, key)
+
+
+def test_a_real_regression_fails_on_its_range() -> None:
+    """The unfused AdamW: the optimizer range's GPU time grows far beyond its steps' spread; forward is untouched."""
+    code, out = gate_json(SAME_A, FOREACH, "--fail-above", "5", "--range", "forward", "--range", "optimizer")
+    assert code == 1 and out["result"] == "fail"
+    _, forward, optimizer = out["checks"]
+    for check, name in ((forward, "forward"), (optimizer, "optimizer")):
+        want = independent_check(SAME_A, FOREACH, name, 5.0)
+        for key, value in want.items():
+            assert check[key] == (value if key == "result" else pytest.approx(value, abs=1e-6)), (name, key)
+    assert optimizer["result"] == "fail" and optimizer["change_pct"] > 50 and forward["result"] == "pass"
+    lines = invoke(SAME_A, FOREACH, "--fail-above", "5", "--range", "optimizer").stderr.splitlines()
+    assert lines[1].startswith("gate range:optimizer h200_tiny_step_bf16_foreach: ") and lines[1].endswith(": FAIL")
