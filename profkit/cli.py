@@ -903,6 +903,8 @@ def _flops_of(profile: Path, a: Any) -> Any:
     except flops_report.FlopsMissing as e:
         if a.run is None or importlib.util.find_spec("torch") is None:
             raise bad_input(str(e)) from None
+    except ProfkitError as e:  # a damaged flops.json
+        raise bad_input(str(e)) from None
     from profkit.collect import flops as counting
 
     return library(lambda: counting.count(a.run.config))

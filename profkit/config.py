@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,46 @@ DEFAULT_TIMEOUT_S = 1800
 three times NCCL's 10 min, longer than any step profkit profiles should take)."""
 MEMORY_STACKS = ("python", "all")
 USER_DEFAULT_BATCH, USER_DEFAULT_CONTEXT = 4, 256
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+                                       "Path": (str,)}
+
+
+def typed_fields(cls: type, values: dict[str, Any], *, signed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`values` (as read from JSON) after checking each against the field of dataclass `cls` that it
+    fills: the annotation's simple types (int, float, str, bool, Path, X | None, list[float]), numbers
+    finite and, but for the fields named in `signed`, not negative. A file written by profkit passes;
+    a damaged one is refused here rather than misread by a report.
+
+    >>> typed_fields(RunConfig, {"steps": 3, "model": "tiny"})
+    {'steps': 3, 'model': 'tiny'}
+    >>> typed_fields(RunConfig, {"steps": "3"})
+    Traceback (most recent call last):
+    ValueError: steps is '3', not int
+
+    Raises:
+        ValueError: a value of another type, or a number that is not finite or below zero.
+    """
+    annotations = {f.name: f.type for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        want = annotations.get(key)
+        kinds = [k.strip() for k in want.split("|") if k.strip() != "None"] if isinstance(want, str) else ["?"]
+        if (value is None and "None" in str(want)) or not all(k in _TYPES or k == "list[float]" for k in kinds):
+            continue  # optional and absent, or a nested record or other type: checked where it is built
+        if kinds == ["list[float]"]:
+            if not isinstance(value, list):
+                raise ValueError(f"{key} is {value!r}, not {want}")
+            items, types = value, [_TYPES["float"]]
+        else:
+            items, types = [value], [_TYPES[k] for k in kinds]
+        for item in items:
+            if not any(isinstance(item, ts) and (bool in ts) == isinstance(item, bool) for ts in types):
+                raise ValueError(f"{key} is {value!r}, not {want}")
+            number = isinstance(item, (int, float)) and not isinstance(item, bool)
+            if number and ((isinstance(item, float) and not math.isfinite(item)) or (item < 0 and key not in signed)):
+                raise ValueError(f"{key} holds {item!r}, not a finite number of 0 or more")
+    return values
 
 
 def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
@@ -231,7 +272,7 @@ class RunConfig:
         True
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs = typed_fields(cls, {k: v for k, v in d.items() if k in names}, signed=("seed",))
         if kwargs.get("out") is not None:
             kwargs["out"] = Path(kwargs["out"])
         return cls(**kwargs)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profkit.config import RunConfig
+from profkit.config import RunConfig, typed_fields
 from profkit.errors import ProfkitError
 
 RUN_FILE = "run.json"
@@ -276,21 +276,24 @@ class RunRecord:
         """
         try:
             known = {f.name for f in dataclasses.fields(cls)}
+            env_names = {f.name for f in dataclasses.fields(Environment)}
+            own = typed_fields(cls, {k: d.get(k) for k in ("steps_ms", "micro_batch_ms", "first_step_ms", "compile_s",
+                                                             "peak_memory_bytes", "resident_memory_bytes")})
             return cls(
                 version=int(d.get("version", 1)),
                 config=RunConfig.from_dict(d["config"]),
-                resolved=Resolved(**d["resolved"]),
-                environment=Environment(**{k: v for k, v in d["environment"].items()
-                                           if k in {f.name for f in dataclasses.fields(Environment)}}),
-                steps_ms=[float(t) for t in d["steps_ms"]],
-                summary=StepSummary(**d["summary"]),
-                micro_batch_ms=(None if d.get("micro_batch_ms") is None
-                                else [float(t) for t in d["micro_batch_ms"]]),
-                first_step_ms=d.get("first_step_ms"),
-                compile_s=d.get("compile_s"),
-                peak_memory_bytes=d.get("peak_memory_bytes"),
-                resident_memory_bytes=d.get("resident_memory_bytes"),
-                memory=MemoryRecord(**d["memory"]) if d.get("memory") is not None else None,
+                resolved=Resolved(**typed_fields(Resolved, d["resolved"])),
+                environment=Environment(**typed_fields(Environment, {k: v for k, v in d["environment"].items()
+                                                                     if k in env_names})),
+                steps_ms=[float(t) for t in own["steps_ms"]],
+                summary=StepSummary(**typed_fields(StepSummary, d["summary"])),
+                micro_batch_ms=(None if own["micro_batch_ms"] is None else [float(t) for t in own["micro_batch_ms"]]),
+                first_step_ms=own["first_step_ms"],
+                compile_s=own["compile_s"],
+                peak_memory_bytes=own["peak_memory_bytes"],
+                resident_memory_bytes=own["resident_memory_bytes"],
+                memory=(MemoryRecord(**typed_fields(MemoryRecord, d["memory"], signed=("overhead_pct",)))
+                        if d.get("memory") is not None else None),
                 extra={k: v for k, v in d.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -3,8 +3,10 @@ tests/test_fuzz.py (a few hundred cases in CI) and scripts/fuzz.py (thousands, a
 
 A mutation is one damage to a copy of a committed fixture: an export (a dropped table or column,
 NULLs in a column, wild values: negative, huge, text, fractions, blobs; duplicated rows, start and
-end swapped, flipped bytes, truncation) or the memory snapshot (truncated, a field removed, a
-field of the wrong type, not a pickle, a pickle naming a forbidden global, its sidecar damaged).
+end swapped, flipped bytes, truncation), the run records beside it (run.json, a rank's
+rank0.run.json, the flops.json counted for it: truncated, a field removed, a field of the wrong
+type) or the memory snapshot (truncated, a field removed, a field of the wrong type, not a
+pickle, a pickle naming a forbidden global, its sidecar damaged).
 A case is one mutation through one command (click's CliRunner, a per-case time bound). Allowed:
 
 - refused: exit 2, exactly one `Error: ...` line on stderr, nothing on stdout, nothing new written;
@@ -52,7 +54,9 @@ EXPORT_KINDS = ("drop-table", "drop-column", "nulls", "wild-negative", "wild-hug
                 "duplicate-rows", "swap-start-end", "flip-bytes", "truncate")
 SNAPSHOT_KINDS = ("snapshot-truncate", "snapshot-remove-field", "snapshot-wrong-type", "snapshot-not-a-pickle",
                   "snapshot-forbidden-global", "sidecar-damage")
-KINDS = EXPORT_KINDS + SNAPSHOT_KINDS
+RECORD_KINDS = ("record-truncate", "record-remove-field", "record-wrong-type")
+KINDS = EXPORT_KINDS + SNAPSHOT_KINDS + RECORD_KINDS
+RECORD_FIXTURES = ("graphs", "ddp")  # the exports with a run.json (and so a flops.json) beside them
 EXPORT_COMMANDS = ("kernels", "nvtx", "modules", "timeline", "flops", "memory", "compare", "capture", "ranks")
 SNAPSHOT_COMMANDS = ("memory", "memory-markdown", "compare")
 COMMANDS = tuple(dict.fromkeys(EXPORT_COMMANDS + SNAPSHOT_COMMANDS))
@@ -74,6 +78,8 @@ class Mutation:
     def commands(self) -> tuple[str, ...]:
         if self.fixture == "snapshot":
             return SNAPSHOT_COMMANDS
+        if self.kind in RECORD_KINDS:  # the commands that read a run record or flops.json
+            return ("nvtx", "flops", "compare", "capture") + (("ranks",) if self.fixture == "ddp" else ())
         return EXPORT_COMMANDS if self.fixture == "ddp" else tuple(c for c in EXPORT_COMMANDS if c != "ranks")
 
 
@@ -88,13 +94,14 @@ class Outcome:
 
 
 def mutations(seed: int, n: int) -> list[Mutation]:
-    """n mutations, every kind in turn (snapshot kinds a third as often), fixtures and details seeded."""
+    """n mutations, every kind in turn (snapshot and record kinds a third as often), fixtures and details seeded."""
     rng = random.Random(seed)
-    kinds = list(EXPORT_KINDS) * 3 + list(SNAPSHOT_KINDS)
+    kinds = list(EXPORT_KINDS) * 3 + list(SNAPSHOT_KINDS) + list(RECORD_KINDS)
     out = []
     for i in range(n):
         kind = kinds[i % len(kinds)]
-        fixture = "snapshot" if kind in SNAPSHOT_KINDS else rng.choice(sorted(EXPORTS))
+        fixture = ("snapshot" if kind in SNAPSHOT_KINDS else rng.choice(RECORD_FIXTURES) if kind in RECORD_KINDS
+                   else rng.choice(sorted(EXPORTS)))
         out.append(Mutation(kind, fixture, rng.randrange(2**31)))
     return out
 
@@ -284,6 +291,26 @@ def damage_snapshot(folder: Path, kind: str, rng: random.Random, marker: Path) -
     return f"memory.pickle {how} at {_path_text(path)}"
 
 
+def damage_record(folder: Path, kind: str, rng: random.Random) -> str:
+    """Apply one damage to one of the JSON records in the capture folder (run.json, rank0.run.json,
+    flops.json); what was done."""
+    records = sorted(p for p in folder.glob("*.json"))
+    if not records:
+        return "no record"
+    record = rng.choice(records)
+    text = record.read_text()
+    if kind == "record-truncate":
+        cut = rng.randrange(len(text))
+        record.write_text(text[:cut])
+        return f"{record.name} cut at character {cut:,} of {len(text):,}"
+    doc = json.loads(text)
+    path = _random_path(doc, rng)
+    how = "remove-field" if kind == "record-remove-field" else "wrong-type"
+    _change(doc, path, how, rng)
+    record.write_text(json.dumps(doc, allow_nan=True, default=lambda o: o.hex()))
+    return f"{record.name} {how} at {_path_text(path)}"
+
+
 def _change(doc: Any, path: list[Any], how: str, rng: random.Random) -> None:
     if not path:
         return
@@ -385,6 +412,8 @@ def run_case(ws: Workspace, m: Mutation, command: str, *, bound_s: float = 30.0)
     start = time.perf_counter()
     if m.fixture == "snapshot":
         what = damage_snapshot(case, m.kind, rng, marker)
+    elif m.kind in RECORD_KINDS:
+        what = damage_record(case, m.kind, rng)
     else:
         what = damage_export(case / EXPORTS[m.fixture][1], m.kind, rng)
     before = set(case.iterdir())

@@ -355,3 +355,71 @@ def test_rank_without_a_session_start(tmp_path: Path, damage: list[str]) -> None
     got, want = (CliRunner().invoke(cli, ["report", "ranks", str(tmp_path / n / RANKS.name), "--format", "json"])
                  for n in ("damaged", "original"))
     assert got.exit_code == 0 and got.stdout == want.stdout, got.output
+
+
+GRAPH_CAPTURE = GRAPHS.parent  # a capture folder with run.json: report.md, flops and compare read it
+
+
+@pytest.mark.parametrize("where, value, says", [
+    (("resident_memory_bytes",), "text", "resident_memory_bytes is 'text', not int | None"),
+    (("peak_memory_bytes",), -5, "peak_memory_bytes holds -5, not a finite number of 0 or more"),
+    (("steps_ms", 1), "fast", "steps_ms is"),
+    (("summary", "median_ms"), [], "median_ms is [], not float"),
+    (("resolved", "world_size"), True, "world_size is True, not int"),
+    (("config", "compile"), "yes", "compile is 'yes', not bool"),
+    (("config", "steps"), 2.5, "steps is 2.5, not int"),
+])
+def test_damaged_run_record_is_refused(tmp_path: Path, where: tuple, value: object, says: str) -> None:
+    """A run.json field of the wrong type or out of range: one Error: line naming it, before any report
+    that reads the record (report.md, the gate's ms/step)."""
+    import json
+
+    case = tmp_path / GRAPH_CAPTURE.name
+    shutil.copytree(GRAPH_CAPTURE, case, ignore=shutil.ignore_patterns("README.md"))
+    doc = json.loads((case / "run.json").read_text())
+    node = doc
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    (case / "run.json").write_text(json.dumps(doc))
+    before = sorted(case.iterdir())
+    for args in (["report", "capture", str(case), "--no-cache"],
+                 ["report", "compare", str(GRAPH_CAPTURE), str(case), "--fail-above", "5"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and result.stdout == "", (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and says in lines[0], (args, lines)
+    assert sorted(case.iterdir()) == before
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda d: d.pop("params"), "params is None, not a count"),
+    (lambda d: d.update(tokens="many"), "tokens is 'many', not a count"),
+    (lambda d: d["paths"][3].update(bytes=-1), "bytes is -1, not a count"),
+    (lambda d: d.update(shape={"n_layers": 0, "n_heads": 2, "head_dim": 8}), "not n_layers, n_heads and head_dim"),
+    (lambda d: d.update(paths={}), "no list of paths"),
+])
+def test_damaged_flops_json_is_refused(tmp_path: Path, change, says: str) -> None:
+    """flops.json (written by `profkit flops`, here for the tiny gate capture) damaged: `report flops`
+    and report.md refuse it with one line saying what is wrong and how to write it again."""
+    import json
+
+    pytest.importorskip("torch")
+    from profkit import layout
+    from profkit.collect import flops as counting
+
+    case = tmp_path / "capture"
+    shutil.copytree(TESTS / "data" / "h200_tiny_step_bf16_a", case, ignore=shutil.ignore_patterns("README.md"))
+    doc = counting.count(layout.RunRecord.read(case).config)
+    assert all(isinstance(doc[k], int) and doc[k] > 0 for k in ("params", "tokens", "total_flops"))
+    change(doc)
+    (case / "flops.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(cli, ["report", "flops", str(case), "--no-cache"])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "write it again with `profkit flops" in lines[0], lines
+    # report.md keeps its other sections and says in its FLOPs section why that one is not shown
+    result = CliRunner().invoke(cli, ["report", "capture", str(case), "--no-cache"])
+    assert result.exit_code == 0, result.output
+    text = (case / "report.md").read_text()
+    assert f"Not shown: {lines[0].removeprefix('Error: ')}" in text and "## Top 15 kernels" in text

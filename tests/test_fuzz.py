@@ -15,7 +15,7 @@ import pytest
 
 from tests import fuzzing
 
-SEED, MUTATIONS = 17, 40
+SEED, MUTATIONS = 17, 42
 BOUND_S = 30.0  # per case: a hang fails its case, not the suite
 
 

@@ -40,11 +40,56 @@ def flops_stamp(profile: Path) -> str | None:
         return None
 
 
+def _count(x: Any) -> bool:
+    """A whole or real number, finite and not negative (not a bool)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 and x != float("inf")
+
+
+def _positive(x: Any) -> bool:
+    return _count(x) and bool(x > 0)
+
+
+PATH_COUNTS = ("flops", "vector_flops", "bytes", "attention_flops", "useful_attention_flops")
+
+
+def flops_problem(data: Any) -> str | None:
+    """What makes `data` not a flops.json that the report can read (None: nothing), in words.
+
+    >>> flops_problem({"config": {"mode": "fwd"}, "params": 1, "tokens": 2, "total_flops": 3, "paths": []})
+    >>> flops_problem({"config": {"mode": "fwd"}, "params": -1, "tokens": 2, "total_flops": 3, "paths": []})
+    'params is -1, not a count'
+    """
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("config"), dict) or not isinstance(data["config"].get("mode"), str):
+        return "no config with a mode"
+    for key in ("params", "tokens", "total_flops"):
+        if not _count(data.get(key)):
+            return f"{key} is {data.get(key)!r}, not a count"
+    shape = data.get("shape")
+    if shape is not None:
+        if not isinstance(shape, dict) or not all(_positive(shape.get(k)) for k in ("n_layers", "n_heads", "head_dim")):
+            return f"shape is {shape!r}, not n_layers, n_heads and head_dim"
+        if not _positive(data["config"].get("context_length")):
+            return "config has no context_length"
+    paths = data.get("paths")
+    if not isinstance(paths, list):
+        return "no list of paths"
+    for row in paths:
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+            return f"a path row is {row!r}"
+        bad = next((k for k in PATH_COUNTS if not _count(row.get(k))), None)
+        if bad is not None:
+            return f"path {row['path']!r}: {bad} is {row.get(bad)!r}, not a count"
+    return None
+
+
 def read_flops(profile: Path) -> dict[str, Any]:
     """The capture's flops.json.
 
     Raises:
         FlopsMissing: no flops.json, with the command that writes it.
+        ProfkitError: a flops.json that is not one (flops_problem() says why).
     """
     path = flops_file(profile)
     if not path.is_file():
@@ -53,9 +98,12 @@ def read_flops(profile: Path) -> dict[str, Any]:
                            "`report flops` counts it from run.json")
     try:
         data = json.loads(path.read_text())
-        data["paths"], data["total_flops"]  # noqa: B018 - the keys the report needs
-    except (ValueError, KeyError, TypeError):
-        raise ProfkitError(f"{path} is not a flops.json written by `profkit flops`") from None
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    problem = flops_problem(data)
+    if problem is not None:
+        raise ProfkitError(f"{path} is not a flops.json written by `profkit flops` ({problem}); write it again "
+                           f"with `profkit flops ... --out {path.parent}`")
     return data  # type: ignore[no-any-return]
 
 
