@@ -98,9 +98,9 @@ def read_flops(profile: Path) -> dict[str, Any]:
                            "`report flops` counts it from run.json")
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        data = None
-    problem = flops_problem(data)
+        problem = flops_problem(data)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        problem = f"not readable JSON: {e}"
     if problem is not None:
         raise ProfkitError(f"{path} is not a flops.json written by `profkit flops` ({problem}); write it again "
                            f"with `profkit flops ... --out {path.parent}`")
