@@ -140,3 +140,90 @@ def test_kernels_of_two_processes_sharing_ids_and_starts(tmp_path: Path) -> None
     assert results["other-process"] == 2 * n
     assert results["same-process"] == (f"{tmp_path / 'same-process' / 'profile.sqlite'} is damaged: {n:,} kernel "
                                        "rows repeat another's correlation id and start")
+
+
+def _read(export: Path) -> dict[str, np.ndarray]:
+    db, tables = columns.connect(export)
+    reader = columns.Reader(export, db)
+    try:
+        return columns.read_kernels(reader, tables, launches=True, processes=False, compact=True)
+    finally:
+        reader.close()
+        db.close()
+
+
+@pytest.mark.skipif(columns._adbc_modules() is None, reason="ADBC's SQLite driver is not installed")
+@pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
+def test_two_threads_read_what_one_reads(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels, their launches (the runtime table read on a second thread) and a table read in two
+    rowid halves: the same values, types and order as on one thread, and as plain SQL's."""
+    monkeypatch.setenv(columns.THREADS_ENV, "1")
+    one = _read(export)
+    monkeypatch.setenv(columns.THREADS_ENV, "2")
+    started: list[str] = []
+    background = columns._Background
+
+    def spy(path: Path, sql: str, *args: object) -> columns._Background:
+        started.append(sql)
+        return background(path, sql, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(columns, "_Background", spy)
+    two = _read(export)
+    assert any(columns.RUNTIME_TABLE in sql for sql in started), started  # the launch calls: a second thread
+    assert list(one) == list(two)
+    for field in one:
+        assert one[field].dtype == two[field].dtype, field
+        np.testing.assert_array_equal(one[field], two[field], err_msg=field)
+    db, _ = columns.connect(export)
+    reader = columns.Reader(export, db)
+    try:
+        n = db.execute(f"SELECT count(*) FROM {columns.KERNEL_TABLE}").fetchone()[0]
+        started.clear()
+        halves = reader.select_table(columns.KERNEL_TABLE, "start, correlationId", [None, -1], n)
+        assert [sql.endswith("WHERE rowid > " + sql.split()[-1]) for sql in started] == [True]  # the later half
+        expected = np.array(db.execute(f"SELECT start, coalesce(correlationId, -1) FROM {columns.KERNEL_TABLE}")
+                            .fetchall(), dtype=np.int64).reshape(-1, 2)
+    finally:
+        reader.close()
+        db.close()
+    np.testing.assert_array_equal(halves[0], expected[:, 0])
+    np.testing.assert_array_equal(halves[1], expected[:, 1])
+
+
+@pytest.mark.parametrize("damage", [f"UPDATE {columns.RUNTIME_TABLE} SET start = start + 0.5 WHERE rowid % 5 = 0",
+                                    f"UPDATE {columns.KERNEL_TABLE} SET start = 'soon' WHERE rowid % 7 = 3",
+                                    f"INSERT INTO {columns.RUNTIME_TABLE} SELECT * FROM {columns.RUNTIME_TABLE} "
+                                    "WHERE rowid % 17 = 0"])
+def test_two_threads_tell_one_threads_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+    """What fails on the second thread is read again on the first: the error is a plain read's."""
+    copy = tmp_path / "profile.sqlite"
+    copy.write_bytes((DATA / "h100_small_step_bf16" / "profile.sqlite").read_bytes())
+    db = sqlite3.connect(copy)
+    db.execute(damage)
+    db.commit()
+    db.close()
+    said = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv(columns.THREADS_ENV, threads)
+        with pytest.raises(columns.ProfileError) as e:
+            _read(copy)
+        said.append(str(e.value))
+    assert said[0] == said[1], said
+    assert " is damaged" in said[0] or "not an integer" in said[0], said
+
+
+def test_a_second_thread_only_on_a_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(columns.THREADS_ENV, raising=False)
+    monkeypatch.setattr(columns.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    big = columns.SPLIT_ROWS
+    for load, rows, expected in ((0.3, big, True), (1.5, big, True), (1.6, big, False), (3.8, big, False),
+                                 (0.3, big - 1, False)):
+        monkeypatch.setattr(columns.os, "getloadavg", lambda load=load: (load, load, load))
+        assert columns.two_threads(rows) is expected, (load, rows)
+    monkeypatch.setattr(columns.os, "sched_getaffinity", lambda _: {0}, raising=False)
+    monkeypatch.setattr(columns.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert columns.two_threads(big) is False
+    monkeypatch.setenv(columns.THREADS_ENV, "2")
+    assert columns.two_threads(1) is True
+    monkeypatch.setenv(columns.THREADS_ENV, "1")
+    assert columns.two_threads(10 * big) is False
