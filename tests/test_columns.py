@@ -227,3 +227,53 @@ def test_a_second_thread_only_on_a_free_core(monkeypatch: pytest.MonkeyPatch) ->
     assert columns.two_threads(1) is True
     monkeypatch.setenv(columns.THREADS_ENV, "1")
     assert columns.two_threads(10 * big) is False
+
+
+def _profkit(argv: list[str], env: dict[str, str]) -> tuple[int, str, str, list[str]]:
+    """`python -m profkit ARGV`: exit status, stdout, stderr, and which of click/pandas it loaded."""
+    code = ("import sys; sys.argv = ['profkit', *sys.argv[1:]]\nfrom profkit.__main__ import main\n"
+            "try:\n    main()\nfinally:\n    print('LOADED', sorted({'click', 'pandas'} & set(sys.modules)), "
+            "file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, check=False)
+    *err, loaded = out.stderr.splitlines()
+    import ast
+
+    return out.returncode, out.stdout, "\n".join(err), ast.literal_eval(loaded.removeprefix("LOADED "))
+
+
+def test_plain_cold_reports_skip_click_and_print_what_click_prints(tmp_path: Path) -> None:
+    """A plain `report kernels|nvtx` (cache missed or --no-cache) is computed without click, and
+    prints what the click command line prints: reports, the multi-rank note, Error: lines and exit
+    status; the cache entry it stores is the one click's run would have (a hit serves it)."""
+    import os
+
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes((DATA / "h100_small_step_bf16" / "profile.sqlite").read_bytes())
+    db = sqlite3.connect(damaged)
+    db.execute(f"UPDATE {columns.KERNEL_TABLE} SET [end] = start - 1000 WHERE rowid % 13 = 0")
+    db.commit()
+    db.close()
+    ranks = DATA / "h200_small_step_bf16_ddp_1rank"
+    cases = [[cmd, str(export), *extra, "--no-cache"] for export in (FIXTURES[0], FIXTURES[-1], ranks, damaged)
+             for cmd, extra in (("kernels", []), ("kernels", ["--by", "category", "--top", "3", "--format", "json"]),
+                                ("kernels", ["--range", "forward", "--name", "short"]), ("nvtx", []),
+                                ("nvtx", ["--steps", "merged", "--depth", "2", "--format", "csv"]))]
+    cases += [["nvtx", str(FIXTURES[0]), "--by", "name", "--steps", "merged", "--no-cache"],  # a ReportError
+              ["kernels", str(FIXTURES[0]), "--range", "(", "--no-cache"]]
+    base = {k: v for k, v in os.environ.items() if k != "PROFKIT_NO_FASTPATH"}
+    xdg = tmp_path / "xdg"
+    for argv in cases:
+        fast = _profkit(["report", *argv], base)
+        slow = _profkit(["report", *argv], {**base, "PROFKIT_NO_FASTPATH": "1"})
+        assert fast[:3] == slow[:3], argv
+        assert fast[3] == [] and "click" in slow[3], (argv, fast[3])
+    assert "holds 1 ranks; this is rank 0's" in _profkit(["report", "nvtx", str(ranks), "--no-cache"], base)[2]
+    assert _profkit(["report", "kernels", str(damaged), "--no-cache"], base)[:2] == (2, "")
+    # the cache: compute() stores what a hit then serves, with neither click nor numpy
+    env = {**base, "XDG_CACHE_HOME": str(xdg)}
+    first = _profkit(["report", "kernels", str(FIXTURES[0]), "--top", "3"], env)
+    hit = subprocess.run([sys.executable, "-c", "import sys; from profkit.fastpath import serve; "
+                          f"assert serve(['report', 'kernels', {str(FIXTURES[0])!r}, '--top', '3']); "
+                          "assert not {'click', 'numpy'} & set(sys.modules)"], env=env, capture_output=True,
+                         text=True, check=True)
+    assert first[0] == 0 and hit.stdout == first[1]
