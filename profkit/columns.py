@@ -459,9 +459,9 @@ def _narrowed(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launch%") -> list[np.ndarray]:
+def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launch%", rows: int = 0) -> list[np.ndarray]:
     """(correlation id, process, start, thread) of the runtime calls whose name is LIKE `like`
-    (every call when None).
+    (every call when None); `rows`: the calls expected (their arrays are made that long at once).
 
     Kernels come from launch calls (cudaLaunchKernel, cuLaunchKernelEx, cudaGraphLaunch...), a
     minority of a trace's runtime calls; their names are the StringIds that mention Launch.
@@ -479,7 +479,7 @@ def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launc
     if like is not None and "nameId" in reader.columns_of(RUNTIME_TABLE):
         where = f" WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '{like}')"
     corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE}{where}",
-                                     [-1, -1, None], narrow=[0])
+                                     [-1, -1, None], rows, narrow=[0])
     check_unique(reader.path, "runtime call", corr, pid_of(tid))
     return [corr, pid_of(tid), start, tid]
 
@@ -794,8 +794,7 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
             [*[w for w in wanted if w in KERNEL_FIELDS], "start_ns", "end_ns"])}
     else:
         if launches:  # the launch calls on a second thread meanwhile, about one per kernel
-            rows = reader.db.execute(f"SELECT count(*) FROM {KERNEL_TABLE}").fetchone()[0]
-            prefetch_launch_calls(reader, tables, rows if isinstance(rows, int) else 0)
+            prefetch_launch_calls(reader, tables, rows_at_most(reader, KERNEL_TABLE))
         columns = _kernel_table(reader, wanted, pid_now=pid_now, compact=compact)
     graphs = read_graphs(reader, tables, wanted, kernels=columns)
     if graphs is not None:
@@ -831,7 +830,7 @@ def _kernel_table(reader: Reader, wanted: list[str], *, pid_now: bool = True,
     read = [f for f in wanted if f in exprs]
     if "start_ns" not in read or "end_ns" not in read:
         read += [f for f in ("start_ns", "end_ns") if f not in read]
-    count = reader.db.execute(f"SELECT count(*) FROM {KERNEL_TABLE}").fetchone()[0]  # pages counted, no row read
+    count = rows_at_most(reader, KERNEL_TABLE)
     ids = ("correlation_id", "name_id", "short_id") if compact else ()
     select, fills = ", ".join(exprs[f][0] for f in read), [exprs[f][1] for f in read]
     narrow = [i for i, f in enumerate(read) if f in ids]
@@ -846,6 +845,22 @@ def _kernel_table(reader: Reader, wanted: list[str], *, pid_now: bool = True,
                                                [exprs["global_pid"][1]], count)
     check_unique(reader.path, "kernel", columns["correlation_id"], columns.get("global_pid"), columns["start_ns"])
     return columns
+
+
+def rows_at_most(reader: Reader, table: str) -> int:
+    """An upper bound of `table`'s rows, from its first and last rowid (two b-tree descents; count(*)
+    walks every page: 0.1 s a million kernels), to size arrays before they are read; 0 when unknown.
+    nsys's rowids run 1..n, so the bound is the count."""
+    try:
+        lo, hi = reader.db.execute(f"SELECT min(rowid), max(rowid) FROM {table}").fetchone()
+    except sqlite3.DatabaseError:
+        return 0
+    if not isinstance(lo, int) or not isinstance(hi, int) or hi < lo:
+        return 0
+    try:  # rowids far apart (rows deleted, or damage): no more rows than the file has bytes per 8
+        return min(hi - lo + 1, reader.path.stat().st_size // 8)
+    except OSError:
+        return 0
 
 
 def read_graphs(reader: Reader, tables: set[str], wanted: Iterable[str], *,
@@ -911,7 +926,7 @@ def launches_of(reader: Reader, tables: set[str], corr: np.ndarray, pid: np.ndar
     if not has_pid:
         pid = np.zeros(len(corr), dtype=np.int64)
     for pattern in (like, None):
-        calls = launch_calls(reader, tables, like=pattern)
+        calls = launch_calls(reader, tables, like=pattern, rows=len(corr) if pattern is not None else 0)
         if not has_pid:
             calls[1] = np.zeros_like(calls[1])
         launch_ns, launch_tid = join_launches(corr, pid, calls)

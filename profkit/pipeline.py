@@ -16,7 +16,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -276,6 +275,8 @@ def resolve_input(path: Path, rank: int | None = None) -> Path:
 
 def demo_path() -> Path:
     """The real H100 export that ships inside the package (scrubbed), for `profkit report --demo`."""
+    from importlib import resources  # here: it imports tempfile and shutil, which a report rarely needs
+
     return Path(str(resources.files("profkit").joinpath("data", DEMO)))
 
 
