@@ -322,7 +322,7 @@ class Reader:
         if self._modules is None or not two_threads(rows):
             return self.select(sql, fills, rows, narrow)
         try:
-            lo, hi = self.db.execute(f"SELECT min(rowid), max(rowid) FROM {table}").fetchone()
+            lo, hi = self.db.execute(rowid_span(table)).fetchone()
         except sqlite3.DatabaseError:
             return self.select(sql, fills, rows, narrow)
         if not isinstance(lo, int) or not isinstance(hi, int) or hi <= lo:
@@ -847,12 +847,18 @@ def _kernel_table(reader: Reader, wanted: list[str], *, pid_now: bool = True,
     return columns
 
 
+def rowid_span(table: str) -> str:
+    """SQL of `table`'s first and last rowid: one b-tree descent each (SQLite looks min() and max()
+    up only when each is its own query; `SELECT min(rowid), max(rowid)` scans every row)."""
+    return f"SELECT (SELECT min(rowid) FROM {table}), (SELECT max(rowid) FROM {table})"
+
+
 def rows_at_most(reader: Reader, table: str) -> int:
     """An upper bound of `table`'s rows, from its first and last rowid (two b-tree descents; count(*)
     walks every page: 0.1 s a million kernels), to size arrays before they are read; 0 when unknown.
     nsys's rowids run 1..n, so the bound is the count."""
     try:
-        lo, hi = reader.db.execute(f"SELECT min(rowid), max(rowid) FROM {table}").fetchone()
+        lo, hi = reader.db.execute(rowid_span(table)).fetchone()
     except sqlite3.DatabaseError:
         return 0
     if not isinstance(lo, int) or not isinstance(hi, int) or hi < lo:
