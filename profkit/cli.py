@@ -330,12 +330,10 @@ def _rank_note(profile: Path, rank: int | None) -> None:
     """On a multi-rank capture without --rank, say which rank the report is of."""
     if rank is not None:
         return
-    from profkit.pipeline import capture_ranks
+    from profkit.pipeline import rank_note
 
-    ranks = capture_ranks(profile)
-    if ranks:
-        click.echo(f"note: {profile} holds {len(ranks)} ranks; this is rank {ranks[0]}'s (--rank R for another, "
-                   "profkit report ranks for all of them)", err=True)
+    if (note := rank_note(profile)) is not None:
+        click.echo(note, err=True)
 
 
 def output_options(f: Any) -> Any:
@@ -522,9 +520,9 @@ def kernels(profile: Path, range_regex: str | None, top: int, by: str, name: str
     def make() -> str:
         from profkit import report as reports
 
-        a = library(lambda: pipeline.attributed(profile, rules=rules, allow_incomplete=allow_incomplete,
-                                                nvtx=bool(range_regex), short=name == "short", rank=rank))
-        return library(lambda: reports.kernels(a, range_regex=range_regex, top=top, by=by, name=name, fmt=fmt))
+        return library(lambda: reports.kernels_text(profile, rules=rules, allow_incomplete=allow_incomplete,
+                                                    rank=rank, range_regex=range_regex, top=top, by=by, name=name,
+                                                    fmt=fmt))
 
     options: dict[str, object] = {"range": range_regex, "top": top, "by": by, "name": name, "fmt": fmt,
                                   "allow_incomplete": allow_incomplete}
@@ -557,9 +555,8 @@ def nvtx(profile: Path, by: str, steps: str, depth: int | None, fmt: str, output
     def make() -> str:
         from profkit import report as reports
 
-        a = library(lambda: pipeline.attributed(profile, rules=rules, allow_incomplete=allow_incomplete,
-                                                short=False, rank=rank))  # kernels and ranges, no pandas
-        return reports.nvtx(a, by=by, steps=steps, depth=depth, fmt=fmt)
+        return library(lambda: reports.nvtx_text(profile, rules=rules, allow_incomplete=allow_incomplete, rank=rank,
+                                                 by=by, steps=steps, depth=depth, fmt=fmt))
 
     options: dict[str, object] = {"by": by, "steps": steps, "depth": depth, "fmt": fmt,
                                   "allow_incomplete": allow_incomplete}

@@ -21,9 +21,11 @@ Schemas of nsys 2022.x to 2025.x differ in small ways, all handled here:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -136,19 +138,124 @@ def table_columns(db: sqlite3.Connection, table: str) -> set[str]:
 CHUNK_ROWS = 100_000
 READER_ENV = "PROFKIT_READER"
 """`sqlite3` forces the plain-sqlite reader (tests compare the two; the benchmark times both)."""
+THREADS_ENV = "PROFKIT_READ_THREADS"
+"""`1`: every table read on the calling thread; `2`: large reads on two threads whatever the load
+(tests check both give the same arrays); unset: two_threads() decides."""
 
 
-def _adbc_modules() -> tuple[Any, Any, Any] | None:
-    """ADBC's driver manager, its SQLite driver and nanoarrow, or None when any is missing."""
+def two_threads(rows: int) -> bool:
+    """Whether to read `rows` rows on a second thread: a large read (SPLIT_ROWS) and a core free
+    (at least two usable, and the load average of the last minute leaves one idle). A second
+    thread saves time only on a free core; on a busy machine it costs a little more CPU (a second
+    connection, joining the halves) for nothing, so the reads stay on one thread there. The arrays
+    are the same either way."""
+    forced = os.environ.get(THREADS_ENV, "")
+    if forced in ("1", "2"):
+        return forced == "2"
+    if rows < SPLIT_ROWS:
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return False
+    return cores >= 2 and load <= cores - 0.5
+
+
+def _adbc_modules() -> tuple[Any, str] | None:
+    """ADBC's driver manager and the path of its SQLite driver, or None when either is missing.
+
+    The driver's path is found without importing adbc_driver_sqlite (its version look-up costs
+    ~10 ms of every cold report's start-up); Arrow's streams are read through ctypes (below), so
+    no Arrow library loads either."""
     if os.environ.get(READER_ENV) == "sqlite3":
         return None
     try:
         import adbc_driver_manager
-        import adbc_driver_sqlite
-        import nanoarrow
     except ImportError:
         return None
-    return adbc_driver_manager, adbc_driver_sqlite, nanoarrow
+    driver = _sqlite_driver()
+    return None if driver is None else (adbc_driver_manager, driver)
+
+
+def _sqlite_driver() -> str | None:
+    """The shared library adbc-driver-sqlite's wheel holds, None when it is not installed."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("adbc_driver_sqlite")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        for name in ("libadbc_driver_sqlite.so", "libadbc_driver_sqlite.dylib", "adbc_driver_sqlite.dll"):
+            if (Path(folder) / name).is_file():
+                return str(Path(folder) / name)
+    try:  # a build that keeps its library elsewhere: the package says where
+        import adbc_driver_sqlite
+
+        return str(adbc_driver_sqlite._driver_path())
+    except (ImportError, AttributeError):
+        return None
+
+
+# --- Arrow's C stream interface, read through ctypes ------------------------------------------------------------
+# (arrow.apache.org/docs/format/CStreamInterface.html). ctypes lets go of the GIL while SQLite fills a
+# batch, so two tables can be read at once on two threads (read_in_background()); numpy views each
+# column's buffer, and a batch is released as soon as it is copied.
+
+
+class _Schema(ctypes.Structure):
+    pass
+
+
+_Schema._fields_ = [("format", ctypes.c_char_p), ("name", ctypes.c_char_p), ("metadata", ctypes.c_char_p),
+                    ("flags", ctypes.c_int64), ("n_children", ctypes.c_int64),
+                    ("children", ctypes.POINTER(ctypes.POINTER(_Schema))), ("dictionary", ctypes.POINTER(_Schema)),
+                    ("release", ctypes.CFUNCTYPE(None, ctypes.POINTER(_Schema))), ("private_data", ctypes.c_void_p)]
+
+
+class _Array(ctypes.Structure):
+    pass
+
+
+_Array._fields_ = [("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+                   ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64),
+                   ("buffers", ctypes.POINTER(ctypes.c_void_p)), ("children", ctypes.POINTER(ctypes.POINTER(_Array))),
+                   ("dictionary", ctypes.POINTER(_Array)), ("release", ctypes.CFUNCTYPE(None, ctypes.POINTER(_Array))),
+                   ("private_data", ctypes.c_void_p)]
+
+
+class _Stream(ctypes.Structure):
+    pass
+
+
+_Stream._fields_ = [("get_schema", ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_Stream), ctypes.POINTER(_Schema))),
+                    ("get_next", ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_Stream), ctypes.POINTER(_Array))),
+                    ("get_last_error", ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.POINTER(_Stream))),
+                    ("release", ctypes.CFUNCTYPE(None, ctypes.POINTER(_Stream))), ("private_data", ctypes.c_void_p)]
+
+
+def _stream_error(stream: Any, code: int) -> ValueError:
+    message = stream.get_last_error(ctypes.byref(stream)) if stream.get_last_error else None
+    return ValueError(f"Arrow stream error {code}: {(message or b'').decode(errors='replace')}")
+
+
+def _int64s(address: int | None, length: int) -> np.ndarray:
+    """`length` int64 values at `address` (a view: valid while its batch is)."""
+    if not length:
+        return np.empty(0, dtype=np.int64)
+    assert address
+    return np.frombuffer(memoryview((ctypes.c_int64 * length).from_address(address)).cast("B"), dtype=np.int64)
+
+
+def _valid(address: int | None, offset: int, length: int) -> np.ndarray:
+    """Arrow's validity bitmap at `address`, bits offset .. offset + length, as booleans."""
+    nbytes = (offset + length + 7) // 8
+    assert address
+    bits = np.frombuffer(memoryview((ctypes.c_uint8 * nbytes).from_address(address)).cast("B"), dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little")[offset:offset + length].astype(bool)
 
 
 class Reader:
@@ -167,9 +274,14 @@ class Reader:
         self._modules = _adbc_modules()
         self.calls: dict[str | None, list[np.ndarray]] = {}
         """launch_calls() already read, by pattern (load() reads every pattern it needs in one scan)."""
+        self.pending: dict[str | None, _Background] = {}
+        """launch_calls() being read on a second thread (prefetch_launch_calls())."""
         self._columns: dict[str, set[str]] = {}
 
     def close(self) -> None:
+        for background in self.pending.values():
+            background.join()
+        self.pending = {}
         if self._adbc is not None:
             for handle in reversed(self._adbc):
                 handle.close()
@@ -199,6 +311,34 @@ class Reader:
                 self._modules = None
         return [_narrowed(a) if i in narrow else a for i, a in enumerate(self._select_sqlite(sql, fills))]
 
+    def select_table(self, table: str, columns: str, fills: list[int | None], rows: int = 0,
+                     narrow: Iterable[int] = ()) -> list[np.ndarray]:
+        """select() of `SELECT columns FROM table` (rows in table order), a large table read in two
+        halves by rowid on two threads (SQLite's work in C runs without the GIL: on two cores, half
+        the time). Any failure of either half: the whole table read again as select() reads it, so
+        every error is a plain read's."""
+        sql = f"SELECT {columns} FROM {table}"
+        narrow = set(narrow)
+        if self._modules is None or not two_threads(rows):
+            return self.select(sql, fills, rows, narrow)
+        try:
+            lo, hi = self.db.execute(rowid_span(table)).fetchone()
+        except sqlite3.DatabaseError:
+            return self.select(sql, fills, rows, narrow)
+        if not isinstance(lo, int) or not isinstance(hi, int) or hi <= lo:
+            return self.select(sql, fills, rows, narrow)
+        mid = lo + (hi - lo) // 2
+        later = _Background(self.path, f"{sql} WHERE rowid > {mid}", fills, rows // 2 + 1, narrow)
+        try:
+            first: list[np.ndarray] | None = self._select_adbc(f"{sql} WHERE rowid <= {mid}", fills, rows // 2 + 1,
+                                                               narrow)
+        except Exception:  # noqa: BLE001  (read again whole, below)
+            first = None
+        second = later.join()
+        if first is None or second is None:
+            return self.select(sql, fills, rows, narrow)
+        return [np.concatenate([a, b]) for a, b in zip(first, second, strict=True)]
+
     def _select_sqlite(self, sql: str, fills: list[int | None]) -> list[np.ndarray]:
         # Rows come from sqlite3 as tuples; converting them a chunk at a time keeps at most one
         # chunk of Python objects alive, so peak memory stays near the arrays' own size.
@@ -222,10 +362,10 @@ class Reader:
     def _select_adbc(self, sql: str, fills: list[int | None], expected: int = 0,
                      narrow: set[int] | None = None) -> list[np.ndarray]:
         assert self._modules is not None
-        manager, driver, na = self._modules
+        manager, driver = self._modules
         n = len(fills)
         if self._adbc is None:
-            database = manager.AdbcDatabase(driver=driver._driver_path(), uri=f"file:{self.path}?mode=ro")
+            database = manager.AdbcDatabase(driver=driver, uri=f"file:{self.path}?mode=ro")
             self._adbc = [database, manager.AdbcConnection(database)]
         statement = manager.AdbcStatement(self._adbc[1])
         # Each batch is copied into arrays that grow by doubling, then let go: the next batch takes
@@ -233,46 +373,69 @@ class Reader:
         # concatenated copy: twice the columns at the peak, and fresh pages for both).
         out = [np.empty(expected, dtype=np.int32 if i in (narrow or ()) else np.int64) for i in range(n)]
         rows = 0
+        handle = None
         try:
             statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
             statement.set_sql_query(sql)
-            stream, _ = statement.execute_query()
-            reader = na.c_array_stream(stream)
-            schema = reader.get_schema()
-            if schema.n_children != n or any(schema.child(i).format != "l" for i in range(n)):
-                raise ValueError(f"expected {n} int64 columns")
-            for batch in reader:
-                length = batch.length
-                if rows + length > len(out[0]):
-                    size = max(2 * len(out[0]), rows + length, BATCH_ROWS)
-                    out = [_grown(a, rows, size) for a in out]
-                for i in range(n):
-                    child = batch.child(i)
-                    view = child.view()
-                    lo, hi = child.offset, child.offset + child.length
-                    values = np.frombuffer(view.buffer(1), dtype=np.int64)[lo:hi]
-                    if child.null_count != 0 and view.buffer(0).size_bytes:  # -1: not counted; look
-                        bits = np.unpackbits(np.frombuffer(view.buffer(0), dtype=np.uint8),
-                                             bitorder="little")[lo:hi].astype(bool)
-                        if not bits.all():
-                            fill = fills[i]
-                            if fill is None:
-                                raise ValueError("a NULL in a column that has none")
-                            values = np.where(bits, values, np.int64(fill))
-                    if out[i].dtype == np.int32 and length and not (I32.min <= int(values.min())
-                                                                    and int(values.max()) <= I32.max):
-                        out[i] = out[i].astype(np.int64)  # a value past int32: this column stays int64
-                    out[i][rows:rows + length] = values
-                    del values, view, child
-                rows += length
-                del batch
+            handle, _ = statement.execute_query()
+            stream = _Stream.from_address(handle.address)
+            schema = _Schema()
+            if code := stream.get_schema(ctypes.byref(stream), ctypes.byref(schema)):
+                raise _stream_error(stream, code)
+            try:
+                if schema.n_children != n or any(schema.children[i].contents.format != b"l" for i in range(n)):
+                    raise ValueError(f"expected {n} int64 columns")
+            finally:
+                schema.release(ctypes.byref(schema))
+            while True:
+                batch = _Array()
+                if code := stream.get_next(ctypes.byref(stream), ctypes.byref(batch)):  # the GIL is let go here
+                    raise _stream_error(stream, code)
+                if not batch.release:  # released: the end of the stream
+                    break
+                try:
+                    rows = self._take(batch, out, rows, fills)
+                finally:
+                    batch.release(ctypes.byref(batch))
         finally:
+            if handle is not None and handle.is_valid:
+                handle.release()
             statement.close()
         # Trim: a view when little is left over, else a copy so the spare capacity is returned.
         return [a[:rows] if rows >= 0.75 * len(a) else a[:rows].copy() for a in out]
 
+    @staticmethod
+    def _take(batch: Any, out: list[np.ndarray], rows: int, fills: list[int | None]) -> int:
+        """Copy one Arrow batch (a struct of int64 columns) into `out` from row `rows`; the rows after it."""
+        length = batch.length
+        if batch.n_children != len(out):
+            raise ValueError("a batch of another shape")
+        if rows + length > len(out[0]):
+            size = max(2 * len(out[0]), rows + length, BATCH_ROWS)
+            out[:] = [_grown(a, rows, size) for a in out]
+        for i in range(len(out)):
+            child = batch.children[i].contents
+            if child.length != length or child.n_buffers != 2:
+                raise ValueError("a column of another shape")
+            lo = child.offset
+            values = _int64s(child.buffers[1], lo + length)[lo:]
+            if child.null_count != 0 and child.buffers[0]:  # -1: not counted; look
+                bits = _valid(child.buffers[0], lo, length)
+                if not bits.all():
+                    fill = fills[i]
+                    if fill is None:
+                        raise ValueError("a NULL in a column that has none")
+                    values = np.where(bits, values, np.int64(fill))
+            if out[i].dtype == np.int32 and length and not (I32.min <= int(values.min())
+                                                            and int(values.max()) <= I32.max):
+                out[i] = out[i].astype(np.int64)  # a value past int32: this column stays int64
+            out[i][rows:rows + length] = values
+        return rows + length
+
 
 BATCH_ROWS = 1 << 16
+SPLIT_ROWS = 200_000
+"""select_table() reads a table of fewer rows on one thread (a thread's start-up is not worth it)."""
 
 
 I32 = np.iinfo(np.int32)
@@ -296,9 +459,9 @@ def _narrowed(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launch%") -> list[np.ndarray]:
+def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launch%", rows: int = 0) -> list[np.ndarray]:
     """(correlation id, process, start, thread) of the runtime calls whose name is LIKE `like`
-    (every call when None).
+    (every call when None); `rows`: the calls expected (their arrays are made that long at once).
 
     Kernels come from launch calls (cudaLaunchKernel, cuLaunchKernelEx, cudaGraphLaunch...), a
     minority of a trace's runtime calls; their names are the StringIds that mention Launch.
@@ -306,14 +469,64 @@ def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launc
     """
     if like in reader.calls:
         return list(reader.calls[like])
+    background = reader.pending.pop(like, None)
+    if background is not None and (read := background.join()) is not None:
+        corr, tid, start = read
+        check_unique(reader.path, "runtime call", corr, pid_of(tid))
+        return [corr, pid_of(tid), start, tid]
     require(reader, RUNTIME_TABLE, ("correlationId", "globalTid", "start"))
     where = ""
     if like is not None and "nameId" in reader.columns_of(RUNTIME_TABLE):
         where = f" WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '{like}')"
     corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE}{where}",
-                                     [-1, -1, None], narrow=[0])
+                                     [-1, -1, None], rows, narrow=[0])
     check_unique(reader.path, "runtime call", corr, pid_of(tid))
     return [corr, pid_of(tid), start, tid]
+
+
+class _Background:
+    """One query read by a Reader of its own on a second thread; join() gives its arrays, or None
+    when it failed (the caller then reads it again on its own thread, where its errors are told)."""
+
+    def __init__(self, path: Path, sql: str, fills: list[int | None], rows: int, narrow: set[int]) -> None:
+        self._result: list[np.ndarray] | None = None
+        self._thread = threading.Thread(target=self._run, args=(path, sql, fills, rows, narrow), daemon=True,
+                                        name="profkit-read")
+        self._thread.start()
+
+    def _run(self, path: Path, sql: str, fills: list[int | None], rows: int, narrow: set[int]) -> None:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # this thread's own (the driver's is, too)
+        reader = Reader(path, db)
+        try:
+            self._result = reader._select_adbc(sql, fills, rows, narrow)
+        except Exception:  # noqa: BLE001  (read again by the caller, whose reader reports the error)
+            self._result = None
+        finally:
+            reader.close()
+            db.close()
+
+    def join(self) -> list[np.ndarray] | None:
+        self._thread.join()
+        return self._result
+
+
+def prefetch_launch_calls(reader: Reader, tables: set[str], rows: int, *, like: str = "%Launch%") -> None:
+    """Start reading launch_calls(reader, tables, like=like) on a second thread while this one goes
+    on (reading the kernel table): each scan is SQLite's work in C, which runs without the GIL, so
+    on two cores the two tables take the longer one's time, not their sum. `rows`: the calls
+    expected (one per kernel). Nothing is started without ADBC, a runtime table with the columns
+    read, or a nameId column; launch_calls() then reads as before, and it also reads again
+    whatever the second thread failed on, so every error is the one a plain read gives."""
+    if reader._modules is None or like in reader.calls or like in reader.pending or RUNTIME_TABLE not in tables \
+            or not two_threads(rows):
+        return
+    if not {"correlationId", "globalTid", "start", "nameId"} <= reader.columns_of(RUNTIME_TABLE):
+        return
+    ids = [int(r[0]) for r in reader.db.execute("SELECT id FROM StringIds WHERE value LIKE ?", (like,))
+           if isinstance(r[0], int)]
+    where = f"nameId IN ({', '.join(map(str, ids))})" if ids else "0"
+    reader.pending[like] = _Background(reader.path, f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE} "
+                                       f"WHERE {where}", [-1, -1, None], rows, {0})
 
 
 def read_launch_calls(reader: Reader, tables: set[str], likes: list[str]) -> None:
@@ -580,6 +793,8 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
         columns: dict[str, np.ndarray] = {f: np.empty(0, dtype=np.int64) for f in dict.fromkeys(
             [*[w for w in wanted if w in KERNEL_FIELDS], "start_ns", "end_ns"])}
     else:
+        if launches:  # the launch calls on a second thread meanwhile, about one per kernel
+            prefetch_launch_calls(reader, tables, rows_at_most(reader, KERNEL_TABLE))
         columns = _kernel_table(reader, wanted, pid_now=pid_now, compact=compact)
     graphs = read_graphs(reader, tables, wanted, kernels=columns)
     if graphs is not None:
@@ -615,10 +830,14 @@ def _kernel_table(reader: Reader, wanted: list[str], *, pid_now: bool = True,
     read = [f for f in wanted if f in exprs]
     if "start_ns" not in read or "end_ns" not in read:
         read += [f for f in ("start_ns", "end_ns") if f not in read]
-    count = reader.db.execute(f"SELECT count(*) FROM {KERNEL_TABLE}").fetchone()[0]  # pages counted, no row read
+    count = rows_at_most(reader, KERNEL_TABLE)
     ids = ("correlation_id", "name_id", "short_id") if compact else ()
-    arrays = reader.select(f"SELECT {', '.join(exprs[f][0] for f in read)} FROM {KERNEL_TABLE}",
-                           [exprs[f][1] for f in read], count, narrow=[i for i, f in enumerate(read) if f in ids])
+    select, fills = ", ".join(exprs[f][0] for f in read), [exprs[f][1] for f in read]
+    narrow = [i for i, f in enumerate(read) if f in ids]
+    if reader.pending:  # the runtime table is being read on the second thread: this one reads the kernels
+        arrays = reader.select(f"SELECT {select} FROM {KERNEL_TABLE}", fills, count, narrow=narrow)
+    else:
+        arrays = reader.select_table(KERNEL_TABLE, select, fills, count, narrow=narrow)
     columns = dict(zip(read, arrays, strict=True))
     check_times(reader.path, "kernel", columns["start_ns"], columns["end_ns"])
     if not pid_now and repeats(columns["correlation_id"], None, columns["start_ns"]):
@@ -626,6 +845,28 @@ def _kernel_table(reader: Reader, wanted: list[str], *, pid_now: bool = True,
                                                [exprs["global_pid"][1]], count)
     check_unique(reader.path, "kernel", columns["correlation_id"], columns.get("global_pid"), columns["start_ns"])
     return columns
+
+
+def rowid_span(table: str) -> str:
+    """SQL of `table`'s first and last rowid: one b-tree descent each (SQLite looks min() and max()
+    up only when each is its own query; `SELECT min(rowid), max(rowid)` scans every row)."""
+    return f"SELECT (SELECT min(rowid) FROM {table}), (SELECT max(rowid) FROM {table})"
+
+
+def rows_at_most(reader: Reader, table: str) -> int:
+    """An upper bound of `table`'s rows, from its first and last rowid (two b-tree descents; count(*)
+    walks every page: 0.1 s a million kernels), to size arrays before they are read; 0 when unknown.
+    nsys's rowids run 1..n, so the bound is the count."""
+    try:
+        lo, hi = reader.db.execute(rowid_span(table)).fetchone()
+    except sqlite3.DatabaseError:
+        return 0
+    if not isinstance(lo, int) or not isinstance(hi, int) or hi < lo:
+        return 0
+    try:  # rowids far apart (rows deleted, or damage): no more rows than the file has bytes per 8
+        return min(hi - lo + 1, reader.path.stat().st_size // 8)
+    except OSError:
+        return 0
 
 
 def read_graphs(reader: Reader, tables: set[str], wanted: Iterable[str], *,
@@ -691,7 +932,7 @@ def launches_of(reader: Reader, tables: set[str], corr: np.ndarray, pid: np.ndar
     if not has_pid:
         pid = np.zeros(len(corr), dtype=np.int64)
     for pattern in (like, None):
-        calls = launch_calls(reader, tables, like=pattern)
+        calls = launch_calls(reader, tables, like=pattern, rows=len(corr) if pattern is not None else 0)
         if not has_pid:
             calls[1] = np.zeros_like(calls[1])
         launch_ns, launch_tid = join_launches(corr, pid, calls)

@@ -8,6 +8,10 @@ options among each command's below, stdout. Anything else (a miss, -o, --rules, 
 value click would refuse) returns False and the click command line runs as always, computing and
 storing the entry under the same name (pipeline.cached_report). tests/test_cache.py checks that the
 defaults and choices here are click's.
+
+A miss (or `--no-cache`) of a plain `report kernels|nvtx` is computed by compute(), still without
+click: the same functions the command line calls, the same output, notes and errors
+(tests/test_columns.py runs both on every fixture and on damaged exports).
 """
 
 from __future__ import annotations
@@ -112,7 +116,53 @@ def serve(argv: list[str]) -> bool:
     return True
 
 
+def compute(argv: list[str]) -> bool:
+    """Compute, print and cache (unless --no-cache) a plain `report kernels|nvtx` that serve()
+    did not find, without loading click (a tenth of a second of a cold report's start-up): the
+    command line's own functions (profkit.report.kernels_text, nvtx_text and
+    pipeline.cached_report), its stderr note on a multi-rank capture, and its one `Error: ...`
+    line with exit status 2 for what the user can fix. Returns False, having done nothing, for
+    anything else (the click command line then runs)."""
+    no_cache = "--no-cache" in argv
+    parsed = parse_args([a for a in argv if a != "--no-cache"])
+    if parsed is None or parsed[0] not in ("kernels", "nvtx") or argv.count("--no-cache") > 1:
+        return False
+    stage, path, options = parsed
+    if not (path.is_dir() or path.is_file()) or path.suffix == ".nsys-rep":
+        return False  # a missing input or an nsys report (exported first): the command line says what happens
+    from profkit import pipeline, report
+    from profkit.errors import ProfkitError
+
+    try:
+        if (note := pipeline.rank_note(path)) is not None:
+            sys.stderr.write(note + "\n")
+        if stage == "kernels":
+            def make() -> str:
+                return report.kernels_text(path, range_regex=options["range"], top=options["top"],  # type: ignore[arg-type]
+                                           by=options["by"], name=options["name"], fmt=options["fmt"],  # type: ignore[arg-type]
+                                           allow_incomplete=bool(options["allow_incomplete"]))
+        else:
+            def make() -> str:
+                return report.nvtx_text(path, by=options["by"], steps=options["steps"], depth=options["depth"],  # type: ignore[arg-type]
+                                        fmt=options["fmt"], allow_incomplete=bool(options["allow_incomplete"]))  # type: ignore[arg-type]
+        text = pipeline.cached_report(path, stage, options, make, use_cache=not no_cache)
+    except ProfkitError as e:
+        sys.stderr.write(f"Error: {' '.join(str(e).split())}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("\nError: aborted\n")
+        sys.exit(1)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+    return True
+
+
 def serve_argv() -> bool:
     """serve(sys.argv[1:]) unless $PROFKIT_NO_FASTPATH is set (then always False)."""
     return os.environ.get("PROFKIT_NO_FASTPATH", "") in ("", "0") and serve(sys.argv[1:])
+
+
+def compute_argv() -> bool:
+    """compute(sys.argv[1:]) unless $PROFKIT_NO_FASTPATH is set (then always False)."""
+    return os.environ.get("PROFKIT_NO_FASTPATH", "") in ("", "0") and compute(sys.argv[1:])
 

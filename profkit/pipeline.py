@@ -16,7 +16,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -209,6 +208,15 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
                                 proj["gpu_total_ns"], proj["gpu_span_ns"], proj["kernels"]))
 
 
+def rank_note(profile: Path) -> str | None:
+    """The stderr note of a report on a multi-rank capture named without --rank: which rank it is of."""
+    ranks = capture_ranks(profile)
+    if not ranks:
+        return None
+    return (f"note: {profile} holds {len(ranks)} ranks; this is rank {ranks[0]}'s (--rank R for another, "
+            "profkit report ranks for all of them)")
+
+
 def capture_ranks(path: Path) -> list[int]:
     """The ranks of a multi-rank capture folder (its rank{R}.sqlite/.nsys-rep, else its
     rank{R}.run.json beside one profile.sqlite); empty for anything else."""
@@ -267,6 +275,8 @@ def resolve_input(path: Path, rank: int | None = None) -> Path:
 
 def demo_path() -> Path:
     """The real H100 export that ships inside the package (scrubbed), for `profkit report --demo`."""
+    from importlib import resources  # here: it imports tempfile and shutil, which a report rarely needs
+
     return Path(str(resources.files("profkit").joinpath("data", DEMO)))
 
 

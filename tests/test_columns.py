@@ -140,3 +140,140 @@ def test_kernels_of_two_processes_sharing_ids_and_starts(tmp_path: Path) -> None
     assert results["other-process"] == 2 * n
     assert results["same-process"] == (f"{tmp_path / 'same-process' / 'profile.sqlite'} is damaged: {n:,} kernel "
                                        "rows repeat another's correlation id and start")
+
+
+def _read(export: Path) -> dict[str, np.ndarray]:
+    db, tables = columns.connect(export)
+    reader = columns.Reader(export, db)
+    try:
+        return columns.read_kernels(reader, tables, launches=True, processes=False, compact=True)
+    finally:
+        reader.close()
+        db.close()
+
+
+@pytest.mark.skipif(columns._adbc_modules() is None, reason="ADBC's SQLite driver is not installed")
+@pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
+def test_two_threads_read_what_one_reads(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels, their launches (the runtime table read on a second thread) and a table read in two
+    rowid halves: the same values, types and order as on one thread, and as plain SQL's."""
+    monkeypatch.setenv(columns.THREADS_ENV, "1")
+    one = _read(export)
+    monkeypatch.setenv(columns.THREADS_ENV, "2")
+    started: list[str] = []
+    background = columns._Background
+
+    def spy(path: Path, sql: str, *args: object) -> columns._Background:
+        started.append(sql)
+        return background(path, sql, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(columns, "_Background", spy)
+    two = _read(export)
+    assert any(columns.RUNTIME_TABLE in sql for sql in started), started  # the launch calls: a second thread
+    assert list(one) == list(two)
+    for field in one:
+        assert one[field].dtype == two[field].dtype, field
+        np.testing.assert_array_equal(one[field], two[field], err_msg=field)
+    db, _ = columns.connect(export)
+    reader = columns.Reader(export, db)
+    try:
+        n = db.execute(f"SELECT count(*) FROM {columns.KERNEL_TABLE}").fetchone()[0]
+        started.clear()
+        halves = reader.select_table(columns.KERNEL_TABLE, "start, correlationId", [None, -1], n)
+        assert [sql.endswith("WHERE rowid > " + sql.split()[-1]) for sql in started] == [True]  # the later half
+        expected = np.array(db.execute(f"SELECT start, coalesce(correlationId, -1) FROM {columns.KERNEL_TABLE}")
+                            .fetchall(), dtype=np.int64).reshape(-1, 2)
+    finally:
+        reader.close()
+        db.close()
+    np.testing.assert_array_equal(halves[0], expected[:, 0])
+    np.testing.assert_array_equal(halves[1], expected[:, 1])
+
+
+@pytest.mark.parametrize("damage", [f"UPDATE {columns.RUNTIME_TABLE} SET start = start + 0.5 WHERE rowid % 5 = 0",
+                                    f"UPDATE {columns.KERNEL_TABLE} SET start = 'soon' WHERE rowid % 7 = 3",
+                                    f"INSERT INTO {columns.RUNTIME_TABLE} SELECT * FROM {columns.RUNTIME_TABLE} "
+                                    "WHERE rowid % 17 = 0"])
+def test_two_threads_tell_one_threads_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+    """What fails on the second thread is read again on the first: the error is a plain read's."""
+    copy = tmp_path / "profile.sqlite"
+    copy.write_bytes((DATA / "h100_small_step_bf16" / "profile.sqlite").read_bytes())
+    db = sqlite3.connect(copy)
+    db.execute(damage)
+    db.commit()
+    db.close()
+    said = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv(columns.THREADS_ENV, threads)
+        with pytest.raises(columns.ProfileError) as e:
+            _read(copy)
+        said.append(str(e.value))
+    assert said[0] == said[1], said
+    assert " is damaged" in said[0] or "not an integer" in said[0], said
+
+
+def test_a_second_thread_only_on_a_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(columns.THREADS_ENV, raising=False)
+    monkeypatch.setattr(columns.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    big = columns.SPLIT_ROWS
+    for load, rows, expected in ((0.3, big, True), (1.5, big, True), (1.6, big, False), (3.8, big, False),
+                                 (0.3, big - 1, False)):
+        monkeypatch.setattr(columns.os, "getloadavg", lambda load=load: (load, load, load))
+        assert columns.two_threads(rows) is expected, (load, rows)
+    monkeypatch.setattr(columns.os, "sched_getaffinity", lambda _: {0}, raising=False)
+    monkeypatch.setattr(columns.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert columns.two_threads(big) is False
+    monkeypatch.setenv(columns.THREADS_ENV, "2")
+    assert columns.two_threads(1) is True
+    monkeypatch.setenv(columns.THREADS_ENV, "1")
+    assert columns.two_threads(10 * big) is False
+
+
+def _profkit(argv: list[str], env: dict[str, str]) -> tuple[int, str, str, list[str]]:
+    """`python -m profkit ARGV`: exit status, stdout, stderr, and which of click/pandas it loaded."""
+    code = ("import sys; sys.argv = ['profkit', *sys.argv[1:]]\nfrom profkit.__main__ import main\n"
+            "try:\n    main()\nfinally:\n    print('LOADED', sorted({'click', 'pandas'} & set(sys.modules)), "
+            "file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, check=False)
+    *err, loaded = out.stderr.splitlines()
+    import ast
+
+    return out.returncode, out.stdout, "\n".join(err), ast.literal_eval(loaded.removeprefix("LOADED "))
+
+
+def test_plain_cold_reports_skip_click_and_print_what_click_prints(tmp_path: Path) -> None:
+    """A plain `report kernels|nvtx` (cache missed or --no-cache) is computed without click, and
+    prints what the click command line prints: reports, the multi-rank note, Error: lines and exit
+    status; the cache entry it stores is the one click's run would have (a hit serves it)."""
+    import os
+
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes((DATA / "h100_small_step_bf16" / "profile.sqlite").read_bytes())
+    db = sqlite3.connect(damaged)
+    db.execute(f"UPDATE {columns.KERNEL_TABLE} SET [end] = start - 1000 WHERE rowid % 13 = 0")
+    db.commit()
+    db.close()
+    ranks = DATA / "h200_small_step_bf16_ddp_1rank"
+    cases = [[cmd, str(export), *extra, "--no-cache"] for export in (FIXTURES[0], FIXTURES[-1], ranks, damaged)
+             for cmd, extra in (("kernels", []), ("kernels", ["--by", "category", "--top", "3", "--format", "json"]),
+                                ("kernels", ["--range", "forward", "--name", "short"]), ("nvtx", []),
+                                ("nvtx", ["--steps", "merged", "--depth", "2", "--format", "csv"]))]
+    cases += [["nvtx", str(FIXTURES[0]), "--by", "name", "--steps", "merged", "--no-cache"],  # a ReportError
+              ["kernels", str(FIXTURES[0]), "--range", "(", "--no-cache"]]
+    base = {k: v for k, v in os.environ.items() if k != "PROFKIT_NO_FASTPATH"}
+    xdg = tmp_path / "xdg"
+    for argv in cases:
+        fast = _profkit(["report", *argv], base)
+        slow = _profkit(["report", *argv], {**base, "PROFKIT_NO_FASTPATH": "1"})
+        assert fast[:3] == slow[:3], argv
+        assert fast[3] == [] and "click" in slow[3], (argv, fast[3])
+    assert "holds 1 ranks; this is rank 0's" in _profkit(["report", "nvtx", str(ranks), "--no-cache"], base)[2]
+    assert _profkit(["report", "kernels", str(damaged), "--no-cache"], base)[:2] == (2, "")
+    # the cache: compute() stores what a hit then serves, with neither click nor numpy
+    env = {**base, "XDG_CACHE_HOME": str(xdg)}
+    first = _profkit(["report", "kernels", str(FIXTURES[0]), "--top", "3"], env)
+    hit = subprocess.run([sys.executable, "-c", "import sys; from profkit.fastpath import serve; "
+                          f"assert serve(['report', 'kernels', {str(FIXTURES[0])!r}, '--top', '3']); "
+                          "assert not {'click', 'numpy'} & set(sys.modules)"], env=env, capture_output=True,
+                         text=True, check=True)
+    assert first[0] == 0 and hit.stdout == first[1]

@@ -46,6 +46,7 @@ STAGE_OF = {
     "profkit.report": "report",
     "profkit.console": "console",
     "profkit.cli": "cli",
+    "profkit.fastpath": "cli",  # the entry point's first look (a cached report) and plain reports without click
     "profkit.__main__": "cli",
 }
 TORCH_ALLOWED = {"profkit.collect.workload", "profkit.collect.flops", "profkit.collect.hooks", "profkit.collect.env",

@@ -13,6 +13,7 @@ chooses the rows and formats them.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,6 +99,27 @@ def nvtx(a: Analysis | Attributed, *, by: str = "path", steps: str = "each", dep
     if depth is not None and by == "path":
         summary = summary.take([i for i, p in enumerate(summary["path"]) if p.count("/") < depth])
     return render(summary, fmt, with_note(nvtx_markdown(summary, by), att_graph_note(att)))
+
+
+def kernels_text(profile: Path, *, rules: Path | None = None, allow_incomplete: bool = False, rank: int | None = None,
+                 range_regex: str | None = None, top: int = 20, by: str = "name", name: str = "demangled",
+                 fmt: str = "markdown") -> str:
+    """`profkit report kernels PROFILE`'s text: kernels() of pipeline.attributed() (what the command
+    line and profkit.fastpath.compute() both call)."""
+    from profkit.pipeline import attributed
+
+    a = attributed(profile, rules=rules, allow_incomplete=allow_incomplete, nvtx=bool(range_regex),
+                   short=name == "short", rank=rank)
+    return kernels(a, range_regex=range_regex, top=top, by=by, name=name, fmt=fmt)
+
+
+def nvtx_text(profile: Path, *, rules: Path | None = None, allow_incomplete: bool = False, rank: int | None = None,
+              by: str = "path", steps: str = "each", depth: int | None = None, fmt: str = "markdown") -> str:
+    """`profkit report nvtx PROFILE`'s text: nvtx() of pipeline.attributed() (kernels and ranges, no pandas)."""
+    from profkit.pipeline import attributed
+
+    a = attributed(profile, rules=rules, allow_incomplete=allow_incomplete, short=False, rank=rank)
+    return nvtx(a, by=by, steps=steps, depth=depth, fmt=fmt)
 
 
 def modules(a: Analysis, *, fmt: str = "markdown") -> str:
