@@ -373,7 +373,7 @@ def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool 
     from profkit import pipeline
 
     return library(lambda: pipeline.load(profile, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx,
-                                         activity=activity, use_cache=use_cache, rank=rank))
+                                         activity=activity, use_cache=use_cache, rank=rank, compact=True))
 
 
 @cli.group(cls=DefaultGroup, default="capture", default_if_no_args=True, context_settings=CONTEXT_SETTINGS)

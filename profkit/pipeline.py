@@ -327,7 +327,7 @@ def only_process(data: parse.ProfileData, pid: int) -> parse.ProfileData:
 
 
 def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True,
-         activity: bool = True, use_cache: bool = False, rank: int | None = None) -> Analysis:
+         activity: bool = True, use_cache: bool = False, rank: int | None = None, compact: bool = False) -> Analysis:
     """Parse and analyze one export.
 
     Args:
@@ -343,6 +343,10 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
             nor attributes again.
         rank: in a multi-rank capture, the rank to read (rank 0 when None): its own export, or its
             process of an export holding every rank.
+        compact: the analysis the report commands take, load_compact()'s: the same frames less the
+            kernel columns only reading and attribution use (correlation_id, global_pid,
+            launch_tid, name_id, short_id), in about a third of the memory. One process of an
+            export of several is read in full either way.
 
     Raises:
         ProfkitError: the input, its rules or its run.json cannot be used.
@@ -353,7 +357,8 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
     pid = process_of(path, export, rank)
     store = cache.for_export(export, enabled=use_cache) if use_cache and export.is_file() else None
     options: dict[str, object] = {"allow_incomplete": allow_incomplete, "nvtx": nvtx, "activity": activity,
-                                  "rules": _digest(rules), "rules_given": rules is not None}
+                                  "rules": _digest(rules), "rules_given": rules is not None,
+                                  **({"compact": True} if compact and pid is None else {})}
     name = cache.options_name("analysis", options if pid is None else {**options, "pid": pid})
     run = run_of(path, rank)
     if store is not None:
@@ -361,11 +366,13 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
         cached = _analysis_from(hit, export, run) if hit is not None else None
         if cached is not None:
             return cached
-    if pid is None:
+    if compact and pid is None:
         a = load_compact(export, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx, activity=activity, run=run)
     else:
-        data = only_process(parse.load(export, allow_incomplete=allow_incomplete, launches=True, nvtx=nvtx,
-                                       activity=activity), pid)
+        data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx or pid is not None, nvtx=nvtx,
+                          activity=activity, lean=pid is None)
+        if pid is not None:
+            data = only_process(data, pid)
         a = analyze_data(data, rules=rules, nvtx=nvtx, run=run)
     if store is not None:
         frame_store.put_frames(store, name, _analysis_frames(a))

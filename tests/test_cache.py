@@ -323,8 +323,8 @@ def test_stale_and_damaged_analysis_entries_are_rebuilt(xdg: Path, tmp_path: Pat
     p = tmp_path / "a.sqlite"
     shutil.copyfile(ENCODER, p)
     calls = []
-    real = pipeline.load_compact  # load()'s analysis of one process's export
-    monkeypatch.setattr(pipeline, "load_compact", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = pipeline.analyze_data
+    monkeypatch.setattr(pipeline, "analyze_data", lambda *a, **k: calls.append(1) or real(*a, **k))
     fresh = pipeline.load(p, use_cache=True)
     pipeline.load(p, use_cache=True)
     assert len(calls) == 1  # the second from the cache

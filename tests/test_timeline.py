@@ -159,11 +159,10 @@ def test_work_in_parts_and_small_chunks_equal_one_frame(monkeypatch: pytest.Monk
 
 
 def test_slim_analysis_drops_only_attribution_columns_and_report_md_is_the_same() -> None:
-    from profkit import parse, pipeline
+    from profkit import pipeline
     from profkit.report import capture_markdown
 
-    # the full analysis, every column parse reads (pipeline.load()'s compact one never holds these three)
-    a = pipeline.analyze_data(parse.load(DATA / "h100_small_step_bf16" / "profile.sqlite"))
+    a = pipeline.load(DATA / "h100_small_step_bf16" / "profile.sqlite")
     slim = a.slim()
     for full, lean in ((a.kernels, slim.kernels), (a.data.kernels, slim.data.kernels)):
         assert set(full.columns) - set(lean.columns) == {"correlation_id", "global_pid", "launch_tid"}

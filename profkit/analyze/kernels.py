@@ -90,8 +90,11 @@ def rank(codes: np.ndarray, labels: list[str], dur: np.ndarray, categories: list
     mid = lo + (n - 1) // 2
     upper = d[np.minimum(mid + 1, max(len(d) - 1, 0))] if len(d) else d
     median = np.where(n % 2 == 1, d[mid].astype(float), (d[mid].astype(float) + upper) / 2) if len(d) else np.empty(0)
-    dev = d - np.repeat(mean, n)
-    ss = np.add.reduceat(dev * dev, lo) if len(d) else np.empty(0)
+    dev = np.repeat(mean, n)  # d - mean, squared, in one array the kernels' length (the same values)
+    np.subtract(d, dev, out=dev)
+    np.multiply(dev, dev, out=dev)
+    ss = np.add.reduceat(dev, lo) if len(d) else np.empty(0)
+    del dev
     std = np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1)), 0.0)
     all_ns = int(total.sum())
     pct = 100.0 * total / all_ns if all_ns else np.zeros(len(groups))
@@ -334,6 +337,10 @@ def compare_kernels(ranked: list[pd.DataFrame], steps: list[int], labels: list[s
         columns=["_first", "_max"]).reset_index(drop=True)
 
 
+STEP_CHUNK = 1 << 20
+"""Rows category_steps() sums at a time."""
+
+
 def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
     """Time per category in each measured step (kernels, memcpy and memset under a step_i range):
     category, mean_ns (per step), min_ns, max_ns (over the steps), pct (of the steps' GPU time).
@@ -362,7 +369,10 @@ def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.Da
                       transfers["dur_ns"].to_numpy(np.int64)))
     labels = list(index)
     sums: dict[tuple[int, int], int] = {}
-    for code, own, dur in parts:
+    # a chunk of rows at a time: the temporaries (a step, a pair, a duration per row) stay a few MB
+    chunks = [(c[lo:lo + STEP_CHUNK], o[lo:lo + STEP_CHUNK], d[lo:lo + STEP_CHUNK]) for c, o, d in parts
+              for lo in range(0, len(o), STEP_CHUNK)]
+    for code, own, dur in chunks:
         step = np.where(own >= 0, step_by_range[np.maximum(own, 0)], -1) if len(step_by_range) else own[:0]
         rows = np.flatnonzero(step >= 0)
         if not len(rows):

@@ -146,6 +146,9 @@ def per_distinct(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> n
     """
     import pandas as pd
 
+    if isinstance(values.dtype, pd.CategoricalDtype):  # its codes, no code per row made: NaN (-1) tested last
+        texts = pd.Series([*values.cat.categories.tolist(), np.nan], dtype=object).astype(str)
+        return np.asarray(test(texts), dtype=bool)[values.cat.codes.to_numpy()]
     codes, uniq = pd.factorize(values, use_na_sentinel=False)
     return np.asarray(test(pd.Series(uniq, dtype=object).astype(str)), dtype=bool)[codes]
 
@@ -244,7 +247,7 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
         off += len(o)
     order = np.argsort(pos_all, kind="stable")
     n_owned = int(np.count_nonzero(pos_all != last))
-    order = order[:n_owned].copy()
+    order = order[:n_owned].astype(np.int32 if len(pos_all) < np.iinfo(np.int32).max else np.int64)  # half of int64
     pos = pos_all[order]
     del pos_all
     # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder.
@@ -326,9 +329,15 @@ def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None
     """
     out: list[str] = []
     step = phases.set_index("name").loc["step"] if "step" in set(phases["name"]) else None
-    in_steps = (kernels[per_distinct(kernels["range_path"], lambda p: p.str.match(r"^step_\d+(/|$)"))]
-                if len(kernels) else kernels)
-    total = float(in_steps["dur_ns"].sum()) if len(in_steps) else 0.0
+    # masks over the kernels' columns, no copy of the rows: the kernels of the measured steps, and among them ...
+    in_steps = (per_distinct(kernels["range_path"], lambda p: p.str.match(r"^step_\d+(/|$)"))
+                if len(kernels) else np.zeros(0, dtype=bool))
+    dur = kernels["dur_ns"].to_numpy() if len(kernels) else np.zeros(0, dtype=np.int64)
+
+    def ns(mask: np.ndarray) -> int:
+        return int(dur.sum(where=mask))
+
+    total = float(ns(in_steps)) if in_steps.any() else 0.0
     if step is not None and step["verdict"] == "launch-bound":
         if not compiled:
             out.append(f"CUDA graphs or `torch.compile` (`--compile`): the GPU is idle {step['gpu_idle_pct']:.0f}% "
@@ -338,23 +347,24 @@ def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None
             out.append(f"a larger batch: launch-bound, and the peak ({peak_bytes / 2**30:.1f} GiB) uses "
                        f"{100 * peak_bytes / gpu_bytes:.0f}% of the GPU's {gpu_bytes / 2**30:.0f} GiB")
     if total:
-        names = in_steps["name"]
-        foreach = in_steps[per_distinct(names, lambda n: n.str.contains("multi_tensor_apply_kernel", regex=False))]
-        opt_pct = 100.0 * foreach["dur_ns"].sum() / total
+        names = kernels["name"]
+        foreach = in_steps & per_distinct(names, lambda n: n.str.contains("multi_tensor_apply_kernel", regex=False))
+        opt_pct = 100.0 * ns(foreach) / total
         if not fused_optimizer and opt_pct >= NOTABLE_PCT:
-            out.append(f"`torch.optim.AdamW(fused=True)`: the foreach optimizer runs {len(foreach):,} "
+            out.append(f"`torch.optim.AdamW(fused=True)`: the foreach optimizer runs {int(foreach.sum()):,} "
                        f"multi_tensor_apply kernels, {opt_pct:.1f}% of the steps' kernel time")
-        casts = in_steps[per_distinct(names, lambda n: n.str.contains(r"(?:bfloat16|float16)_copy_kernel", regex=True))]
-        cast_pct = 100.0 * casts["dur_ns"].sum() / total
+        casts = in_steps & per_distinct(names, lambda n: n.str.contains(r"(?:bfloat16|float16)_copy_kernel",
+                                                                          regex=True))
+        cast_pct = 100.0 * ns(casts) / total
         if cast_pct >= 5.0:
             out.append(f"bf16 weights (or a cast cache): autocast's fp32→16-bit copies are {cast_pct:.1f}% of the "
-                       f"steps' kernel time ({len(casts):,} kernels)")
+                       f"steps' kernel time ({int(casts.sum()):,} kernels)")
         if attn == "naive" and builtin:
             # softmax inside attention only: a model's loss runs a (log-)softmax over the vocabulary too
-            in_attention = per_distinct(in_steps["range_path"],
+            in_attention = per_distinct(kernels["range_path"],
                                         lambda p: p.str.contains(r"/attention(?:/|$)|attn_softmax"))
-            soft = in_steps[per_distinct(in_steps["category"], lambda c: c == "softmax") & in_attention]
-            soft_pct = 100.0 * soft["dur_ns"].sum() / total
+            soft = in_steps & per_distinct(kernels["category"], lambda c: c == "softmax") & in_attention
+            soft_pct = 100.0 * ns(soft) / total
             if soft_pct >= 2.0:
                 out.append(f"an SDPA backend (`--attn flash`): naive attention's softmax alone is {soft_pct:.1f}% of "
                            "the steps' kernel time, and its T x T scores go through memory")
