@@ -148,20 +148,27 @@ def column_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """A column's values as codes into its distinct texts."""
     import pandas as pd
 
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        codes, cats = np.asarray(column.cat.codes, dtype=np.int64), [str(c) for c in column.cat.categories]
+    if isinstance(column.dtype, pd.CategoricalDtype):  # int32 codes: a few hundred names, ten million kernels
+        codes, cats = np.asarray(column.cat.codes, dtype=np.int32), [str(c) for c in column.cat.categories]
     else:
         c, u = pd.factorize(column.astype(str))
-        codes, cats = c.astype(np.int64), [str(x) for x in u]
+        codes, cats = c.astype(np.int32), [str(x) for x in u]
     index: dict[str, int] = {}
-    remap = np.array([index.setdefault(c, len(index)) for c in cats], dtype=np.int64)
+    remap = np.array([index.setdefault(c, len(index)) for c in cats], dtype=np.int32)
+    if len(index) == len(cats):  # every text once: the codes as they are
+        return codes, cats
     return (remap[codes] if len(codes) else codes), list(index)
 
 
 def _first_category(codes: np.ndarray, labels: list[str], kernels: pd.DataFrame) -> list[str]:
     """Per label, the category of its first kernel."""
     cat_codes, cats = column_codes(kernels["category"])
-    present, first = np.unique(codes, return_index=True)
+    first = np.full(len(labels), len(codes), dtype=np.int64)  # each label's first kernel, a chunk at a time
+    for lo in range(0, len(codes), STEP_CHUNK):
+        seen, at = np.unique(codes[lo:lo + STEP_CHUNK], return_index=True)
+        np.minimum.at(first, seen, at + lo)
+    present = np.flatnonzero(first < len(codes))
+    first = first[present]
     out = [""] * len(labels)
     for g, i in zip(present.tolist(), first.tolist(), strict=True):
         out[g] = cats[cat_codes[i]]
@@ -381,7 +388,7 @@ def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.Da
         lo = int(step.min())
         width = int(step.max()) - lo + 1
         total = np.zeros(len(labels) * width, dtype=np.int64)  # (category, step) sums, in place
-        pair = code[rows] * width + (step - lo)
+        pair = code[rows].astype(np.int64) * width + (step - lo)
         np.add.at(total, pair, dur[rows])
         seen = np.zeros(len(total), dtype=bool)
         seen[pair] = True  # a pair whose work all took 0 ns is still there

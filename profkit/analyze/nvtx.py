@@ -638,10 +638,10 @@ def _top_kernel(r: Projected, k: Owned, by: str) -> dict[str, str]:
         for rows in _kernel_chunks(k):
             hit = k.owner[rows] >= 0
             u, inv = np.unique(r.path[k.owner[rows][hit]] * width + k.name[rows][hit], return_inverse=True)
-            d = np.zeros(len(u), dtype=np.int64)
-            np.add.at(d, inv.reshape(-1), k.dur_ns[rows][hit])
+            part = np.zeros(len(u), dtype=np.int64)
+            np.add.at(part, inv.reshape(-1), k.dur_ns[rows][hit])
             found.append(u)
-            sums.append(d)
+            sums.append(part)
         uniq, inv = np.unique(np.concatenate(found), return_inverse=True)
         dur = np.zeros(len(uniq), dtype=np.int64)
         np.add.at(dur, inv.reshape(-1), np.concatenate(sums))

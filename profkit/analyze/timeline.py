@@ -245,11 +245,24 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
         if len(tin_p):
             at[owned] = tin_p[o[owned]]
         off += len(o)
-    order = np.argsort(pos_all, kind="stable")
     n_owned = int(np.count_nonzero(pos_all != last))
-    order = order[:n_owned].astype(np.int32 if len(pos_all) < np.iinfo(np.int32).max else np.int64)  # half of int64
-    pos = pos_all[order]
-    del pos_all
+    order: np.ndarray
+    pos: np.ndarray
+    if pos_type == np.int32 and len(pos_all) < 1 << 32:  # (position, row) in one int64, sorted in place: the
+        key = pos_all.astype(np.int64)  # stable order, in one array the rows' length and no index array beside it
+        del pos_all
+        key <<= 32
+        key |= np.arange(len(key), dtype=np.int64)
+        key.sort()
+        key = key[:n_owned]
+        order = (key & 0xFFFFFFFF).astype(np.int32 if len(key) < np.iinfo(np.int32).max else np.int64)
+        key >>= 32
+        pos = key.astype(np.int32)
+        del key
+    else:
+        order = np.argsort(pos_all, kind="stable")[:n_owned].copy()
+        pos = pos_all[order]
+        del pos_all
     # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder.
     lo = np.searchsorted(pos, tin, "left")
     hi = np.searchsorted(pos, tout, "right")
