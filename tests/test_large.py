@@ -72,3 +72,17 @@ def test_compact_analysis_shares_the_transfers_columns() -> None:
     assert len(a.data.memcpy) and len(a.data.memset)
     assert np.shares_memory(a.data.memcpy["dur_ns"].to_numpy(), a.transfers["dur_ns"].to_numpy())
     assert np.shares_memory(a.data.memset["start_ns"].to_numpy(), a.transfers["start_ns"].to_numpy())
+
+
+def test_timeline_packed_order_equals_the_index_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timeline()'s order of the work by owner, packed in one int64 per row or as an index array
+    (beyond PACK_ROWS rows): the same table."""
+    from profkit import analyze
+    from profkit.analyze import timeline as tl
+
+    a = pipeline.load(DATA / "h100_small_step_bf16" / "profile.sqlite", compact=True)
+    packed = {by: analyze.timeline(a.ranges, a.work(), by=by) for by in ("phase", "name")}
+    monkeypatch.setattr(tl, "PACK_ROWS", 0)
+    for by, expected in packed.items():
+        pd.testing.assert_frame_equal(analyze.timeline(a.ranges, a.work(), by=by), expected)
+    assert (packed["phase"]["gpu_busy_ns"] > 0).all()

@@ -94,6 +94,8 @@ def _unions(s: np.ndarray, e: np.ndarray, seg: np.ndarray, lo_t: np.ndarray, hi_
     return np.add.reduceat(run, np.flatnonzero(np.r_[True, run_seg[1:] != run_seg[:-1]]))
 
 
+PACK_ROWS = 1 << 32
+"""timeline() packs (preorder position, row) in one int64 below this many work rows, else sorts an index."""
 GATHER_ROWS = 1 << 18
 """About this many work rows are gathered at once per phase in timeline(): sums are additive,
 so a phase's instances are taken a chunk at a time and peak memory stays bounded."""
@@ -246,27 +248,27 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
             at[owned] = tin_p[o[owned]]
         off += len(o)
     n_owned = int(np.count_nonzero(pos_all != last))
-    order: np.ndarray
-    pos: np.ndarray
-    if pos_type == np.int32 and len(pos_all) < 1 << 32:  # (position, row) in one int64, sorted in place: the
-        key = pos_all.astype(np.int64)  # stable order, in one array the rows' length and no index array beside it
+    # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder. The order is
+    # kept as one int64 per owned row, (preorder position << 32) | row, sorted in place: the stable order
+    # and the sorted positions in one array, no index array or position array beside it.
+    packed = len(tin_p) < np.iinfo(np.int32).max and len(pos_all) < PACK_ROWS
+    if packed:
+        ordered = pos_all.astype(np.int64)
         del pos_all
-        key <<= 32
-        key |= np.arange(len(key), dtype=np.int64)
-        key.sort()
-        key = key[:n_owned]
-        order = (key & 0xFFFFFFFF).astype(np.int32 if len(key) < np.iinfo(np.int32).max else np.int64)
-        key >>= 32
-        pos = key.astype(np.int32)
-        del key
+        for a in range(0, len(ordered), GATHER_ROWS):  # the row numbers, a chunk at a time (no arange beside it)
+            ordered[a:a + GATHER_ROWS] <<= 32
+            ordered[a:a + GATHER_ROWS] |= np.arange(a, min(a + GATHER_ROWS, len(ordered)), dtype=np.int64)
+        ordered.sort()
+        ordered = ordered[:n_owned]
+        lo = np.searchsorted(ordered, tin.astype(np.int64) << 32, "left")
+        hi = np.searchsorted(ordered, (tout.astype(np.int64) << 32) | 0xFFFFFFFF, "right")
     else:
-        order = np.argsort(pos_all, kind="stable")[:n_owned].copy()
-        pos = pos_all[order]
+        ordered = np.argsort(pos_all, kind="stable")[:n_owned].copy()  # the order itself
+        pos = pos_all[ordered]
         del pos_all
-    # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder.
-    lo = np.searchsorted(pos, tin, "left")
-    hi = np.searchsorted(pos, tout, "right")
-    del pos
+        lo = np.searchsorted(pos, tin, "left")
+        hi = np.searchsorted(pos, tout, "right")
+        del pos
     r_start, r_end = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
     wall_r = np.where(r_end < OPEN_END, r_end - r_start, 0)
     rows = []
@@ -276,12 +278,13 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
         idx = np.asarray(idx)
         instances, wall = len(idx), int(wall_r[idx].sum())
         busy_at = idx[hi[idx] > lo[idx]]  # the instances with GPU work, a chunk of them at a time
-        span = busy = kernels = 0
-        qs = []
-        for part in _chunks(hi[busy_at] - lo[busy_at], GATHER_ROWS):
+        span = busy = kernels = filled = 0
+        sizes = hi[busy_at] - lo[busy_at]
+        q = np.empty(int(sizes.sum()), dtype=np.int64)  # the queues, filled chunk by chunk (no list, no concatenation)
+        for part in _chunks(sizes, GATHER_ROWS):
             chunk = busy_at[part]
             g, seg = _gather(lo[chunk], hi[chunk])
-            rows_at = order[g]
+            rows_at = ordered[g] & 0xFFFFFFFF if packed else ordered[g]
             del g
             s, e = _take(activity, "start_ns", rows_at), _take(activity, "end_ns", rows_at)
             is_k, launch = _take(activity, "is_kernel", rows_at), _take(activity, "launch_ns", rows_at)
@@ -290,10 +293,12 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
             span += int((e_last - s_first).sum())
             busy += int(_unions(s, e, seg, s_first, e_last).sum())
             kernels += int(is_k.sum())
-            qs.append((s - launch)[is_k & (launch >= 0)])
-        q = np.concatenate(qs) if qs else np.zeros(0, np.int64)
+            queued = (s - launch)[is_k & (launch >= 0)]
+            q[filled:filled + len(queued)] = queued
+            filled += len(queued)
+        q = q[:filled]
         idle = 100.0 * (span - busy) / span if span else 0.0
-        median_q = float(np.median(q)) if len(q) else float("nan")
+        median_q = float(np.median(q, overwrite_input=True)) if len(q) else float("nan")  # q is ours to reorder
         rows.append({"name": key, "instances": instances, "wall_ns": wall, "gpu_span_ns": span,
                      "gpu_busy_ns": busy, "gpu_idle_pct": idle, "kernels": kernels,
                      "launches_per_ms": kernels / (wall / 1e6) if wall else 0.0, "median_queue_ns": median_q,
