@@ -77,8 +77,11 @@ def test_compact_analysis_shares_the_transfers_columns() -> None:
 def test_timeline_packed_order_equals_the_index_sort(monkeypatch: pytest.MonkeyPatch) -> None:
     """timeline()'s order of the work by owner, packed in one int64 per row or as an index array
     (beyond PACK_ROWS rows): the same table."""
+    import importlib
+
     from profkit import analyze
-    from profkit.analyze import timeline as tl
+
+    tl = importlib.import_module("profkit.analyze.timeline")  # (profkit.analyze.timeline names the function)
 
     a = pipeline.load(DATA / "h100_small_step_bf16" / "profile.sqlite", compact=True)
     packed = {by: analyze.timeline(a.ranges, a.work(), by=by) for by in ("phase", "name")}
