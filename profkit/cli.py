@@ -795,7 +795,7 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
         profkit report memory profiles/small-step/memory.pickle --png memory.png --html memory.html
         profkit report memory runs/small-step --format json
     """
-    from profkit import analyze, layout
+    from profkit import layout
     from profkit.report import memory as memory_report
 
     for out in (png, html_out, output if output is not None and str(output) != "-" else None):
@@ -805,9 +805,13 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
     if capture is None and (data.path.parent / layout.EXPORT).is_file():
         capture = data.path.parent
     kernels = None
-    if capture is not None:
-        a = _load(capture, None, False)
-        kernels = analyze.nvtx_summary(a.ranges, a.kernels, by="path")
+    if capture is not None:  # GPU time per path, as `report nvtx` reads it (its arrays: no frame per kernel)
+        from profkit import pipeline
+        from profkit.analyze.nvtx import summarize
+
+        att = library(lambda: pipeline.attributed(capture, short=False))
+        kernels = summarize(att.ranges, att.kernels, by="path").to_frame()
+        del att
         if not len(kernels):
             click.echo(f"note: {capture} has no NVTX ranges with kernels; GPU time per path skipped", err=True)
             kernels = None
