@@ -660,7 +660,13 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if
         return
     if html_out is not None and html_out.exists():
         raise bad_input(f"{html_out} exists; choose another --html FILE")
-    analyses = [_load(p, rules, allow_incomplete) for p in profiles]  # NVTX: the step_i ranges count the steps
+    from profkit.report.compare import compared
+
+    analyses = []  # one at a time, each reduced to what compare reads before the next (the HTML page reads it all)
+    for p in profiles:
+        a = _load(p, rules, allow_incomplete)  # NVTX: the step_i ranges count the steps
+        analyses.append(a if html_out is not None else compared(a))
+        del a
     names = reports.labels(list(profiles))
     from profkit.report.compare import crossed, gate_json, noise_gate
 

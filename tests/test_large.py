@@ -89,3 +89,24 @@ def test_timeline_packed_order_equals_the_index_sort(monkeypatch: pytest.MonkeyP
     for by, expected in packed.items():
         pd.testing.assert_frame_equal(analyze.timeline(a.ranges, a.work(), by=by), expected)
     assert (packed["phase"]["gpu_busy_ns"] > 0).all()
+
+
+def test_compare_on_what_it_reads_equals_compare_on_the_analyses() -> None:
+    """`report compare` keeps of each capture only what compare reads (report.compare.compared())
+    before analysing the next: the same comparison, gate lines and verdicts."""
+    from profkit.analyze.gate import parse_threshold
+    from profkit.report.compare import compared, crossed, noise_gate
+
+    pair = [pipeline.load(DATA / name / "profile.sqlite", compact=True)
+            for name in ("h100_small_step_bf16_flash", "h100_small_step_bf16")]
+    small = [compared(a) for a in pair]
+    assert len(small[0].kernels.columns) == 4 and small[0].transfers.empty
+    names = ["flash", "plain"]
+    for fmt in ("markdown", "csv", "json"):
+        assert reports.compare(small, names, fmt=fmt) == reports.compare(pair, names, fmt=fmt)
+    limits = [parse_threshold(t) for t in ("step_ms>+5%", "gpu_ms>+1%", "category:gemm>+10%")]
+    assert crossed(small, names, limits) == crossed(pair, names, limits)
+    assert crossed(pair, names, limits)  # the plain capture is slower: something to agree on
+    mine = noise_gate(small, names, 1.0, ["backward", "optimizer", "forward/layer_1"])
+    theirs = noise_gate(pair, names, 1.0, ["backward", "optimizer", "forward/layer_1"])
+    assert [c.line() for c in mine] == [c.line() for c in theirs] and any(c.failed for c in mine)
