@@ -590,7 +590,9 @@ def modules(profile: Path, fmt: str, output: Path | None, rank: int | None, rule
     def make() -> str:
         from profkit import report as reports
 
-        return reports.modules(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank), fmt=fmt)
+        # no memcpy, memset or GPUs: a module's GPU time is its kernels' (half the memory of report.md's analysis)
+        return reports.modules(_load(profile, rules, allow_incomplete, activity=False, use_cache=not no_cache,
+                                     rank=rank), fmt=fmt)
 
     options: dict[str, object] = {"fmt": fmt, "allow_incomplete": allow_incomplete}
     _rank_note(profile, rank)

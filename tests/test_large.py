@@ -110,3 +110,13 @@ def test_compare_on_what_it_reads_equals_compare_on_the_analyses() -> None:
     mine = noise_gate(small, names, 1.0, ["backward", "optimizer", "forward/layer_1"])
     theirs = noise_gate(pair, names, 1.0, ["backward", "optimizer", "forward/layer_1"])
     assert [c.line() for c in mine] == [c.line() for c in theirs] and any(c.failed for c in mine)
+
+
+@pytest.mark.parametrize("export", EXPORTS, ids=lambda p: p.parent.name)
+def test_modules_without_transfers_is_the_same_report(export: Path) -> None:
+    """`report modules` analyses no memcpy or memset (a module's GPU time is its kernels'): the same text."""
+    full = pipeline.load(export, compact=True)
+    lean = pipeline.load(export, compact=True, activity=False)
+    assert lean.transfers.empty and lean.data.memcpy.empty and lean.data.memset.empty
+    for fmt in ("markdown", "json"):
+        assert reports.modules(lean, fmt=fmt) == reports.modules(full, fmt=fmt)
