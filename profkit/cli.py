@@ -371,7 +371,7 @@ def _load(profile: Path, rules: Path | None, allow_incomplete: bool, nvtx: bool 
     from profkit import pipeline
 
     return library(lambda: pipeline.load(profile, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx,
-                                         activity=activity, use_cache=use_cache, rank=rank))
+                                         activity=activity, use_cache=use_cache, rank=rank, compact=True))
 
 
 @cli.group(cls=DefaultGroup, default="capture", default_if_no_args=True, context_settings=CONTEXT_SETTINGS)
@@ -587,7 +587,9 @@ def modules(profile: Path, fmt: str, output: Path | None, rank: int | None, rule
     def make() -> str:
         from profkit import report as reports
 
-        return reports.modules(_load(profile, rules, allow_incomplete, use_cache=not no_cache, rank=rank), fmt=fmt)
+        # no memcpy, memset or GPUs: a module's GPU time is its kernels' (half the memory of report.md's analysis)
+        return reports.modules(_load(profile, rules, allow_incomplete, activity=False, use_cache=not no_cache,
+                                     rank=rank), fmt=fmt)
 
     options: dict[str, object] = {"fmt": fmt, "allow_incomplete": allow_incomplete}
     _rank_note(profile, rank)
@@ -657,7 +659,13 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if
         return
     if html_out is not None and html_out.exists():
         raise bad_input(f"{html_out} exists; choose another --html FILE")
-    analyses = [_load(p, rules, allow_incomplete) for p in profiles]  # NVTX: the step_i ranges count the steps
+    from profkit.report.compare import compared
+
+    analyses = []  # one at a time, each reduced to what compare reads before the next (the HTML page reads it all)
+    for p in profiles:
+        a = _load(p, rules, allow_incomplete)  # NVTX: the step_i ranges count the steps
+        analyses.append(a if html_out is not None else compared(a))
+        del a
     names = reports.labels(list(profiles))
     from profkit.report.compare import crossed, gate_json, noise_gate
 
@@ -792,7 +800,7 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
         profkit report memory profiles/small-step/memory.pickle --png memory.png --html memory.html
         profkit report memory runs/small-step --format json
     """
-    from profkit import analyze, layout
+    from profkit import layout
     from profkit.report import memory as memory_report
 
     for out in (png, html_out, output if output is not None and str(output) != "-" else None):
@@ -802,9 +810,13 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
     if capture is None and (data.path.parent / layout.EXPORT).is_file():
         capture = data.path.parent
     kernels = None
-    if capture is not None:
-        a = _load(capture, None, False)
-        kernels = analyze.nvtx_summary(a.ranges, a.kernels, by="path")
+    if capture is not None:  # GPU time per path, as `report nvtx` reads it (its arrays: no frame per kernel)
+        from profkit import pipeline
+        from profkit.analyze.nvtx import summarize
+
+        att = library(lambda: pipeline.attributed(capture, short=False))
+        kernels = summarize(att.ranges, att.kernels, by="path").to_frame()
+        del att
         if not len(kernels):
             click.echo(f"note: {capture} has no NVTX ranges with kernels; GPU time per path skipped", err=True)
             kernels = None

@@ -337,7 +337,7 @@ def only_process(data: parse.ProfileData, pid: int) -> parse.ProfileData:
 
 
 def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True,
-         activity: bool = True, use_cache: bool = False, rank: int | None = None) -> Analysis:
+         activity: bool = True, use_cache: bool = False, rank: int | None = None, compact: bool = False) -> Analysis:
     """Parse and analyze one export.
 
     Args:
@@ -353,6 +353,10 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
             nor attributes again.
         rank: in a multi-rank capture, the rank to read (rank 0 when None): its own export, or its
             process of an export holding every rank.
+        compact: the analysis the report commands take, load_compact()'s: the same frames less the
+            kernel columns only reading and attribution use (correlation_id, global_pid,
+            launch_tid, name_id, short_id), in about a third of the memory. One process of an
+            export of several is read in full either way.
 
     Raises:
         ProfkitError: the input, its rules or its run.json cannot be used.
@@ -363,7 +367,8 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
     pid = process_of(path, export, rank)
     store = cache.for_export(export, enabled=use_cache) if use_cache and export.is_file() else None
     options: dict[str, object] = {"allow_incomplete": allow_incomplete, "nvtx": nvtx, "activity": activity,
-                                  "rules": _digest(rules), "rules_given": rules is not None}
+                                  "rules": _digest(rules), "rules_given": rules is not None,
+                                  **({"compact": True} if compact and pid is None else {})}
     name = cache.options_name("analysis", options if pid is None else {**options, "pid": pid})
     run = run_of(path, rank)
     if store is not None:
@@ -371,11 +376,14 @@ def load(path: Path, *, rules: Path | None = None, allow_incomplete: bool = Fals
         cached = _analysis_from(hit, export, run) if hit is not None else None
         if cached is not None:
             return cached
-    data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx or pid is not None, nvtx=nvtx,
-                      activity=activity, lean=pid is None)
-    if pid is not None:
-        data = only_process(data, pid)
-    a = analyze_data(data, rules=rules, nvtx=nvtx, run=run)
+    if compact and pid is None:
+        a = load_compact(export, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx, activity=activity, run=run)
+    else:
+        data = parse.load(export, allow_incomplete=allow_incomplete, launches=nvtx or pid is not None, nvtx=nvtx,
+                          activity=activity, lean=pid is None)
+        if pid is not None:
+            data = only_process(data, pid)
+        a = analyze_data(data, rules=rules, nvtx=nvtx, run=run)
     if store is not None:
         frame_store.put_frames(store, name, _analysis_frames(a))
     return a
@@ -417,6 +425,122 @@ def _analysis_from(frames: dict[str, object], export: Path, run: layout.RunRecor
         return Analysis(data, kernels, frames["a_ranges"], frames["a_transfers"], run)  # type: ignore[arg-type]
     except (KeyError, AssertionError, TypeError):
         return None
+
+
+KERNEL_COLUMNS = ("start_ns", "end_ns", "launch_ns", "dur_ns")
+"""The kernel columns load_compact() keeps from the export (int64), before the analysis's own."""
+TRANSFER_COLUMNS = ("start_ns", "end_ns", "dur_ns")
+"""The memcpy and memset columns load_compact() keeps in Analysis.data, with their sizes (the reports
+read dur_ns; launches and owners are Analysis.transfers')."""
+
+
+def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True,
+                 activity: bool = True, run: layout.RunRecord | None = None) -> Analysis:
+    """analyze_data(parse.load(export)) of one process's export, with the same frames' values, in
+    about a third of the memory: what bounds report.md and the commands built on its analysis on a
+    large capture (README, "Large captures: what bounds memory").
+
+    The kernels are read as `report nvtx` reads them (pipeline.attributed(): int32 ids, the launch
+    calls of kernels alone, nothing the reports do not use) and first, before anything else is
+    held; once attributed they keep start_ns, end_ns, launch_ns, dur_ns (int64), name, short_name,
+    category (Categoricals, int32 codes), owner (int64) and range_path. No correlation id, process,
+    launching thread or name id per kernel survives the attribution; memcpy and memset keep
+    TRANSFER_COLUMNS in Analysis.data, their launches and owners in Analysis.transfers.
+
+    Raises:
+        ProfkitError: the input, its rules, or an incomplete export (unless allow_incomplete).
+    """
+    import sqlite3
+
+    import numpy as np
+    import pandas as pd
+
+    from profkit import analyze, parse
+    from profkit import columns as col
+    from profkit.analyze.nvtx import owners, project_arrays, tree_and_timelines
+
+    db, tables = col.connect(export)
+    reader = col.Reader(export, db)
+    memcpy_cols, memset_cols = ["bytes", "copyKind"], ["bytes"]
+    try:
+        k = col.read_kernels(reader, tables, ["start_ns", "end_ns", "name_id", "short_id"], launches=nvtx,
+                             processes=False, compact=True)
+        for joined in ("correlation_id", "global_pid"):  # read for the launch join and the repeat check only
+            k.pop(joined, None)
+        if not nvtx:
+            k["launch_ns"] = k["launch_tid"] = np.full(len(k["start_ns"]), -1, dtype=np.int64)
+        strings = col.read_names(db)
+        if nvtx:
+            columns, range_names = col.read_nvtx(reader, tables)
+        else:
+            columns, range_names = col.read_nvtx(reader, set())
+        ranges = parse.nvtx_frame(columns, range_names)
+        del columns
+        if activity:  # their launch calls in one scan, after the kernels' are gone
+            read_launch = ["%emcpy%", "%emset%"]
+            col.read_launch_calls(reader, tables, read_launch)
+        memcpy = (parse._load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", memcpy_cols, like="%emcpy%")
+                  if activity else parse._empty_activity(memcpy_cols))
+        memset = (parse._load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMSET", memset_cols, like="%emset%")
+                  if activity else parse._empty_activity(memset_cols))
+        reader.calls.clear()
+        gpus = parse.load_gpus(db, tables if activity else set())
+        nvtx_end_ns = None if nvtx else col.nvtx_last_end(db, tables)
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+        raise col.damaged(export, e) from None
+    finally:
+        reader.close()
+        db.close()
+    if not allow_incomplete:
+        if nvtx_end_ns is None:
+            closed = ranges["end_ns"].dropna()
+            nvtx_end_ns = None if closed.empty else int(closed.max())
+        if (error := col.incomplete(export, k["end_ns"], nvtx_end_ns)) is not None:
+            raise error
+    names = pd.Series(strings, dtype="object")
+    rule_list = analyze.load_rules(rules)
+    ids = pd.Series(pd.unique(k["name_id"]))
+    texts = ids.map(names)
+    if bool(texts.isna().any()):
+        raise col.ProfileError(f"{export} is damaged: {int(texts.isna().sum()):,} kernel name ids (e.g. "
+                               f"{ids[texts.isna()].iloc[0]}) are not in StringIds; export the capture again with "
+                               "nsys export --type sqlite")
+    cats = pd.Series(analyze.categorize(texts, rule_list).to_numpy(), index=ids.to_numpy())
+    name_id = k.pop("name_id")
+    base = pd.DataFrame({c: k[c] for c in KERNEL_COLUMNS}, copy=False)
+    kernels = base.assign(name=analyze.lookup_categorical(name_id, names, "<unknown>"),
+                          short_name=analyze.lookup_categorical(k.pop("short_id"), names, "<unknown>"),
+                          category=analyze.lookup_categorical(name_id, cats, "other"))
+    del name_id
+    tree, timelines = tree_and_timelines(ranges if nvtx else ranges.iloc[:0])
+    starts = tree["start_ns"].to_numpy(np.int64)
+    launch_tid = k.pop("launch_tid")
+    owner = (owners(k["launch_ns"], launch_tid, timelines, starts) if len(tree) and len(kernels)
+             else np.full(len(kernels), -1, dtype=np.int64))
+    del launch_tid
+    projected = tree.assign(**project_arrays(owner, k["dur_ns"], k["start_ns"], k["end_ns"],
+                                             tree["parent"].to_numpy(), tree["depth"].to_numpy()))
+    cols = ["start_ns", "end_ns", "dur_ns", "launch_ns", "launch_tid"]
+    transfers = pd.concat([memcpy[cols].assign(kind="memcpy"), memset[cols].assign(kind="memset")],
+                          ignore_index=True)
+    transfers = transfers.assign(owner=analyze.attribute(transfers, tree, timelines))
+    del timelines
+
+    def part(frame: pd.DataFrame, lo: int, extra: list[str]) -> pd.DataFrame:
+        """memcpy or memset: views of the transfers' times (rows lo..), their own extra columns."""
+        views = {c: transfers[c].to_numpy()[lo:lo + len(frame)] for c in TRANSFER_COLUMNS}
+        return pd.DataFrame({**views, **{c: frame[c].to_numpy() for c in extra}}, copy=False)
+
+    # The ranges as read, in the tree's order: views of its columns (end_ns NA while open, as read).
+    read = tree[[c for c in ranges.columns if c != "end_ns"]]
+    end = pd.array(tree["end_ns"].to_numpy(), dtype="Int64")
+    end[tree["end_ns"].to_numpy() == col.OPEN_END] = pd.NA
+    as_read = read.assign(end_ns=end)[list(ranges.columns)]
+    data = parse.ProfileData(kernels=base, names=names, nvtx=as_read, memcpy=part(memcpy, 0, memcpy_cols),
+                             memset=part(memset, len(memcpy), memset_cols), gpus=gpus, path=export,
+                             tables=tables, nvtx_end_ns=nvtx_end_ns if not nvtx else None)
+    del ranges, memcpy, memset
+    return Analysis(data, analyze.with_owner(kernels, projected, owner), projected, transfers, run)
 
 
 def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bool = True,

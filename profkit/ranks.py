@@ -40,7 +40,7 @@ def rank_input(folder: Path, rank: int, *, rules: Path | None = None) -> RankInp
     from profkit.analyze import ranks as analysis
     from profkit.parse_ranks import load_nccl_ranges, session_start_ns
 
-    a = load(folder, rules=rules, activity=False, rank=rank)
+    a = load(folder, rules=rules, activity=False, rank=rank, compact=True)  # one process of --single-file: in full
     export = a.data.path
     pid = int(a.data.kernels["global_pid"].iloc[0]) if single_file(folder) and len(a.data.kernels) else None
     nccl = load_nccl_ranges(export)

@@ -90,8 +90,11 @@ def rank(codes: np.ndarray, labels: list[str], dur: np.ndarray, categories: list
     mid = lo + (n - 1) // 2
     upper = d[np.minimum(mid + 1, max(len(d) - 1, 0))] if len(d) else d
     median = np.where(n % 2 == 1, d[mid].astype(float), (d[mid].astype(float) + upper) / 2) if len(d) else np.empty(0)
-    dev = d - np.repeat(mean, n)
-    ss = np.add.reduceat(dev * dev, lo) if len(d) else np.empty(0)
+    dev = np.repeat(mean, n)  # d - mean, squared, in one array the kernels' length (the same values)
+    np.subtract(d, dev, out=dev)
+    np.multiply(dev, dev, out=dev)
+    ss = np.add.reduceat(dev, lo) if len(d) else np.empty(0)
+    del dev
     std = np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1)), 0.0)
     all_ns = int(total.sum())
     pct = 100.0 * total / all_ns if all_ns else np.zeros(len(groups))
@@ -145,20 +148,27 @@ def column_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """A column's values as codes into its distinct texts."""
     import pandas as pd
 
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        codes, cats = np.asarray(column.cat.codes, dtype=np.int64), [str(c) for c in column.cat.categories]
+    if isinstance(column.dtype, pd.CategoricalDtype):  # int32 codes: a few hundred names, ten million kernels
+        codes, cats = np.asarray(column.cat.codes, dtype=np.int32), [str(c) for c in column.cat.categories]
     else:
         c, u = pd.factorize(column.astype(str))
-        codes, cats = c.astype(np.int64), [str(x) for x in u]
+        codes, cats = c.astype(np.int32), [str(x) for x in u]
     index: dict[str, int] = {}
-    remap = np.array([index.setdefault(c, len(index)) for c in cats], dtype=np.int64)
+    remap = np.array([index.setdefault(c, len(index)) for c in cats], dtype=np.int32)
+    if len(index) == len(cats):  # every text once: the codes as they are
+        return codes, cats
     return (remap[codes] if len(codes) else codes), list(index)
 
 
 def _first_category(codes: np.ndarray, labels: list[str], kernels: pd.DataFrame) -> list[str]:
     """Per label, the category of its first kernel."""
     cat_codes, cats = column_codes(kernels["category"])
-    present, first = np.unique(codes, return_index=True)
+    first = np.full(len(labels), len(codes), dtype=np.int64)  # each label's first kernel, a chunk at a time
+    for lo in range(0, len(codes), STEP_CHUNK):
+        seen, at = np.unique(codes[lo:lo + STEP_CHUNK], return_index=True)
+        np.minimum.at(first, seen, at + lo)
+    present = np.flatnonzero(first < len(codes))
+    first = first[present]
     out = [""] * len(labels)
     for g, i in zip(present.tolist(), first.tolist(), strict=True):
         out[g] = cats[cat_codes[i]]
@@ -334,6 +344,10 @@ def compare_kernels(ranked: list[pd.DataFrame], steps: list[int], labels: list[s
         columns=["_first", "_max"]).reset_index(drop=True)
 
 
+STEP_CHUNK = 1 << 20
+"""Rows category_steps() sums at a time."""
+
+
 def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
     """Time per category in each measured step (kernels, memcpy and memset under a step_i range):
     category, mean_ns (per step), min_ns, max_ns (over the steps), pct (of the steps' GPU time).
@@ -362,7 +376,10 @@ def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.Da
                       transfers["dur_ns"].to_numpy(np.int64)))
     labels = list(index)
     sums: dict[tuple[int, int], int] = {}
-    for code, own, dur in parts:
+    # a chunk of rows at a time: the temporaries (a step, a pair, a duration per row) stay a few MB
+    chunks = [(c[lo:lo + STEP_CHUNK], o[lo:lo + STEP_CHUNK], d[lo:lo + STEP_CHUNK]) for c, o, d in parts
+              for lo in range(0, len(o), STEP_CHUNK)]
+    for code, own, dur in chunks:
         step = np.where(own >= 0, step_by_range[np.maximum(own, 0)], -1) if len(step_by_range) else own[:0]
         rows = np.flatnonzero(step >= 0)
         if not len(rows):
@@ -371,7 +388,7 @@ def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.Da
         lo = int(step.min())
         width = int(step.max()) - lo + 1
         total = np.zeros(len(labels) * width, dtype=np.int64)  # (category, step) sums, in place
-        pair = code[rows] * width + (step - lo)
+        pair = code[rows].astype(np.int64) * width + (step - lo)
         np.add.at(total, pair, dur[rows])
         seen = np.zeros(len(total), dtype=bool)
         seen[pair] = True  # a pair whose work all took 0 ns is still there

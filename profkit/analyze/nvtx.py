@@ -567,15 +567,26 @@ def summarize(r: Projected, k: Owned, *, by: str = "path") -> Table:
 def _kernels_per_path(r: Projected, k: Owned) -> tuple[np.ndarray, ...]:
     """Per path: kernel time, count, first start and last end of the kernels its ranges own."""
     m = len(r.paths)
-    hit = k.owner >= 0
-    path = r.path[k.owner[hit]]
     dur = np.zeros(m, dtype=np.int64)
-    np.add.at(dur, path, k.dur_ns[hit])
+    count = np.zeros(m, dtype=np.int64)
     first = np.full(m, OPEN_END, dtype=np.int64)
     last = np.full(m, -1, dtype=np.int64)
-    np.minimum.at(first, path, k.start_ns[hit])
-    np.maximum.at(last, path, k.end_ns[hit])
-    return dur, np.bincount(path, minlength=m), first, last
+    for rows in _kernel_chunks(k):  # sums, minima and maxima: a chunk of kernels at a time
+        hit = k.owner[rows] >= 0
+        path = r.path[k.owner[rows][hit]]
+        np.add.at(dur, path, k.dur_ns[rows][hit])
+        count += np.bincount(path, minlength=m)
+        np.minimum.at(first, path, k.start_ns[rows][hit])
+        np.maximum.at(last, path, k.end_ns[rows][hit])
+    return dur, count, first, last
+
+
+KERNEL_CHUNK = 1 << 20
+"""Kernels the per-path sums take at a time (their temporaries: a few arrays this long)."""
+
+
+def _kernel_chunks(k: Owned) -> list[slice]:
+    return [slice(lo, lo + KERNEL_CHUNK) for lo in range(0, len(k.owner), KERNEL_CHUNK)]
 
 
 def _prefix_rows(r: Projected, k: Owned) -> dict[str, list[int]]:
@@ -608,20 +619,32 @@ def _prefix_rows(r: Projected, k: Owned) -> dict[str, list[int]]:
 def _top_kernel(r: Projected, k: Owned, by: str) -> dict[str, str]:
     """Per group key, the kernel name with the most time launched inside that group's ranges
     (ties: the name first in order)."""
-    hit = k.owner >= 0
-    if not hit.any():
+    hits = int(np.count_nonzero(k.owner >= 0))
+    if not hits:
         return {}
     width = max(len(k.names), 1)
-    pair = r.path[k.owner[hit]] * width + k.name[hit]
-    if len(r.paths) * width <= 4 * len(pair) + (1 << 20):  # (path, name) pairs few: a table, no sort
+    if len(r.paths) * width <= 4 * hits + (1 << 20):  # (path, name) pairs few: a table, no sort
         table = np.zeros(len(r.paths) * width, dtype=np.int64)
-        np.add.at(table, pair, k.dur_ns[hit])
-        uniq = np.flatnonzero(np.bincount(pair, minlength=len(table)))
+        seen = np.zeros(len(table), dtype=bool)
+        for rows in _kernel_chunks(k):  # a chunk of kernels at a time: sums are additive
+            hit = k.owner[rows] >= 0
+            pair = r.path[k.owner[rows][hit]] * width + k.name[rows][hit]
+            np.add.at(table, pair, k.dur_ns[rows][hit])
+            seen[pair] = True
+        uniq = np.flatnonzero(seen)
         dur = table[uniq]
-    else:
-        uniq, inv = np.unique(pair, return_inverse=True)
+    else:  # each chunk's pairs and sums, then the pairs of all chunks summed
+        found, sums = [], []
+        for rows in _kernel_chunks(k):
+            hit = k.owner[rows] >= 0
+            u, inv = np.unique(r.path[k.owner[rows][hit]] * width + k.name[rows][hit], return_inverse=True)
+            part = np.zeros(len(u), dtype=np.int64)
+            np.add.at(part, inv.reshape(-1), k.dur_ns[rows][hit])
+            found.append(u)
+            sums.append(part)
+        uniq, inv = np.unique(np.concatenate(found), return_inverse=True)
         dur = np.zeros(len(uniq), dtype=np.int64)
-        np.add.at(dur, inv.reshape(-1), k.dur_ns[hit])
+        np.add.at(dur, inv.reshape(-1), np.concatenate(sums))
     per: dict[tuple[str, int], int] = {}
     for p, d in zip(uniq.tolist(), dur.tolist(), strict=True):
         path, name = divmod(p, width)
@@ -794,10 +817,10 @@ def projected(ranges: pd.DataFrame) -> Projected:
 def owned(kernels: pd.DataFrame) -> Owned:
     """kernel_frame() rows with `owner` as the arrays summarize() and fold() take."""
     name = kernels["name"].astype("category")  # kernel_frame's already is: no copy
-    codes, cats = np.asarray(name.cat.codes, dtype=np.int64), [str(c) for c in name.cat.categories]
+    codes, cats = np.asarray(name.cat.codes, dtype=np.int32), [str(c) for c in name.cat.categories]  # as read: int32
     if len(set(cats)) < len(cats):  # two categories of one text: one name
         index: dict[str, int] = {}
-        remap = np.array([index.setdefault(c, len(index)) for c in cats], dtype=np.int64)
+        remap = np.array([index.setdefault(c, len(index)) for c in cats], dtype=np.int32)
         codes, cats = remap[codes], list(index)
     return Owned(kernels["dur_ns"].to_numpy(np.int64), kernels["start_ns"].to_numpy(np.int64),
                  kernels["end_ns"].to_numpy(np.int64), kernels["owner"].to_numpy(np.int64), codes, cats)

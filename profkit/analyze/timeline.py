@@ -94,6 +94,8 @@ def _unions(s: np.ndarray, e: np.ndarray, seg: np.ndarray, lo_t: np.ndarray, hi_
     return np.add.reduceat(run, np.flatnonzero(np.r_[True, run_seg[1:] != run_seg[:-1]]))
 
 
+PACK_ROWS = 1 << 32
+"""timeline() packs (preorder position, row) in one int64 below this many work rows, else sorts an index."""
 GATHER_ROWS = 1 << 18
 """About this many work rows are gathered at once per phase in timeline(): sums are additive,
 so a phase's instances are taken a chunk at a time and peak memory stays bounded."""
@@ -146,6 +148,9 @@ def per_distinct(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> n
     """
     import pandas as pd
 
+    if isinstance(values.dtype, pd.CategoricalDtype):  # its codes, no code per row made: NaN (-1) tested last
+        texts = pd.Series([*values.cat.categories.tolist(), np.nan], dtype=object).astype(str)
+        return np.asarray(test(texts), dtype=bool)[values.cat.codes.to_numpy()]
     codes, uniq = pd.factorize(values, use_na_sentinel=False)
     return np.asarray(test(pd.Series(uniq, dtype=object).astype(str)), dtype=bool)[codes]
 
@@ -242,15 +247,28 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
         if len(tin_p):
             at[owned] = tin_p[o[owned]]
         off += len(o)
-    order = np.argsort(pos_all, kind="stable")
     n_owned = int(np.count_nonzero(pos_all != last))
-    order = order[:n_owned].copy()
-    pos = pos_all[order]
-    del pos_all
-    # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder.
-    lo = np.searchsorted(pos, tin, "left")
-    hi = np.searchsorted(pos, tout, "right")
-    del pos
+    # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder. The order is
+    # kept as one int64 per owned row, (preorder position << 32) | row, sorted in place: the stable order
+    # and the sorted positions in one array, no index array or position array beside it.
+    packed = len(tin_p) < np.iinfo(np.int32).max and len(pos_all) < PACK_ROWS
+    if packed:
+        ordered = pos_all.astype(np.int64)
+        del pos_all
+        for a in range(0, len(ordered), GATHER_ROWS):  # the row numbers, a chunk at a time (no arange beside it)
+            ordered[a:a + GATHER_ROWS] <<= 32
+            ordered[a:a + GATHER_ROWS] |= np.arange(a, min(a + GATHER_ROWS, len(ordered)), dtype=np.int64)
+        ordered.sort()
+        ordered = ordered[:n_owned]
+        lo = np.searchsorted(ordered, tin.astype(np.int64) << 32, "left")
+        hi = np.searchsorted(ordered, (tout.astype(np.int64) << 32) | 0xFFFFFFFF, "right")
+    else:
+        ordered = np.argsort(pos_all, kind="stable")[:n_owned].copy()  # the order itself
+        pos = pos_all[ordered]
+        del pos_all
+        lo = np.searchsorted(pos, tin, "left")
+        hi = np.searchsorted(pos, tout, "right")
+        del pos
     r_start, r_end = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
     wall_r = np.where(r_end < OPEN_END, r_end - r_start, 0)
     rows = []
@@ -260,12 +278,13 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
         idx = np.asarray(idx)
         instances, wall = len(idx), int(wall_r[idx].sum())
         busy_at = idx[hi[idx] > lo[idx]]  # the instances with GPU work, a chunk of them at a time
-        span = busy = kernels = 0
-        qs = []
-        for part in _chunks(hi[busy_at] - lo[busy_at], GATHER_ROWS):
+        span = busy = kernels = filled = 0
+        sizes = hi[busy_at] - lo[busy_at]
+        q = np.empty(int(sizes.sum()), dtype=np.int64)  # the queues, filled chunk by chunk (no list, no concatenation)
+        for part in _chunks(sizes, GATHER_ROWS):
             chunk = busy_at[part]
             g, seg = _gather(lo[chunk], hi[chunk])
-            rows_at = order[g]
+            rows_at = ordered[g] & 0xFFFFFFFF if packed else ordered[g]
             del g
             s, e = _take(activity, "start_ns", rows_at), _take(activity, "end_ns", rows_at)
             is_k, launch = _take(activity, "is_kernel", rows_at), _take(activity, "launch_ns", rows_at)
@@ -274,10 +293,12 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
             span += int((e_last - s_first).sum())
             busy += int(_unions(s, e, seg, s_first, e_last).sum())
             kernels += int(is_k.sum())
-            qs.append((s - launch)[is_k & (launch >= 0)])
-        q = np.concatenate(qs) if qs else np.zeros(0, np.int64)
+            queued = (s - launch)[is_k & (launch >= 0)]
+            q[filled:filled + len(queued)] = queued
+            filled += len(queued)
+        q = q[:filled]
         idle = 100.0 * (span - busy) / span if span else 0.0
-        median_q = float(np.median(q)) if len(q) else float("nan")
+        median_q = float(np.median(q, overwrite_input=True)) if len(q) else float("nan")  # q is ours to reorder
         rows.append({"name": key, "instances": instances, "wall_ns": wall, "gpu_span_ns": span,
                      "gpu_busy_ns": busy, "gpu_idle_pct": idle, "kernels": kernels,
                      "launches_per_ms": kernels / (wall / 1e6) if wall else 0.0, "median_queue_ns": median_q,
@@ -326,9 +347,15 @@ def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None
     """
     out: list[str] = []
     step = phases.set_index("name").loc["step"] if "step" in set(phases["name"]) else None
-    in_steps = (kernels[per_distinct(kernels["range_path"], lambda p: p.str.match(r"^step_\d+(/|$)"))]
-                if len(kernels) else kernels)
-    total = float(in_steps["dur_ns"].sum()) if len(in_steps) else 0.0
+    # masks over the kernels' columns, no copy of the rows: the kernels of the measured steps, and among them ...
+    in_steps = (per_distinct(kernels["range_path"], lambda p: p.str.match(r"^step_\d+(/|$)"))
+                if len(kernels) else np.zeros(0, dtype=bool))
+    dur = kernels["dur_ns"].to_numpy() if len(kernels) else np.zeros(0, dtype=np.int64)
+
+    def ns(mask: np.ndarray) -> int:
+        return int(dur.sum(where=mask))
+
+    total = float(ns(in_steps)) if in_steps.any() else 0.0
     if step is not None and step["verdict"] == "launch-bound":
         if not compiled:
             out.append(f"CUDA graphs or `torch.compile` (`--compile`): the GPU is idle {step['gpu_idle_pct']:.0f}% "
@@ -338,23 +365,24 @@ def what_to_try(phases: pd.DataFrame, kernels: pd.DataFrame, *, attn: str | None
             out.append(f"a larger batch: launch-bound, and the peak ({peak_bytes / 2**30:.1f} GiB) uses "
                        f"{100 * peak_bytes / gpu_bytes:.0f}% of the GPU's {gpu_bytes / 2**30:.0f} GiB")
     if total:
-        names = in_steps["name"]
-        foreach = in_steps[per_distinct(names, lambda n: n.str.contains("multi_tensor_apply_kernel", regex=False))]
-        opt_pct = 100.0 * foreach["dur_ns"].sum() / total
+        names = kernels["name"]
+        foreach = in_steps & per_distinct(names, lambda n: n.str.contains("multi_tensor_apply_kernel", regex=False))
+        opt_pct = 100.0 * ns(foreach) / total
         if not fused_optimizer and opt_pct >= NOTABLE_PCT:
-            out.append(f"`torch.optim.AdamW(fused=True)`: the foreach optimizer runs {len(foreach):,} "
+            out.append(f"`torch.optim.AdamW(fused=True)`: the foreach optimizer runs {int(foreach.sum()):,} "
                        f"multi_tensor_apply kernels, {opt_pct:.1f}% of the steps' kernel time")
-        casts = in_steps[per_distinct(names, lambda n: n.str.contains(r"(?:bfloat16|float16)_copy_kernel", regex=True))]
-        cast_pct = 100.0 * casts["dur_ns"].sum() / total
+        casts = in_steps & per_distinct(names, lambda n: n.str.contains(r"(?:bfloat16|float16)_copy_kernel",
+                                                                          regex=True))
+        cast_pct = 100.0 * ns(casts) / total
         if cast_pct >= 5.0:
             out.append(f"bf16 weights (or a cast cache): autocast's fp32→16-bit copies are {cast_pct:.1f}% of the "
-                       f"steps' kernel time ({len(casts):,} kernels)")
+                       f"steps' kernel time ({int(casts.sum()):,} kernels)")
         if attn == "naive" and builtin:
             # softmax inside attention only: a model's loss runs a (log-)softmax over the vocabulary too
-            in_attention = per_distinct(in_steps["range_path"],
+            in_attention = per_distinct(kernels["range_path"],
                                         lambda p: p.str.contains(r"/attention(?:/|$)|attn_softmax"))
-            soft = in_steps[per_distinct(in_steps["category"], lambda c: c == "softmax") & in_attention]
-            soft_pct = 100.0 * soft["dur_ns"].sum() / total
+            soft = in_steps & per_distinct(kernels["category"], lambda c: c == "softmax") & in_attention
+            soft_pct = 100.0 * ns(soft) / total
             if soft_pct >= 2.0:
                 out.append(f"an SDPA backend (`--attn flash`): naive attention's softmax alone is {soft_pct:.1f}% of "
                            "the steps' kernel time, and its T x T scores go through memory")
