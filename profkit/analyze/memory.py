@@ -729,34 +729,37 @@ def _alive_at_address(lt_addr: np.ndarray, alloc_seq: np.ndarray, free_seq: np.n
     same = s_addr[1:] == s_addr[:-1]
     overlap_pair = same & ((s_free[:-1] < 0) | (s_free[:-1] > s_alloc[1:]))
     bad_addrs = np.unique(s_addr[1:][overlap_pair])
-    lo = np.searchsorted(s_addr, addrs, side="left")
-    hi = np.searchsorted(s_addr, addrs, side="right")
-    present = hi > lo
-    # the last lifetime of the address allocated before `at`: alloc_seq within [lo, hi) rises
-    cand = np.full(len(addrs), -1, dtype=np.int64)
-    for_search = np.flatnonzero(present)
-    if len(for_search):
-        idx = _last_before(s_addr, s_alloc, addrs[for_search], at[for_search])
-        cand[for_search] = idx
-    ok = (cand >= lo) & present
-    c = np.where(ok, cand, 0)
-    alive = ok & (s_alloc[c] < at) & ((s_free[c] < 0) | (s_free[c] >= at))
-    out[alive] = order[c[alive]]
+    del same, overlap_pair
+    uniq, key = _search_key(s_addr, s_alloc)
+    for first in range(0, len(addrs), QUERY_CHUNK):  # the queries' temporaries stay a chunk's size
+        a, t = addrs[first:first + QUERY_CHUNK], at[first:first + QUERY_CHUNK]
+        lo = np.searchsorted(s_addr, a, side="left")
+        present = np.searchsorted(s_addr, a, side="right") > lo
+        # the last lifetime of the address allocated before `at`: alloc_seq within [lo, hi) rises
+        cand = np.full(len(a), -1, dtype=np.int64)
+        for_search = np.flatnonzero(present)
+        if len(for_search):
+            cand[for_search] = _last_before(uniq, key, a[for_search], t[for_search])
+        ok = (cand >= lo) & present
+        c = np.where(ok, cand, 0)
+        alive = ok & (s_alloc[c] < t) & ((s_free[c] < 0) | (s_free[c] >= t))
+        out[first + np.flatnonzero(alive)] = order[c[alive]]
     if len(bad_addrs):
         slow = np.flatnonzero(np.isin(addrs, bad_addrs))
         for j in slow.tolist():
             out[j] = -1
-            for q in range(int(lo[j]), int(hi[j])):
+            lo_j, hi_j = np.searchsorted(s_addr, addrs[j], side="left"), np.searchsorted(s_addr, addrs[j], side="right")
+            for q in range(int(lo_j), int(hi_j)):
                 if s_alloc[q] < at[j] and (s_free[q] < 0 or s_free[q] >= at[j]):
                     out[j] = order[q]
                     break
     return out
 
 
-def _last_before(s_addr: np.ndarray, s_alloc: np.ndarray, addrs: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Vectorized: the position of the last (address, alloc_seq < at) entry, by a search over a
-    composite key (address rank, alloc_seq). `s_addr` is sorted: an address's rank counts the
-    changes before it (np.unique's inverse, without its sort and copies)."""
+def _search_key(s_addr: np.ndarray, s_alloc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted addresses' distinct values and the composite key (address rank << 36) +
+    alloc_seq + 1 per lifetime, rising. `s_addr` is sorted: an address's rank counts the changes
+    before it (np.unique's inverse, without its sort and copies)."""
     change = np.empty(len(s_addr), dtype=bool)
     change[:1] = True
     np.not_equal(s_addr[1:], s_addr[:-1], out=change[1:])
@@ -765,10 +768,22 @@ def _last_before(s_addr: np.ndarray, s_alloc: np.ndarray, addrs: np.ndarray, at:
     key = np.cumsum(change, dtype=np.int64)  # the rank, then in place the key
     del change
     np.left_shift(key, 36, out=key)
-    np.bitwise_or(key, s_alloc.astype(np.int64) + 1, out=key)
-    q_rank = np.searchsorted(uniq, addrs)
+    np.add(key, s_alloc, out=key)  # alloc_seq + 1 is in [0, 2**36)
+    key += 1
+    return uniq, key
+
+
+def _last_before(uniq: np.ndarray, key: np.ndarray, addrs: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Vectorized: the position of the last (address, alloc_seq < at) entry, by a search over
+    _search_key()'s key."""
+    q = np.searchsorted(uniq, addrs).astype(np.int64)
+    np.left_shift(q, 36, out=q)
+    q |= at
     # alloc_seq < at  <=>  alloc_seq + 1 <= at
-    return np.searchsorted(key, q_rank.astype(np.int64) << 36 | at, side="right") - 1
+    return np.searchsorted(key, q, side="right") - 1
+
+
+QUERY_CHUNK = 1 << 18
 
 
 def _phase_ends(tree: pd.DataFrame) -> dict[tuple[int, str], int]:
