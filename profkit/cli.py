@@ -771,7 +771,7 @@ def _memory(path: Path) -> Any:
     from profkit.report import memory as memory_report
 
     data = library(lambda: snapshot.read(path))
-    return data, memory_report.analyze(data)
+    return data, memory_report.analyze(data, lean=True)
 
 
 @report.command("memory", context_settings=CONTEXT_SETTINGS)

@@ -159,7 +159,8 @@ def load_compact(path: Path) -> unpickle.Loaded:
 
 
 def _events_frame(columns: unpickle.Trace | None, loaded: unpickle.Loaded) -> pd.DataFrame:
-    """The trace's columns as the events frame: seq, action and frame as categories of their names."""
+    """The trace's columns as the events frame: seq, action and frame as categories of their names
+    (the numeric columns are views of the Trace's arrays: no copy)."""
     if columns is None:
         columns = unpickle.Trace()
     n = len(columns.action)
@@ -173,6 +174,51 @@ def _events_frame(columns: unpickle.Trace | None, loaded: unpickle.Loaded) -> pd
         "addr": col(columns.addr, np.int64), "size": col(columns.size, np.int64),
         "time_us": col(columns.time_us, np.int64),
         "frame": pd.Categorical.from_codes(col(columns.frame, np.int32), categories=loaded.frames)}, copy=False)
+
+
+def _libc() -> Any:
+    """glibc through ctypes, or None (another C library, or no ctypes)."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            lib = ctypes.CDLL(name) if name else None
+            if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt"):
+                _LIBC = lib
+        except (OSError, AttributeError):
+            pass
+    return _LIBC or None
+
+
+_LIBC: Any = None
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 256 << 10
+"""Allocations of this many bytes or more get their own mapping, given back when freed. glibc's
+default starts at 128 kB but rises to the largest block freed so far (up to 32 MB), after which a
+large snapshot's arrays and chunk lists of up to 32 MB live in the heap, whose freed space glibc
+keeps: fixed here, as a long-running process with a known pattern of big arrays would set it."""
+
+
+def release_freed() -> None:
+    """Hand the memory freed so far back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    A large snapshot's read and analysis free hundreds of MB of short-lived objects and arrays in
+    the C heap, which glibc keeps resident for reuse unless told: a 1 GB snapshot's read left about
+    400 MB resident that nothing used. Called between the stages of `report memory`."""
+    lib = _libc()
+    if lib is not None:
+        lib.malloc_trim(0)
+
+
+def _fixed_mmap_threshold() -> None:
+    """MMAP_THRESHOLD, set once for the process (glibc only)."""
+    lib = _libc()
+    if lib is not None:
+        lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def top_frame(frames: Any) -> str:
@@ -204,7 +250,9 @@ def read(path: Path) -> MemoryData:
             history that overflowed max_entries; a sidecar that is not profkit's.
     """
     path = snapshot_path(path)
+    _fixed_mmap_threshold()
     side = _read_sidecar(path)  # first: its text is gone before the trace's columns are read
+    rows = _sidecar_frames(path, side) if side else None  # and its rows are frames (their pieces gone)
     loaded = load_compact(path)
     snap = loaded.data
     if not isinstance(snap, dict) or not isinstance(snap.get("segments"), list):
@@ -229,14 +277,13 @@ def read(path: Path) -> MemoryData:
         raise MemoryInputError(f"{path}'s history overflowed: {n:,} events kept of max_entries "
                                f"{int(side['max_entries']):,}, the oldest dropped, so the peak cannot be replayed; "
                                "record it again with a larger --memory-max-entries or fewer --steps")
-    if columns is not None:  # addresses, sizes and times torch writes are integers >= 0
-        for what in ("addr", "size", "time_us"):
-            col = np.frombuffer(getattr(columns, what), dtype=np.int64)
-            if len(col) and col.min() < 0:
-                i = int(np.argmax(col < 0))
-                raise MemoryInputError(f"{path} is damaged: trace entry {i} has {what} = {int(col[i])}; torch writes "
-                                       "integers of 0 or more there: record the snapshot again")
     events = _events_frame(columns, loaded)
+    for what in ("addr", "size", "time_us"):  # addresses, sizes and times torch writes are integers >= 0
+        col = events[what].to_numpy()
+        if len(col) and col.min() < 0:
+            i = int(np.argmax(col < 0))
+            raise MemoryInputError(f"{path} is damaged: trace entry {i} has {what} = {int(col[i])}; torch writes "
+                                   "integers of 0 or more there: record the snapshot again")
     segments = [s for s in snap["segments"] if isinstance(s, dict) and s.get("device", device) == device]
     try:
         end_blocks = blocks_frame(segments)
@@ -245,7 +292,10 @@ def read(path: Path) -> MemoryData:
     data = MemoryData(path=path, device=device, events=events, end_blocks=end_blocks,
                       settings=_settings(snap.get("allocator_settings"), path), sidecar=side is not None)
     if side:
-        _apply_sidecar(data, side, snap.get("external_annotations"))
+        assert rows is not None
+        _apply_sidecar(data, side, rows, snap.get("external_annotations"))
+    del loaded, snap, side, rows
+    release_freed()
     return data
 
 
@@ -491,7 +541,25 @@ def _rows_in_pieces(text: str, lo: int, hi: int) -> _Rows | None:
     return _Rows(parts)
 
 
-def _apply_sidecar(data: MemoryData, side: dict[str, Any], annotations: Any) -> None:
+def _sidecar_frames(path: Path, side: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sidecar's range log (without times) and storages as frames; their rows are taken out of
+    `side` (a large sidecar's pieces go as the frames are made).
+
+    Raises:
+        MemoryInputError: rows of the wrong width.
+    """
+    try:
+        log = _rows_frame(side["ranges"].pop("rows"), ["thread", "kind", "name", "host_ns"])
+        tensors = _rows_frame(side["tensors"].pop("rows"), ["kind", "step", "address", "bytes", "name"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MemoryInputError(f"{path.with_suffix('.json')} is damaged ({type(e).__name__}: {e}); remove it to "
+                               "report the snapshot alone") from None
+    return log, tensors
+
+
+def _apply_sidecar(data: MemoryData, side: dict[str, Any], rows: tuple[pd.DataFrame, pd.DataFrame],
+                   annotations: Any) -> None:
+    log, data.tensors = rows
     try:
         start = side.get("start") or {}
         end = side.get("end") or {}
@@ -502,8 +570,6 @@ def _apply_sidecar(data: MemoryData, side: dict[str, Any], annotations: Any) -> 
         data.max_entries = int(side["max_entries"])
         data.oom = bool(side.get("oom", False))
         data.run = dict(side.get("run") or {})
-        log = _rows_frame(side["ranges"]["rows"], ["thread", "kind", "name", "host_ns"])
-        data.tensors = _rows_frame(side["tensors"]["rows"], ["kind", "step", "address", "bytes", "name"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise MemoryInputError(f"{data.path.with_suffix('.json')} is damaged ({type(e).__name__}: {e}); remove it to "
                                "report the snapshot alone") from None

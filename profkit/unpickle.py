@@ -168,6 +168,7 @@ def load(f: BinaryIO, top_frame: Callable[[Any], str]) -> Loaded:
     mixed: set[int] = set()
     actions: dict[str, int] = {}
     frame_codes: dict[str, int] = {"": 0}
+    texts: dict[str, str] = {}  # annotations' names and stages, interned
     stack_cache: dict[bytes, _Stack] = {}
     events = 0
     fast: re.Pattern[bytes] | None = None
@@ -284,7 +285,8 @@ def load(f: BinaryIO, top_frame: Callable[[Any], str]) -> Loaded:
                 events += 1
             elif (type(e) is dict and "stage" in e and e.keys() <= _ANNOTATION_KEYS and type(e.get("name")) is str
                   and type(e["stage"]) is str and type(e.get("time_us")) is int):
-                plain.append(Annotation(e["stage"], e["name"], e["time_us"]))
+                name, stage = e["name"], e["stage"]  # one str per distinct text (a name repeats every step)
+                plain.append(Annotation(texts.setdefault(stage, stage), texts.setdefault(name, name), e["time_us"]))
                 forget(e)
             else:
                 plain.append(e)

@@ -298,12 +298,14 @@ def _markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         return "—" if v is None else "yes" if v else "NO"
 
     lines = ["# Memory-snapshot benchmark (`profkit report memory` at scale)", "",
-             f"`python scripts/bench_snapshot.py --sizes {args.sizes} --old {args.old} "
-             f"--old-max-mb {args.old_max_mb:g}`", "",
+             f"`python scripts/bench_snapshot.py --sizes {args.sizes} --work {args.work} --old {args.old} "
+             f"--old-max-mb {args.old_max_mb:g} --json-max-mb {args.json_max_mb:g} "
+             f"--markdown-max-mb {args.markdown_max_mb:g}`", "",
              f"Machine: {os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}, shared with "
              f"other test runs; loadavg at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. Each command a fresh "
              "process (`/usr/bin/time -f %M`: peak RSS), one run each, no cache. new: this checkout; old: "
-             f"`{args.old}`'s reader (pickle.load, the per-event loops).", "",
+             f"`{args.old}`'s checkout (its runs kept beside their outputs and reused when the snapshot is the "
+             "same).", "",
              "| target | pickle MB | events | new md s | new md peak MB | µs / event | new json s | new json peak MB "
              "| old json s | old json peak MB | same JSON | same markdown | peak = torch's |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|:---:|"]

@@ -9,6 +9,7 @@ step, so every step of a built snapshot must report what step 0 reports.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import pickle
 import random
@@ -254,3 +255,42 @@ def test_numpy_columns_have_the_compact_types() -> None:
     assert isinstance(d.events["action"].dtype, pd.CategoricalDtype)
     assert isinstance(d.events["frame"].dtype, pd.CategoricalDtype)
     assert sys.getsizeof(d.events) < 100_000
+
+
+def test_the_lean_analysis_reports_the_same_text(built: Path) -> None:
+    """report memory's lean analysis (the trace's columns dropped once nothing reads them) writes
+    the full analysis's markdown and JSON, byte for byte; its events keep action and time_us."""
+    for fmt in ("markdown", "json"):
+        full = snapshot.read(built)
+        want = memory_report.report(full, memory_report.analyze(full), fmt=fmt, title="t")
+        lean = snapshot.read(built)
+        m = memory_report.analyze(lean, lean=True)
+        assert list(lean.events.columns) == ["action", "time_us"]
+        assert m.replay.source is lean.events
+        assert memory_report.report(lean, m, fmt=fmt, title="t") == want
+
+
+def test_dump_json_writes_json_dumps_text(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JSON report's per-range table, written in pieces of records, is json.dumps's text of the
+    whole list of records."""
+    monkeypatch.setattr(memory_report, "JSON_PIECE", 7)
+    data = snapshot.read(built)
+    m = memory_report.analyze(data)
+    r = memory_report.result(data, m, paths_frame=True)
+    assert isinstance(r["paths"], pd.DataFrame) and len(r["paths"]) > 7 * 3
+    assert memory_report.dump_json(r) == json.dumps(memory_report.result(data, m), indent=1) + "\n"
+    empty = {"a": 1, "paths": pd.DataFrame(columns=["x"]), "b": [2]}
+    assert memory_report.dump_json(empty) == json.dumps({"a": 1, "paths": [], "b": [2]}, indent=1) + "\n"
+
+
+def test_annotation_names_are_one_string_per_text() -> None:
+    """Every step repeats its range names: the reader keeps one str per distinct name and stage."""
+    texts = [("profkit:", "forward"), ("profkit:", "forward"), ("STA", "RT")]
+    ann = [{"stage": "".join(("ST", "ART")), "name": "".join(t), "device": 0, "time_us": i}
+           for i, t in enumerate(texts)]
+    assert ann[0]["name"] is not ann[1]["name"]
+    data = pickle.dumps({"segments": [], "device_traces": [[]], "external_annotations": ann}, protocol=4)
+    loaded = unpickle.load(io.BytesIO(data), snapshot.top_frame)
+    got = loaded.data["external_annotations"]
+    assert [(a.stage, a.name, a.time_us) for a in got] == [(a["stage"], a["name"], a["time_us"]) for a in ann]
+    assert got[0].name is got[1].name and got[0].stage is got[1].stage is got[2].stage

@@ -297,7 +297,7 @@ def replay(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: di
     allocated/reserved memory after every event.
 
     Args:
-        events: the trace (seq, action, addr, size), in recorded order.
+        events: the trace (action, addr, size), in recorded order.
         start_blocks: the blocks when the window opened (segment, segment_size, segment_type,
             address, size, state); None for a snapshot without them, replayed approximately:
             requested sizes rounded, the blocks held before the window from the dump's blocks
@@ -308,7 +308,7 @@ def replay(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: di
     Raises:
         TypeError: a required column is missing.
     """
-    require(events, ["seq", "action", "addr", "size"], "events")
+    require(events, ["action", "addr", "size"], "events")
     settings = settings or {}
     if start_blocks is None:
         return _replay_approximate(events, end_blocks, settings)
@@ -683,10 +683,10 @@ def categorize(rp: Replay, tensors: pd.DataFrame, tree: pd.DataFrame) -> pd.Seri
     at_arr[timed] = np.searchsorted(times, t[keep][timed].astype(np.int64), side="left")
     addrs = np.asarray(tensors["address"].to_numpy()[known][keep], dtype=np.int64)
     pri_arr = pri.to_numpy()[known][keep].astype(np.int64)
-    best = np.full(len(lt), len(_PRIORITY), dtype=np.int64)
+    best = np.full(len(lt), len(_PRIORITY), dtype=np.int8)  # priorities are 0..5
     k = _alive_at_address(lt["addr"].to_numpy(), alloc_seq, free_seq, addrs, at_arr)
     hit = k >= 0
-    np.minimum.at(best, k[hit], pri_arr[hit])
+    np.minimum.at(best, k[hit], pri_arr[hit].astype(np.int8))
     names = [_CATEGORY_OF[next(kind for kind, p in _PRIORITY.items() if p == v)] for v in
              range(len(set(_PRIORITY.values())))]
     codes = np.where(best < len(names), best, np.where(alloc_seq < 0, len(names) + 1, len(names))).astype(np.int8)
@@ -724,43 +724,66 @@ def _alive_at_address(lt_addr: np.ndarray, alloc_seq: np.ndarray, free_seq: np.n
     out = np.full(len(addrs), -1, dtype=np.int64)
     if n == 0 or len(addrs) == 0:
         return out
-    order = np.lexsort((np.arange(n), lt_addr))
+    order = np.argsort(lt_addr, kind="stable")  # by address, then lifetime (no arange of n to sort by)
     s_addr, s_alloc, s_free = lt_addr[order], alloc_seq[order], free_seq[order]
     same = s_addr[1:] == s_addr[:-1]
     overlap_pair = same & ((s_free[:-1] < 0) | (s_free[:-1] > s_alloc[1:]))
     bad_addrs = np.unique(s_addr[1:][overlap_pair])
-    lo = np.searchsorted(s_addr, addrs, side="left")
-    hi = np.searchsorted(s_addr, addrs, side="right")
-    present = hi > lo
-    # the last lifetime of the address allocated before `at`: alloc_seq within [lo, hi) rises
-    cand = np.full(len(addrs), -1, dtype=np.int64)
-    for_search = np.flatnonzero(present)
-    if len(for_search):
-        idx = _last_before(s_addr, s_alloc, addrs[for_search], at[for_search])
-        cand[for_search] = idx
-    ok = (cand >= lo) & present
-    c = np.where(ok, cand, 0)
-    alive = ok & (s_alloc[c] < at) & ((s_free[c] < 0) | (s_free[c] >= at))
-    out[alive] = order[c[alive]]
+    del same, overlap_pair
+    uniq, key = _search_key(s_addr, s_alloc)
+    for first in range(0, len(addrs), QUERY_CHUNK):  # the queries' temporaries stay a chunk's size
+        a, t = addrs[first:first + QUERY_CHUNK], at[first:first + QUERY_CHUNK]
+        lo = np.searchsorted(s_addr, a, side="left")
+        present = np.searchsorted(s_addr, a, side="right") > lo
+        # the last lifetime of the address allocated before `at`: alloc_seq within [lo, hi) rises
+        cand = np.full(len(a), -1, dtype=np.int64)
+        for_search = np.flatnonzero(present)
+        if len(for_search):
+            cand[for_search] = _last_before(uniq, key, a[for_search], t[for_search])
+        ok = (cand >= lo) & present
+        c = np.where(ok, cand, 0)
+        alive = ok & (s_alloc[c] < t) & ((s_free[c] < 0) | (s_free[c] >= t))
+        out[first + np.flatnonzero(alive)] = order[c[alive]]
     if len(bad_addrs):
         slow = np.flatnonzero(np.isin(addrs, bad_addrs))
         for j in slow.tolist():
             out[j] = -1
-            for q in range(int(lo[j]), int(hi[j])):
+            lo_j, hi_j = np.searchsorted(s_addr, addrs[j], side="left"), np.searchsorted(s_addr, addrs[j], side="right")
+            for q in range(int(lo_j), int(hi_j)):
                 if s_alloc[q] < at[j] and (s_free[q] < 0 or s_free[q] >= at[j]):
                     out[j] = order[q]
                     break
     return out
 
 
-def _last_before(s_addr: np.ndarray, s_alloc: np.ndarray, addrs: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Vectorized: the position of the last (address, alloc_seq < at) entry, by a search over a
-    composite key (address rank, alloc_seq)."""
-    uniq, rank = np.unique(s_addr, return_inverse=True)
-    key = rank.astype(np.int64) << 36 | (s_alloc + 1)
-    q_rank = np.searchsorted(uniq, addrs)
+def _search_key(s_addr: np.ndarray, s_alloc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted addresses' distinct values and the composite key (address rank << 36) +
+    alloc_seq + 1 per lifetime, rising. `s_addr` is sorted: an address's rank counts the changes
+    before it (np.unique's inverse, without its sort and copies)."""
+    change = np.empty(len(s_addr), dtype=bool)
+    change[:1] = True
+    np.not_equal(s_addr[1:], s_addr[:-1], out=change[1:])
+    uniq = s_addr[change]
+    change[:1] = False
+    key = np.cumsum(change, dtype=np.int64)  # the rank, then in place the key
+    del change
+    np.left_shift(key, 36, out=key)
+    np.add(key, s_alloc, out=key)  # alloc_seq + 1 is in [0, 2**36)
+    key += 1
+    return uniq, key
+
+
+def _last_before(uniq: np.ndarray, key: np.ndarray, addrs: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Vectorized: the position of the last (address, alloc_seq < at) entry, by a search over
+    _search_key()'s key."""
+    q = np.searchsorted(uniq, addrs).astype(np.int64)
+    np.left_shift(q, 36, out=q)
+    q |= at
     # alloc_seq < at  <=>  alloc_seq + 1 <= at
-    return np.searchsorted(key, q_rank.astype(np.int64) << 36 | at, side="right") - 1
+    return np.searchsorted(key, q, side="right") - 1
+
+
+QUERY_CHUNK = 1 << 18
 
 
 def _phase_ends(tree: pd.DataFrame) -> dict[tuple[int, str], int]:
@@ -816,9 +839,12 @@ class MemoryAnalysis:
 def analyze_memory(events: pd.DataFrame, start_blocks: pd.DataFrame | None, settings: dict[str, Any],
                    *, log: pd.DataFrame, tensors: pd.DataFrame, end_blocks: pd.DataFrame | None = None,
                    torch_peak_allocated_bytes: int | None = None, torch_peak_reserved_bytes: int | None = None,
-                   clock: str = "none") -> MemoryAnalysis:
-    """Replay, place and categorize one snapshot's frames (MemoryData's, passed apart)."""
-    rp = replay(events, start_blocks, settings, end_blocks=end_blocks)
+                   clock: str = "none", replayed: Replay | None = None) -> MemoryAnalysis:
+    """Replay, place and categorize one snapshot's frames (MemoryData's, passed apart).
+
+    replayed: replay()'s result for these events when the caller has it (the events may then lack
+    addr and size: only action, time_us and frame are read after the replay)."""
+    rp = replayed if replayed is not None else replay(events, start_blocks, settings, end_blocks=end_blocks)
     tree = range_tree(log) if not log.empty else range_tree(log.iloc[0:0].astype({"time_us": "int64"}))
     lt = rp.lifetimes
     seq = lt["alloc_seq"].to_numpy()
@@ -909,20 +935,38 @@ def path_table(m: MemoryAnalysis) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     times = rp.times()
     level = rp.allocated
-    csum = rp.alloc_sizes()
-    np.cumsum(csum, out=csum)
+    lt = rp.lifetimes
+    a_seq = lt["alloc_seq"].to_numpy()
+    mine = a_seq >= 0  # the window's allocations, one per alloc event, numbered in event order
+    a_seq = a_seq[mine]
+    if len(a_seq) > 1 and not bool((a_seq[1:] > a_seq[:-1]).all()):  # not in event order: per event
+        a_seq = np.flatnonzero(rp.alloc_sizes())
+        csum = np.cumsum(rp.alloc_sizes()[a_seq])
+    else:
+        csum = np.cumsum(lt["size"].to_numpy()[mine])
+    del mine
+    a_seq = a_seq.astype(np.int64)  # searchsorted would cast an int32 array per call
     start_level = rp.start_allocated_bytes
+
+    def allocated_in(i: int, j: int) -> int:
+        """Bytes of the blocks allocated by events i..j-1."""
+        lo, hi = np.searchsorted(a_seq, (i, j), side="left")
+        return int((csum[hi - 1] if hi else 0) - (csum[lo - 1] if lo else 0))
 
     def level_before(i: int) -> int:
         return int(level[i - 1]) if i > 0 else start_level
 
-    rows = []
-    for path, s, e in zip(tree["path"].tolist(), tree["start_us"].tolist(), tree["end_us"].tolist(), strict=True):
+    n = len(tree)
+    allocated, entry_b, exit_b, peak_b = (np.zeros(n, dtype=np.int64) for _ in range(4))  # no list of row tuples
+    for k, (s, e) in enumerate(zip(tree["start_us"].tolist(), tree["end_us"].tolist(), strict=True)):
         i, j = _index_before(times, s), _index_before(times, e)
         entry, exit_ = level_before(i), level_before(j)
-        peak = max(entry, int(level[i:j].max())) if j > i else entry
-        rows.append((path, int((csum[j - 1] if j else 0) - (csum[i - 1] if i else 0)), entry, exit_, peak))
-    t = pd.DataFrame(rows, columns=["path", "allocated_bytes", "entry_bytes", "exit_bytes", "peak_bytes"])
+        entry_b[k], exit_b[k] = entry, exit_
+        peak_b[k] = max(entry, int(level[i:j].max())) if j > i else entry
+        allocated[k] = allocated_in(i, j)
+
+    t = pd.DataFrame({"path": tree["path"], "allocated_bytes": allocated, "entry_bytes": entry_b,
+                      "exit_bytes": exit_b, "peak_bytes": peak_b})
     g = t.groupby("path", sort=False).agg(instances=("path", "size"), allocated_bytes=("allocated_bytes", "sum"),
                                           entry_bytes=("entry_bytes", "first"), exit_bytes=("exit_bytes", "last"),
                                           peak_bytes=("peak_bytes", "max")).reset_index()
@@ -939,25 +983,33 @@ def timeline(m: MemoryAnalysis, *, points: int = 2000) -> pd.DataFrame:
     t0 = int(time_us[0])
     a = rp.allocated
     if len(a) > points:
-        idx = np.union1d(_bucket_maxima(time_us - t0, a, points), [0, len(a) - 1, max(m.peak_seq, 0)])
+        idx = np.union1d(_bucket_maxima(time_us, t0, a, points), [0, len(a) - 1, max(m.peak_seq, 0)])
         return pd.DataFrame({"t_us": time_us[idx] - t0, "allocated_bytes": a[idx], "reserved_bytes": rp.reserved(idx)})
     return pd.DataFrame({"t_us": time_us - t0, "allocated_bytes": a, "reserved_bytes": rp.reserved()})
 
 
-def _bucket_maxima(t: np.ndarray, a: np.ndarray, points: int) -> np.ndarray:
-    """Per time bucket (`points` equal spans up to t[-1]), the first event with the bucket's
-    highest `a` (as pandas' groupby idxmax); buckets in order."""
-    buckets = np.minimum((t * points) // max(int(t[-1]), 1), points - 1)
-    if len(buckets) > 1 and not bool((buckets[1:] >= buckets[:-1]).all()):  # times out of order
-        frame = pd.DataFrame({"b": buckets, "a": a})
+def _bucket_maxima(time_us: np.ndarray, t0: int, a: np.ndarray, points: int) -> np.ndarray:
+    """Per time bucket (`points` equal spans of t = time_us - t0 up to t[-1]), the first event with
+    the bucket's highest `a` (as pandas' groupby idxmax); buckets in order.
+
+    Event i is in bucket min(t_i * points // T, points - 1), T = max(t[-1], 1): with times in
+    order, bucket b starts at the first t >= ceil(b * T / points), found by binary search (no
+    array of the trace's length is made)."""
+    n = len(a)
+    span = max(int(time_us[-1]) - t0, 1)
+    if n > 1 and not bool((time_us[1:] >= time_us[:-1]).all()):  # times out of order
+        t = time_us - t0
+        frame = pd.DataFrame({"b": np.minimum((t * points) // span, points - 1), "a": a})
         return frame.groupby("b")["a"].idxmax().to_numpy()
-    starts = np.flatnonzero(np.concatenate([[True], buckets[1:] != buckets[:-1]]))
-    del buckets
+    bounds = -(-np.arange(points, dtype=np.int64) * span // points) + t0  # ceil(b * T / points), as times
+    lo = np.searchsorted(time_us, bounds, side="left")
+    hi = np.append(lo[1:], n)
+    starts = lo[hi > lo]
     best = np.maximum.reduceat(a, starts)
-    ends = np.append(starts[1:], len(a))
+    ends = np.append(starts[1:], n)
     out = np.empty(len(starts), dtype=np.int64)
-    for k, (lo, hi, v) in enumerate(zip(starts.tolist(), ends.tolist(), best.tolist(), strict=True)):
-        out[k] = lo + int(np.argmax(a[lo:hi] == v))
+    for k, (lo_, hi_, v) in enumerate(zip(starts.tolist(), ends.tolist(), best.tolist(), strict=True)):
+        out[k] = lo_ + int(np.argmax(a[lo_:hi_] == v))
     return out
 
 

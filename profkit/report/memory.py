@@ -18,7 +18,7 @@ from profkit import layout
 from profkit.analyze import memory as mem
 from profkit.report.png import Canvas, text_width
 from profkit.report.tables import markdown_table
-from profkit.snapshot import MemoryData
+from profkit.snapshot import MemoryData, release_freed
 
 PHASE_COLORS = {"forward": (214, 230, 248), "backward": (250, 224, 200), "optimizer": (214, 240, 214)}
 ALLOCATED_COLOR = (31, 94, 168)
@@ -31,10 +31,31 @@ TIMELINE_POINTS = 1000
 allocated value, so the peak is among them): what report.html's memory plot draws."""
 
 
-def analyze(data: MemoryData) -> mem.MemoryAnalysis:
-    return mem.analyze_memory(data.events, data.start_blocks, data.settings, log=data.range_log, tensors=data.tensors,
-                              end_blocks=data.end_blocks, torch_peak_allocated_bytes=data.torch_peak_allocated_bytes,
-                              torch_peak_reserved_bytes=data.torch_peak_reserved_bytes, clock=data.clock)
+LEAN_DROPS = ("seq", "addr", "size")
+"""The trace's columns that nothing reads after the replay (20 bytes per event: 240 MB of a 1 GB
+snapshot's 12 M events); `frame` goes too once each allocation has its own."""
+
+
+def analyze(data: MemoryData, *, lean: bool = False) -> mem.MemoryAnalysis:
+    """The analysis of a snapshot.
+
+    lean: what a report needs only: data.events loses LEAN_DROPS once replayed and `frame` once
+    the lifetimes have theirs (data.events and the analysis's replay.source are then action and
+    time_us), so that a 1 GB snapshot reports in 1 GB. The numbers are the same either way."""
+    kw: dict[str, Any] = {"log": data.range_log, "tensors": data.tensors, "end_blocks": data.end_blocks,
+                          "torch_peak_allocated_bytes": data.torch_peak_allocated_bytes,
+                          "torch_peak_reserved_bytes": data.torch_peak_reserved_bytes, "clock": data.clock}
+    if not lean:
+        return mem.analyze_memory(data.events, data.start_blocks, data.settings, **kw)
+    data.events = data.events.drop(columns="seq", errors="ignore")  # the replay reads action, addr and size
+    release_freed()
+    rp = mem.replay(data.events, data.start_blocks, data.settings, end_blocks=data.end_blocks)
+    data.events = rp.source = data.events.drop(columns=[c for c in LEAN_DROPS if c in data.events])
+    release_freed()
+    m = mem.analyze_memory(data.events, data.start_blocks, data.settings, replayed=rp, **kw)
+    data.events = rp.source = data.events.drop(columns=["frame"], errors="ignore")
+    release_freed()
+    return m
 
 
 def _mib(n: float) -> str:
@@ -46,11 +67,13 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def result(data: MemoryData, m: mem.MemoryAnalysis, *, top: int = 10,
-           kernels: pd.DataFrame | None = None, for_markdown: bool = False) -> dict[str, Any]:
+           kernels: pd.DataFrame | None = None, for_markdown: bool = False,
+           paths_frame: bool = False) -> dict[str, Any]:
     """The report as one dict: the JSON output, and what the markdown and HTML show.
 
     for_markdown: `paths` only for the peak's step, the rows markdown() shows (a long window has
-    a row per range of every step)."""
+    a row per range of every step). paths_frame: `paths` as the DataFrame (dump_json() writes it
+    as the records it would be)."""
     paths = mem.path_table(m)
     if for_markdown and len(paths):
         step = m.peak_path.split("/", 1)[0]
@@ -77,7 +100,7 @@ def result(data: MemoryData, m: mem.MemoryAnalysis, *, top: int = 10,
         "categories": _records(mem.at_peak(m, "category")),
         "at_peak_by_path": _records(mem.at_peak(m, "path").head(top * 3)),
         "top_allocations": _records(mem.top_allocations(m, top)),
-        "paths": _records(paths),
+        "paths": paths if paths_frame else _records(paths),
         "residual_stream": _records(mem.residual_stream(m, data.run)),
         "timeline": _records(mem.timeline(m, points=TIMELINE_POINTS)),
         "phases": _records(mem.phases(m)),
@@ -162,10 +185,35 @@ def markdown(r: dict[str, Any], *, title: str, top: int = 10) -> str:
 def report(data: MemoryData, m: mem.MemoryAnalysis, *, fmt: str, title: str, top: int = 10,
            kernels: pd.DataFrame | None = None) -> str:
     """`profkit report memory`: markdown or JSON."""
-    r = result(data, m, top=top, kernels=kernels, for_markdown=fmt != "json")
     if fmt == "json":
-        return json.dumps(r, indent=1) + "\n"
+        r = result(data, m, top=top, kernels=kernels, paths_frame=True)
+        return dump_json(r)
+    r = result(data, m, top=top, kernels=kernels, for_markdown=True)
     return markdown(r, title=title, top=top)
+
+
+JSON_PIECE = 20_000
+"""Rows of a large table turned into JSON records at a time by dump_json()."""
+_PLACE = "\x00profkit: the rows go here\x00"
+
+
+def dump_json(r: dict[str, Any]) -> str:
+    """json.dumps(r, indent=1) + newline, the same text, where the values that are DataFrames (a long
+    window's `paths`: a row per range of every step) are written as their records JSON_PIECE rows
+    at a time, so that no list of a million dicts is ever built."""
+    frames = {k: v for k, v in r.items() if isinstance(v, pd.DataFrame)}
+    text = json.dumps({k: _PLACE if k in frames else v for k, v in r.items()}, indent=1)
+    marker = json.dumps(_PLACE)
+    for key, frame in frames.items():
+        pieces = []
+        for lo in range(0, len(frame), JSON_PIECE):
+            piece = json.dumps(_records(frame.iloc[lo:lo + JSON_PIECE]), indent=1)
+            pieces.append(" " + piece[2:-2].replace("\n", "\n "))  # a level deeper: inside the top dict
+        rows = "[\n" + ",\n".join(pieces) + "\n ]" if pieces else "[]"
+        at = text.index(f"{json.dumps(key)}: {marker}")
+        text = text[:at] + f"{json.dumps(key)}: " + rows + text[at + len(json.dumps(key)) + 2 + len(marker):]
+        del pieces, rows
+    return text + "\n"
 
 
 def title_of(data: MemoryData) -> str:
