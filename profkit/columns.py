@@ -49,6 +49,37 @@ def pid_of(global_tid: np.ndarray) -> np.ndarray:
     return global_tid & PID_MASK
 
 
+def processes_of(global_tid: np.ndarray) -> np.ndarray:
+    """pid_of(global_tid), as one value repeated without memory (a read-only broadcast view) when
+    every thread is of one process, as on a single-process export: 8 bytes per row less while a
+    launch join holds each call's process.
+
+    >>> p = processes_of(np.array([(7 << 24) | 1, (7 << 24) | 2]))
+    >>> p.tolist() == [7 << 24] * 2, p.strides
+    (True, (0,))
+    """
+    return one_process(global_tid, mask=True)
+
+
+def one_process(pid: np.ndarray, *, mask: bool = False) -> np.ndarray:
+    """`pid` (with `mask`: pid_of(pid)) as a read-only broadcast of its one value when every row
+    has the same (no memory per row), else as it is. x & PID_MASK rounds x down to a multiple of
+    2^24, which never decreases as x grows: equal for the smallest and the largest value, it is
+    equal for all.
+
+    >>> one_process(np.array([5, 5, 5])).strides, one_process(np.array([5, 6])).tolist()
+    ((0,), [5, 6])
+    """
+    if not len(pid):
+        return pid_of(pid) if mask else pid
+    lo, hi = int(pid.min()), int(pid.max())
+    if mask:
+        lo, hi = lo & PID_MASK, hi & PID_MASK
+    if lo != hi:
+        return pid_of(pid) if mask else pid
+    return np.broadcast_to(np.int64(lo), len(pid))
+
+
 KERNEL_TABLE = "CUPTI_ACTIVITY_KIND_KERNEL"
 RUNTIME_TABLE = "CUPTI_ACTIVITY_KIND_RUNTIME"
 GRAPH_TABLE = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
@@ -472,16 +503,18 @@ def launch_calls(reader: Reader, tables: set[str], *, like: str | None = "%Launc
     background = reader.pending.pop(like, None)
     if background is not None and (read := background.join()) is not None:
         corr, tid, start = read
-        check_unique(reader.path, "runtime call", corr, pid_of(tid))
-        return [corr, pid_of(tid), start, tid]
+        pid = processes_of(tid)
+        check_unique(reader.path, "runtime call", corr, pid)
+        return [corr, pid, start, tid]
     require(reader, RUNTIME_TABLE, ("correlationId", "globalTid", "start"))
     where = ""
     if like is not None and "nameId" in reader.columns_of(RUNTIME_TABLE):
         where = f" WHERE nameId IN (SELECT id FROM StringIds WHERE value LIKE '{like}')"
     corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE}{where}",
                                      [-1, -1, None], rows, narrow=[0])
-    check_unique(reader.path, "runtime call", corr, pid_of(tid))
-    return [corr, pid_of(tid), start, tid]
+    pid = processes_of(tid)
+    check_unique(reader.path, "runtime call", corr, pid)
+    return [corr, pid, start, tid]
 
 
 class _Background:
@@ -544,16 +577,17 @@ def read_launch_calls(reader: Reader, tables: set[str], likes: list[str]) -> Non
     if len(likes) == 1:  # one pattern: no name column to tell them apart
         corr, tid, start = reader.select(f"SELECT correlationId, globalTid, start FROM {RUNTIME_TABLE} WHERE nameId IN "
                                          f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None], narrow=[0])
-        check_unique(reader.path, "runtime call", corr, pid_of(tid))
-        reader.calls[likes[0]] = [corr, pid_of(tid), start, tid]
+        pid = processes_of(tid)
+        check_unique(reader.path, "runtime call", corr, pid)
+        reader.calls[likes[0]] = [corr, pid, start, tid]
         return
     corr, tid, start, name = reader.select(
         f"SELECT correlationId, globalTid, start, nameId FROM {RUNTIME_TABLE} WHERE nameId IN "
         f"({', '.join(map(str, wanted.tolist()))})", [-1, -1, None, None], narrow=[0, 3])
-    check_unique(reader.path, "runtime call", corr, pid_of(tid))
+    check_unique(reader.path, "runtime call", corr, processes_of(tid))
     for like, mine in ids.items():
         keep = np.isin(name, mine)
-        reader.calls[like] = [corr[keep], pid_of(tid[keep]), start[keep], tid[keep]]
+        reader.calls[like] = [corr[keep], processes_of(tid[keep]), start[keep], tid[keep]]
 
 
 MAX_DURATION_NS = 7 * 86_400 * 10**9
@@ -710,17 +744,20 @@ def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) ->
     [[70, 50, -1], [1, 1, -1]]
     """
     r_corr, r_pid, r_start, r_tid = calls
-    src = np.full(len(corr), -1, dtype=np.int64)
-    if len(corr) and len(r_corr):
-        one = int(pid.min()) == int(pid.max())
-        for p in ([int(pid[0])] if one else np.unique(pid).tolist()):
-            mine = slice(None) if one else np.flatnonzero(pid == p)
-            if bool((r_pid == p).all()):
-                src[mine] = first_positions(r_corr, corr[mine])
-            else:
-                theirs = np.flatnonzero(r_pid == p)
-                pos = first_positions(r_corr[theirs], corr[mine])
-                src[mine] = np.where(pos >= 0, theirs[np.maximum(pos, 0)] if len(theirs) else -1, -1)
+    if len(corr) and len(r_corr) and int(pid.min()) == int(pid.max()) == int(r_pid.min()) == int(r_pid.max()):
+        src = first_positions(r_corr, corr)  # one process, every call's too: the positions as they come
+    else:
+        src = np.full(len(corr), -1, dtype=np.int64)
+        if len(corr) and len(r_corr):
+            one = int(pid.min()) == int(pid.max())
+            for p in ([int(pid[0])] if one else np.unique(pid).tolist()):
+                mine = slice(None) if one else np.flatnonzero(pid == p)
+                if bool((r_pid == p).all()):
+                    src[mine] = first_positions(r_corr, corr[mine])
+                else:
+                    theirs = np.flatnonzero(r_pid == p)
+                    pos = first_positions(r_corr[theirs], corr[mine])
+                    src[mine] = np.where(pos >= 0, theirs[np.maximum(pos, 0)] if len(theirs) else -1, -1)
     if not len(r_corr):
         return src, src.copy()
     missing = src < 0
@@ -799,6 +836,8 @@ def read_kernels(reader: Reader, tables: set[str], fields: Iterable[str] = KERNE
     graphs = read_graphs(reader, tables, wanted, kernels=columns)
     if graphs is not None:
         columns = {f: np.concatenate([columns[f], graphs[f]]) for f in columns}
+    if "global_pid" not in fields and "global_pid" in columns:  # read for the join only: one value when one process
+        columns["global_pid"] = one_process(columns["global_pid"])
     n = len(columns["start_ns"])
     if launches:
         launch_ns = launch_tid = np.full(n, -1, dtype=np.int64)
@@ -934,7 +973,7 @@ def launches_of(reader: Reader, tables: set[str], corr: np.ndarray, pid: np.ndar
     for pattern in (like, None):
         calls = launch_calls(reader, tables, like=pattern, rows=len(corr) if pattern is not None else 0)
         if not has_pid:
-            calls[1] = np.zeros_like(calls[1])
+            calls[1] = np.broadcast_to(np.int64(0), len(calls[1]))
         launch_ns, launch_tid = join_launches(corr, pid, calls)
         if not (launch_tid[corr >= 0] < 0).any():
             break

@@ -48,6 +48,41 @@ def test_join_launches_pairs_process_and_correlation_id() -> None:
     assert tid.tolist() == [p1 + 1, p2 + 1, p1 + 2, -1, -1]
 
 
+@pytest.mark.parametrize("case", ["one process", "calls of another process", "calls of two", "kernels of two"])
+def test_join_launches_with_one_process_broadcast_equals_the_full_arrays(case: str) -> None:
+    # the reading keeps one process as a broadcast of its value (no memory per row): the join must
+    # give what the full per-row arrays give, pair by pair, against a brute force LEFT JOIN
+    rng = np.random.default_rng(7)
+    p1, p2 = 3 << 24, 9 << 24
+    n_calls, n_kernels = 400, 300
+    r_corr = rng.integers(0, 250, n_calls)  # repeats: the first call in table order wins
+    r_tid = {"one process": p1 + rng.integers(1, 4, n_calls), "calls of another process": p2 + np.ones(n_calls, int),
+             "calls of two": np.where(rng.random(n_calls) < 0.5, p1, p2) + 1,
+             "kernels of two": p1 + rng.integers(1, 4, n_calls)}[case]
+    r_start = rng.permutation(n_calls) * 10
+    corr = rng.integers(-1, 300, n_kernels)
+    pid = np.where(rng.random(n_kernels) < 0.5, p1, p2) if case == "kernels of two" else np.full(n_kernels, p1)
+    full = columns.join_launches(corr, pid, [r_corr, columns.pid_of(r_tid), r_start, r_tid])
+    lean = columns.join_launches(corr, columns.one_process(pid), [r_corr, columns.processes_of(r_tid), r_start, r_tid])
+    first = {}
+    for c, pp, s, t in zip(r_corr.tolist(), columns.pid_of(r_tid).tolist(), r_start.tolist(), r_tid.tolist(),
+                           strict=True):
+        first.setdefault((c, pp), (s, t))
+    brute = [first.get((c, pp), (-1, -1)) for c, pp in zip(corr.tolist(), pid.tolist(), strict=True)]
+    assert [a.tolist() for a in full] == [a.tolist() for a in lean] == [[b[0] for b in brute], [b[1] for b in brute]]
+    assert (columns.processes_of(r_tid).strides == (0,)) == (case != "calls of two")
+
+
+def test_one_process_is_a_broadcast_only_when_every_row_agrees() -> None:
+    tids = np.array([(5 << 24) | 1, (5 << 24) | 0xFFFFFF, (5 << 24)])
+    assert columns.processes_of(tids).strides == (0,) and columns.processes_of(tids).tolist() == [5 << 24] * 3
+    two = np.array([(5 << 24) | 0xFFFFFF, 6 << 24])  # neighbours across a process boundary
+    assert columns.processes_of(two).tolist() == [5 << 24, 6 << 24] and columns.processes_of(two).strides == (8,)
+    nulls = np.array([-1, -1])  # a NULL globalTid read as -1: the process pid_of() gives it
+    assert columns.processes_of(nulls).tolist() == columns.pid_of(nulls).tolist()
+    assert columns.one_process(np.array([4, 5])).tolist() == [4, 5] and len(columns.processes_of(np.empty(0, int))) == 0
+
+
 def test_table_csv_is_pandas_csv() -> None:
     cols = {"name": ["a,b", 'say "hi"', "multi\nline", "", "plain"], "n": np.array([1, -2, 3, 0, 2**62]),
             "x": np.array([0.1 + 0.2, float("nan"), 1e-7, 1e20, 3.0]), "top": ["k", None, "z", None, "é"]}

@@ -273,9 +273,16 @@ def with_owner(kernels: pd.DataFrame, ranges: pd.DataFrame, owner: np.ndarray) -
 
     require(ranges, ["path"], "ranges")
     path_codes, uniq = pd.factorize(ranges["path"])
-    codes = np.where(owner >= 0, path_codes[np.clip(owner, 0, None)] if len(path_codes) else -1, -1)
+    codes = np.full(len(owner), -1, dtype=np.int32)
+    if len(path_codes):  # a chunk of kernels at a time: the gather's temporaries stay a few MB
+        for lo in range(0, len(owner), OWNER_PATH_CHUNK):
+            o = owner[lo:lo + OWNER_PATH_CHUNK]
+            codes[lo:lo + len(o)] = np.where(o >= 0, path_codes[np.clip(o, 0, None)], -1)
     return kernels.assign(owner=owner, range_path=pd.Categorical.from_codes(
-        codes.astype(np.int32), categories=pd.Index(uniq, dtype=object)))
+        codes, categories=pd.Index(uniq, dtype=object)))
+
+
+OWNER_PATH_CHUNK = 1 << 20
 
 
 def compare_shares(shares: list[pd.DataFrame], steps: list[int], labels: list[str]) -> pd.DataFrame:

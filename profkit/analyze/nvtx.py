@@ -474,21 +474,28 @@ def _owners(launch_ns: np.ndarray, launch_tid: np.ndarray, timelines: dict[int, 
     return owner
 
 
+PROJECT_CHUNK = 1 << 20
+"""Kernels project_arrays() takes at a time (sums, counts, minima and maxima: exact in any order)."""
+
+
 def project_arrays(owner: np.ndarray, dur: np.ndarray, ks: np.ndarray, ke: np.ndarray, parent: np.ndarray,
                    depth: np.ndarray) -> dict[str, np.ndarray]:
     """Per range: gpu_self_ns, gpu_total_ns (its subtree's, across threads), kernels (same scope),
     gpu_start_ns / gpu_end_ns (first kernel start, last kernel end; -1 when none), gpu_span_ns."""
     n = len(parent)
-    hit = owner >= 0
-    own = owner[hit]
     total = np.zeros(n, dtype=np.int64)
-    np.add.at(total, own, dur[hit])
-    self_ns = total.copy()
-    count = np.bincount(own, minlength=n).astype(np.int64)
+    count = np.zeros(n, dtype=np.int64)
     first = np.full(n, OPEN_END, dtype=np.int64)
     last = np.full(n, -1, dtype=np.int64)
-    np.minimum.at(first, own, ks[hit])
-    np.maximum.at(last, own, ke[hit])
+    for lo in range(0, len(owner), PROJECT_CHUNK):  # a chunk of kernels at a time: temporaries of a few MB
+        part = slice(lo, lo + PROJECT_CHUNK)
+        hit = owner[part] >= 0
+        own = owner[part][hit]
+        np.add.at(total, own, dur[part][hit])
+        count += np.bincount(own, minlength=n)
+        np.minimum.at(first, own, ks[part][hit])
+        np.maximum.at(last, own, ke[part][hit])
+    self_ns = total.copy()
     for d in range(int(depth.max()) if n else 0, 0, -1):
         rows = np.flatnonzero(depth == d)
         p = parent[rows]
