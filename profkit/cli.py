@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,20 @@ def emit(text: str, output: Path | None) -> None:
     if output.exists():
         raise bad_input(f"{output} exists; choose another -o FILE")
     library(lambda: layout.write_text(output, text, replace=False))
+    click.echo(f"wrote {output}", err=True)
+
+
+def emit_pieces(pieces: Iterable[str], output: Path | None) -> None:
+    """emit() of text that comes in pieces (ending in a newline), each written as it comes."""
+    if output is None or str(output) == "-":
+        for piece in pieces:
+            click.echo(piece, nl=False)
+        return
+    from profkit import layout
+
+    if output.exists():
+        raise bad_input(f"{output} exists; choose another -o FILE")
+    library(lambda: layout.write_pieces(output, pieces, replace=False))
     click.echo(f"wrote {output}", err=True)
 
 
@@ -828,7 +843,7 @@ def memory_command(snapshot: Path, capture: Path | None, top: int, png: Path | N
     if page is not None and html_out is not None:
         library(lambda: layout.write_text(html_out, page, replace=False))
         click.echo(f"wrote {html_out}", err=True)
-    emit(text, output)
+    emit_pieces(text, output)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

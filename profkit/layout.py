@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,26 @@ def write_text(path: Path, text: str, *, replace: bool = True) -> None:
 
 def write_bytes(path: Path, data: bytes, *, replace: bool = True) -> None:
     """write_text() for bytes (a PNG)."""
+    write_chunks(path, [data], replace=replace)
+
+
+def write_pieces(path: Path, pieces: Iterable[str], *, replace: bool = True) -> None:
+    """write_text() of the text the pieces join to, each encoded and written as it comes (a long
+    report is never held whole)."""
+    write_chunks(path, (p.encode() for p in pieces), replace=replace)
+
+
+def write_chunks(path: Path, chunks: Iterable[bytes], *, replace: bool = True) -> None:
+    """write_bytes() of the chunks joined, written one by one; the file appears (renamed into place)
+    only once the last is written, and nothing is left behind when one fails."""
     if not replace and path.exists():
         raise LayoutError(f"{path} exists; choose another file, or pass --force to replace it")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
         os.chmod(tmp, FILE_MODE)  # O_CREAT's mode is masked by the umask; set it as meant
         os.replace(tmp, path)
     except FileNotFoundError:
@@ -112,6 +126,9 @@ def write_bytes(path: Path, data: bytes, *, replace: bool = True) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise LayoutError(f"cannot write {path}: {e.strerror}") from None
+    except BaseException:  # the pieces' maker failed (or Ctrl-C): no half-written file stays
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _capture_folder(profile: Path) -> Path | None:

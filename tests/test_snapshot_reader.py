@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from profkit import snapshot, unpickle
+from profkit import layout, snapshot, unpickle
 from profkit.cli import cli
 from profkit.report import memory as memory_report
 
@@ -278,9 +278,39 @@ def test_dump_json_writes_json_dumps_text(built: Path, monkeypatch: pytest.Monke
     m = memory_report.analyze(data)
     r = memory_report.result(data, m, paths_frame=True)
     assert isinstance(r["paths"], pd.DataFrame) and len(r["paths"]) > 7 * 3
-    assert memory_report.dump_json(r) == json.dumps(memory_report.result(data, m), indent=1) + "\n"
+    want = json.dumps(memory_report.result(data, m), indent=1) + "\n"
+    assert memory_report.dump_json(r) == want
+    pieces = list(memory_report.json_pieces(r))  # what the CLI writes one by one: none of them the whole text
+    assert "".join(pieces) == want and len(pieces) >= len(r["paths"]) // 7 and max(map(len, pieces)) < len(want) / 3
     empty = {"a": 1, "paths": pd.DataFrame(columns=["x"]), "b": [2]}
     assert memory_report.dump_json(empty) == json.dumps({"a": 1, "paths": [], "b": [2]}, indent=1) + "\n"
+    two = {"paths": pd.DataFrame({"x": [1, 2, 3]}), "n": None, "more": pd.DataFrame({"y": ["a"]})}
+    assert memory_report.dump_json(two) == json.dumps({"paths": [{"x": 1}, {"x": 2}, {"x": 3}], "n": None,
+                                                       "more": [{"y": "a"}]}, indent=1) + "\n"
+
+
+def test_report_memory_json_to_a_file_is_its_stdout(built: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--format json -o FILE writes the pieces as they come: the file is stdout's text, byte for byte,
+    and json.dumps's of the result; a failure while writing leaves no file (nor its temporary)."""
+    monkeypatch.setattr(memory_report, "JSON_PIECE", 50)
+    res = CliRunner().invoke(cli, ["report", "memory", str(built), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = snapshot.read(built)
+    stdout = res.stdout
+    assert stdout == json.dumps(memory_report.result(data, memory_report.analyze(data)), indent=1) + "\n"
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(cli, ["report", "memory", str(built), "--format", "json", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text() == stdout and res.stdout == ""
+
+    def broken() -> Any:
+        yield "{"
+        raise RuntimeError("made to fail")
+
+    with pytest.raises(RuntimeError):
+        layout.write_pieces(tmp_path / "x.json", broken(), replace=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
 def test_annotation_names_are_one_string_per_text() -> None:

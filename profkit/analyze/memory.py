@@ -135,7 +135,8 @@ class Replay:
     """... and reserved memory after each of them."""
     lifetimes: pd.DataFrame
     """One row per allocation: lifetime, addr, size (the block's), requested, alloc_seq (-1: held
-    when the window opened), free_seq (the free request; -1: still held at the dump)."""
+    when the window opened), free_seq (the free request; -1: still held at the dump);
+    analyze_memory() adds its columns to this same table (MemoryAnalysis.lifetimes)."""
     start_allocated_bytes: int
     start_reserved_bytes: int
     exact: bool
@@ -682,11 +683,12 @@ def categorize(rp: Replay, tensors: pd.DataFrame, tree: pd.DataFrame) -> pd.Seri
     timed = step[keep] >= 0
     at_arr[timed] = np.searchsorted(times, t[keep][timed].astype(np.int64), side="left")
     addrs = np.asarray(tensors["address"].to_numpy()[known][keep], dtype=np.int64)
-    pri_arr = pri.to_numpy()[known][keep].astype(np.int64)
+    pri_arr = pri.to_numpy()[known][keep].astype(np.int8)
+    del kinds, pri, known, step, phase, t, keep, timed  # the storages' columns: gone before the search
     best = np.full(len(lt), len(_PRIORITY), dtype=np.int8)  # priorities are 0..5
     k = _alive_at_address(lt["addr"].to_numpy(), alloc_seq, free_seq, addrs, at_arr)
     hit = k >= 0
-    np.minimum.at(best, k[hit], pri_arr[hit].astype(np.int8))
+    np.minimum.at(best, k[hit], pri_arr[hit])
     names = [_CATEGORY_OF[next(kind for kind, p in _PRIORITY.items() if p == v)] for v in
              range(len(set(_PRIORITY.values())))]
     codes = np.where(best < len(names), best, np.where(alloc_seq < 0, len(names) + 1, len(names))).astype(np.int8)
@@ -846,6 +848,7 @@ def analyze_memory(events: pd.DataFrame, start_blocks: pd.DataFrame | None, sett
     addr and size: only action, time_us and frame are read after the replay)."""
     rp = replayed if replayed is not None else replay(events, start_blocks, settings, end_blocks=end_blocks)
     tree = range_tree(log) if not log.empty else range_tree(log.iloc[0:0].astype({"time_us": "int64"}))
+    category = categorize(rp, tensors, tree)  # first: its search's temporaries while little else is held
     lt = rp.lifetimes
     seq = lt["alloc_seq"].to_numpy()
     fseq = lt["free_seq"].to_numpy()
@@ -862,10 +865,14 @@ def analyze_memory(events: pd.DataFrame, start_blocks: pd.DataFrame | None, sett
     del placed
     path = pd.Categorical.from_codes(name_codes[path_code], categories=pd.Index(unique_names, dtype=object))
     del path_code
-    lifetimes = lt.assign(category=categorize(rp, tensors, tree), path=path,
-                          frame=_frames_of(events, in_window, safe),
-                          alloc_us=np.where(in_window, ev_time[safe] if n else -1, -1),
-                          free_us=np.where(fseq >= 0, ev_time[np.clip(fseq, 0, None)] if n else -1, -1))
+    # the replay's own table gains the columns (no copy of it: the replay and the analysis share one)
+    lifetimes = lt
+    lifetimes["category"] = category
+    lifetimes["path"] = path
+    del category, path
+    lifetimes["frame"] = _frames_of(events, in_window, safe)
+    lifetimes["alloc_us"] = np.where(in_window, ev_time[safe] if n else -1, -1)
+    lifetimes["free_us"] = np.where(fseq >= 0, ev_time[np.clip(fseq, 0, None)] if n else -1, -1)
     peak = rp.peak_seq
     peak_path = BEFORE if peak < 0 else str(names[place_codes(ev_time[peak:peak + 1], tree)[0]])
     return MemoryAnalysis(replay=rp, tree=tree, lifetimes=lifetimes, peak_path=peak_path,

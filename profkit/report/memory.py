@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +186,16 @@ def markdown(r: dict[str, Any], *, title: str, top: int = 10) -> str:
 def report(data: MemoryData, m: mem.MemoryAnalysis, *, fmt: str, title: str, top: int = 10,
            kernels: pd.DataFrame | None = None) -> str:
     """`profkit report memory`: markdown or JSON."""
+    return "".join(report_pieces(data, m, fmt=fmt, title=title, top=top, kernels=kernels))
+
+
+def report_pieces(data: MemoryData, m: mem.MemoryAnalysis, *, fmt: str, title: str, top: int = 10,
+                  kernels: pd.DataFrame | None = None) -> Iterator[str]:
+    """report()'s text in pieces (the JSON's as json_pieces() writes it), its result computed first."""
     if fmt == "json":
-        r = result(data, m, top=top, kernels=kernels, paths_frame=True)
-        return dump_json(r)
+        return json_pieces(result(data, m, top=top, kernels=kernels, paths_frame=True))
     r = result(data, m, top=top, kernels=kernels, for_markdown=True)
-    return markdown(r, title=title, top=top)
+    return iter([markdown(r, title=title, top=top)])
 
 
 JSON_PIECE = 20_000
@@ -198,22 +204,34 @@ _PLACE = "\x00profkit: the rows go here\x00"
 
 
 def dump_json(r: dict[str, Any]) -> str:
-    """json.dumps(r, indent=1) + newline, the same text, where the values that are DataFrames (a long
-    window's `paths`: a row per range of every step) are written as their records JSON_PIECE rows
-    at a time, so that no list of a million dicts is ever built."""
+    """json.dumps(r, indent=1) + newline, the same text (json_pieces() joined)."""
+    return "".join(json_pieces(r))
+
+
+def json_pieces(r: dict[str, Any]) -> Iterator[str]:
+    """json.dumps(r, indent=1) + newline, the same text in pieces, where the values that are DataFrames
+    (a long window's `paths`: a row per range of every step) are written as their records JSON_PIECE
+    rows at a time: no list of a million dicts is ever built, and a writer that takes the pieces one
+    by one never holds the whole text (a 1 GB snapshot's is ~90 MB)."""
     frames = {k: v for k, v in r.items() if isinstance(v, pd.DataFrame)}
     text = json.dumps({k: _PLACE if k in frames else v for k, v in r.items()}, indent=1)
     marker = json.dumps(_PLACE)
-    for key, frame in frames.items():
-        pieces = []
+    at = 0
+    for key in frames:  # the dict's order: the order of the placeholders in the text
+        head = f"{json.dumps(key)}: {marker}"
+        found = text.index(head, at)
+        yield text[at:found + len(head) - len(marker)]
+        at = found + len(head)
+        frame = frames[key]
+        if not len(frame):
+            yield "[]"
+            continue
         for lo in range(0, len(frame), JSON_PIECE):
             piece = json.dumps(_records(frame.iloc[lo:lo + JSON_PIECE]), indent=1)
-            pieces.append(" " + piece[2:-2].replace("\n", "\n "))  # a level deeper: inside the top dict
-        rows = "[\n" + ",\n".join(pieces) + "\n ]" if pieces else "[]"
-        at = text.index(f"{json.dumps(key)}: {marker}")
-        text = text[:at] + f"{json.dumps(key)}: " + rows + text[at + len(json.dumps(key)) + 2 + len(marker):]
-        del pieces, rows
-    return text + "\n"
+            yield ("[\n" if lo == 0 else ",\n") + " " + piece[2:-2].replace("\n", "\n ")  # a level deeper
+            del piece
+        yield "\n ]"
+    yield text[at:] + "\n"
 
 
 def title_of(data: MemoryData) -> str:
@@ -222,10 +240,11 @@ def title_of(data: MemoryData) -> str:
 
 
 def outputs(data: MemoryData, m: mem.MemoryAnalysis, *, fmt: str, top: int = 10, kernels: pd.DataFrame | None = None,
-            png: bool = False, html: bool = False) -> tuple[str, bytes | None, str | None]:
-    """`profkit report memory`'s text, and its PNG and HTML when asked: all made before anything is written."""
+            png: bool = False, html: bool = False) -> tuple[Iterator[str], bytes | None, str | None]:
+    """`profkit report memory`'s text (in pieces, to be written one by one: report_pieces()), and its
+    PNG and HTML when asked: all computed before anything is written."""
     title = title_of(data)
-    text = report(data, m, fmt=fmt, title=title, top=top, kernels=kernels)
+    text = report_pieces(data, m, fmt=fmt, title=title, top=top, kernels=kernels)
     image = chart_png(m, title=f"{title}: allocated memory") if png else None
     doc = page(result(data, m, top=top, kernels=kernels), m, title=title, top=top) if html else None
     return text, image, doc
