@@ -1088,6 +1088,8 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
 PAIR_CASES = 64
 """_coded_ranges() codes NVTX names in SQL up to this many distinct (text, textId) pairs (a CASE
 of that many tests per row); more, and they are read as rows (_range_pairs())."""
+PAIR_PREFIX = 8192
+"""_coded_ranges() looks for the distinct pairs in this many rows first."""
 
 
 def _sql_literal(value: object) -> str | None:
@@ -1109,26 +1111,31 @@ def _sql_literal(value: object) -> str | None:
 def _coded_ranges(reader: Reader, where: str, text: str, text_id: str) -> tuple[
         np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[tuple[Any, Any], int]] | None:
     """The NVTX ranges' start, end, thread and type with each row's (text, textId) pair as a code
-    computed in SQL (a CASE over the distinct pairs, found first by SELECT DISTINCT): one scan of
-    integers instead of a Python tuple per row. Codes and pairs as _range_pairs() gives them (each
-    pair numbered in order of first appearance). None when there are more than PAIR_CASES pairs,
-    one that is not a plain text or integer (or NULL), or a row that no pair names (the export
-    changed between the two reads): _range_pairs() then reads them; read_nvtx() does so on any error
-    here too, so that damage is told as the plain reads tell it."""
-    distinct = reader.db.execute(f"SELECT DISTINCT {text}, {text_id} FROM {NVTX_TABLE}{where}").fetchmany(
-        PAIR_CASES + 1)
-    if not distinct or len(distinct) > PAIR_CASES:
-        return None
-    tests = []
-    for n, (t, i) in enumerate(distinct):
-        lt, li = _sql_literal(t), _sql_literal(i)
-        if lt is None or li is None:
+    computed in SQL (a CASE over the distinct pairs): one scan of integers instead of a Python
+    tuple per row. Codes and pairs as _range_pairs() gives them (each pair numbered in order of
+    first appearance). The pairs are first those of the first PAIR_PREFIX rows (a step's names are
+    every step's: no scan of the whole table), then, when a row names none of them, every row's.
+    None when there are more than PAIR_CASES pairs, one that is not a plain text or integer (or
+    NULL), or a row that no pair names (the export changed between the reads): _range_pairs() then
+    reads them; read_nvtx() does so on any error here too, so that damage is told as the plain
+    reads tell it."""
+    rows = f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}"
+    for source in (f"{rows} LIMIT {PAIR_PREFIX}", rows):
+        distinct = reader.db.execute(f"SELECT DISTINCT * FROM ({source})").fetchmany(PAIR_CASES + 1)
+        if not distinct or len(distinct) > PAIR_CASES:
             return None
-        tests.append(f"WHEN {text} IS {lt} AND {text_id} IS {li} THEN {n}")
-    start, end, tid, kind, found = reader.select(
-        f"SELECT start, end, globalTid, eventType, CASE {' '.join(tests)} ELSE -1 END FROM {NVTX_TABLE}{where}",
-        [None, OPEN_END, None, None, None])
-    if len(found) and int(found.min()) < 0:
+        tests = []
+        for n, (t, i) in enumerate(distinct):
+            lt, li = _sql_literal(t), _sql_literal(i)
+            if lt is None or li is None:
+                return None
+            tests.append(f"WHEN {text} IS {lt} AND {text_id} IS {li} THEN {n}")
+        start, end, tid, kind, found = reader.select(
+            f"SELECT start, end, globalTid, eventType, CASE {' '.join(tests)} ELSE -1 END FROM {NVTX_TABLE}{where}",
+            [None, OPEN_END, None, None, None])
+        if not len(found) or int(found.min()) >= 0:
+            break
+    else:
         return None
     # number the pairs as they first appear, as _range_pairs() does
     seen, first = np.unique(found, return_index=True)

@@ -338,8 +338,9 @@ def _nvtx_by_sql(export: Path) -> list[str]:
 @pytest.mark.parametrize("export", FIXTURES, ids=lambda p: p.parent.name)
 def test_nvtx_names_coded_in_sql_are_the_rows_names(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """NVTX names coded by SQL's CASE (few distinct names) equal those read row by row, in every
-    column and in the names' order, and each range's name is plain SQL's; the SQL path is taken
-    whenever an export has at most PAIR_CASES distinct names."""
+    column and in the names' order (also when the first rows do not hold every name), and each
+    range's name is plain SQL's; the SQL path is taken whenever an export has at most PAIR_CASES
+    distinct names."""
     coded: list[bool] = []
     real = columns._coded_ranges
 
@@ -350,9 +351,14 @@ def test_nvtx_names_coded_in_sql_are_the_rows_names(export: Path, monkeypatch: p
 
     monkeypatch.setattr(columns, "_coded_ranges", spy)
     fast, fast_names = _nvtx(export)
+    monkeypatch.setattr(columns, "PAIR_PREFIX", 1)  # the first row's pair, then every row's
+    second, second_names = _nvtx(export)
     monkeypatch.setattr(columns, "PAIR_CASES", 0)
     slow, slow_names = _nvtx(export)
-    assert coded[1] is False
+    assert coded[1] is coded[0] and coded[2] is False
+    assert second_names == slow_names
+    for field in second:
+        np.testing.assert_array_equal(second[field], slow[field], err_msg=field)
     db = sqlite3.connect(f"file:{export}?mode=ro", uri=True)
     distinct = db.execute("SELECT count(*) FROM (SELECT DISTINCT text, textId FROM NVTX_EVENTS "
                           "WHERE eventType IN (59, 60))").fetchone()[0]
