@@ -20,9 +20,7 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,6 +130,8 @@ class Cache:
         for part in parts:
             sha.update(part)
         header = HEADER.pack(MAGIC, sum(len(memoryview(p).cast("B")) for p in parts), sha.digest())
+        import tempfile  # here, not at the top: a cold report with --no-cache (and a hit) never writes (~8 ms)
+
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
@@ -187,6 +187,8 @@ def evict(base: Path, limit: int, *, keep: Path | None = None) -> list[Path]:
             used[p] = p.stat().st_mtime_ns
         except OSError:
             continue
+    import shutil  # with tempfile's import (put()): only when something is evicted
+
     total = sum(sizes.values())
     removed = []
     for p in sorted(sizes, key=lambda p: (p == keep, used[p])):

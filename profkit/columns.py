@@ -1044,29 +1044,23 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
     have = reader.columns_of(NVTX_TABLE)
     require(reader, NVTX_TABLE, ("start", "end", "eventType"))
     where = f" WHERE eventType IN ({', '.join(map(str, types))})"
-    start, end, tid, kind = reader.select(f"SELECT start, end, globalTid, eventType FROM {NVTX_TABLE}{where}",
-                                          [None, OPEN_END, None, None])
-    check_times(reader.path, "NVTX range", start, end, open_end=True)
-    # Names: per row, the inline text or the registered string; read with sqlite3 (text), each
-    # distinct one split once (115 k ranges share a few hundred names).
+    # Names: per row, the inline text or the registered string, each distinct one split once
+    # (115 k ranges share a few hundred names).
     text = "text" if "text" in have else "NULL"
     text_id = "textId" if "textId" in have else "NULL"
     strings = read_names(reader.db) if "textId" in have else {}
-    # Each distinct (text, textId) pair gets a code as it first appears (a dict lookup per row, in
-    # C), then each pair its name's code: 1.15 M ranges in ~0.2 s, one chunk of rows alive at a time.
-    pairs: dict[tuple[Any, Any], int] = {}
-    codes = np.empty(len(start), dtype=np.int64)
-    done = 0
-    cur = reader.db.execute(f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}")
-    while rows := cur.fetchmany(CHUNK_ROWS):
-        for pair in dict.fromkeys(rows):
-            pairs.setdefault(pair, len(pairs))
-        if done + len(rows) > len(start):
-            raise ProfileError(f"{reader.path} changed while it was read; read it again")
-        codes[done:done + len(rows)] = np.fromiter(map(pairs.__getitem__, rows), dtype=np.int64, count=len(rows))
-        done += len(rows)
-    if done != len(start):
-        raise ProfileError(f"{reader.path} changed while it was read; read it again")
+    try:
+        read = _coded_ranges(reader, where, text, text_id)
+    except (sqlite3.DatabaseError, ProfileError):  # damage: the plain reads below tell it as they always have
+        read = None
+    if read is not None:  # few distinct names: each row's pair as a code, read with the times
+        start, end, tid, kind, codes, pairs = read
+        check_times(reader.path, "NVTX range", start, end, open_end=True)
+    else:
+        start, end, tid, kind = reader.select(f"SELECT start, end, globalTid, eventType FROM {NVTX_TABLE}{where}",
+                                              [None, OPEN_END, None, None])
+        check_times(reader.path, "NVTX range", start, end, open_end=True)
+        codes, pairs = _range_pairs(reader, where, text, text_id, len(start))
     index: dict[str | None, int] = {}
     # a textId that StringIds does not hold: damage, not a range without a name
     nowhere = [i for t, i in pairs if t is None and i is not None and i not in strings]
@@ -1089,6 +1083,92 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
     columns = {"start_ns": start, "end_ns": end, "global_tid": tid, "global_pid": pid_of(tid), "push_pop": push_pop,
                "name": remap[codes] if len(codes) else codes, "seq": seq_of[codes] if len(codes) else codes}
     return columns, list(clean)
+
+
+PAIR_CASES = 64
+"""_coded_ranges() codes NVTX names in SQL up to this many distinct (text, textId) pairs (a CASE
+of that many tests per row); more, and they are read as rows (_range_pairs())."""
+PAIR_PREFIX = 8192
+"""_coded_ranges() looks for the distinct pairs in this many rows first."""
+
+
+def _sql_literal(value: object) -> str | None:
+    """`value` as an SQL literal that `IS` compares as Python's == does (None: not one of those:
+    a str without NUL, an int, None).
+
+    >>> [_sql_literal(v) for v in ("it's", 7, None, b"x", True)]
+    ["'it''s'", '7', 'NULL', None, None]
+    """
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return None if "\0" in value else "'" + value.replace("'", "''") + "'"
+    if type(value) is int:
+        return str(value)
+    return None
+
+
+def _coded_ranges(reader: Reader, where: str, text: str, text_id: str) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[tuple[Any, Any], int]] | None:
+    """The NVTX ranges' start, end, thread and type with each row's (text, textId) pair as a code
+    computed in SQL (a CASE over the distinct pairs): one scan of integers instead of a Python
+    tuple per row. Codes and pairs as _range_pairs() gives them (each pair numbered in order of
+    first appearance). The pairs are first those of the first PAIR_PREFIX rows (a step's names are
+    every step's: no scan of the whole table), then, when a row names none of them, every row's.
+    None when there are more than PAIR_CASES pairs, one that is not a plain text or integer (or
+    NULL), or a row that no pair names (the export changed between the reads): _range_pairs() then
+    reads them; read_nvtx() does so on any error here too, so that damage is told as the plain
+    reads tell it."""
+    rows = f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}"
+    for source in (f"{rows} LIMIT {PAIR_PREFIX}", rows):
+        distinct = reader.db.execute(f"SELECT DISTINCT * FROM ({source})").fetchmany(PAIR_CASES + 1)
+        if not distinct or len(distinct) > PAIR_CASES:
+            return None
+        tests = []
+        for n, (t, i) in enumerate(distinct):
+            lt, li = _sql_literal(t), _sql_literal(i)
+            if lt is None or li is None:
+                return None
+            tests.append(f"WHEN {text} IS {lt} AND {text_id} IS {li} THEN {n}")
+        start, end, tid, kind, found = reader.select(
+            f"SELECT start, end, globalTid, eventType, CASE {' '.join(tests)} ELSE -1 END FROM {NVTX_TABLE}{where}",
+            [None, OPEN_END, None, None, None])
+        if not len(found) or int(found.min()) >= 0:
+            break
+    else:
+        return None
+    # number the pairs as they first appear, as _range_pairs() does
+    seen, first = np.unique(found, return_index=True)
+    order = seen[np.argsort(first, kind="stable")]
+    renumber = np.full(len(distinct), -1, dtype=np.int64)
+    renumber[order] = np.arange(len(order), dtype=np.int64)
+    pairs: dict[tuple[Any, Any], int] = {}
+    for j in order.tolist():
+        pairs.setdefault(distinct[j], len(pairs))
+    if len(pairs) != len(order):  # two distinct rows Python takes for one key: the row by row read
+        return None
+    return start, end, tid, kind, renumber[found] if len(found) else found, pairs
+
+
+def _range_pairs(reader: Reader, where: str, text: str, text_id: str, n: int) -> tuple[
+        np.ndarray, dict[tuple[Any, Any], int]]:
+    """Each NVTX range's (text, textId) pair as a code, pairs numbered as they first appear, read
+    row by row with sqlite3 (a dict lookup per row, in C): 1.15 M ranges in ~0.2 s, one chunk of
+    rows alive at a time. `n`: the rows the times' read found."""
+    pairs: dict[tuple[Any, Any], int] = {}
+    codes = np.empty(n, dtype=np.int64)
+    done = 0
+    cur = reader.db.execute(f"SELECT {text}, {text_id} FROM {NVTX_TABLE}{where}")
+    while rows := cur.fetchmany(CHUNK_ROWS):
+        for pair in dict.fromkeys(rows):
+            pairs.setdefault(pair, len(pairs))
+        if done + len(rows) > n:
+            raise ProfileError(f"{reader.path} changed while it was read; read it again")
+        codes[done:done + len(rows)] = np.fromiter(map(pairs.__getitem__, rows), dtype=np.int64, count=len(rows))
+        done += len(rows)
+    if done != n:
+        raise ProfileError(f"{reader.path} changed while it was read; read it again")
+    return codes, pairs
 
 
 def nvtx_last_end(db: sqlite3.Connection, tables: set[str]) -> int | None:
