@@ -1068,6 +1068,10 @@ def read_nvtx(reader: Reader, tables: set[str]) -> tuple[dict[str, np.ndarray], 
         raise ProfileError(f"{reader.path} is damaged: NVTX ranges name {len(nowhere):,} string ids (e.g. "
                            f"{str(nowhere[0])[:20]}) that are not in StringIds; export the capture again with nsys "
                            "export --type sqlite")
+    # a text that is not text (a BLOB: TEXT affinity turns numbers into text, not bytes)
+    if (bad := [c for (t, _), c in pairs.items() if t is not None and not isinstance(t, str)]):
+        raise ProfileError(f"{reader.path} is damaged: {int(np.isin(codes, bad).sum()):,} NVTX ranges have a name "
+                           "that is not text; export the capture again with nsys export --type sqlite")
     pair_name = np.array([index.setdefault(t if t is not None else strings.get(i) if i is not None else None,
                                            len(index)) for t, i in pairs], dtype=np.int64)
     codes = pair_name[codes] if len(codes) else codes
@@ -1179,6 +1183,10 @@ def nvtx_last_end(db: sqlite3.Connection, tables: set[str]) -> int | None:
     if not types:
         return None
     row = db.execute(f"SELECT max(end) FROM {NVTX_TABLE} WHERE eventType IN ({', '.join(map(str, types))})").fetchone()
+    if row[0] is not None and not isinstance(row[0], int | float):  # a BLOB or text sorts above every number
+        file = db.execute("PRAGMA database_list").fetchone()[2]
+        raise ProfileError(f"{file} is damaged: an NVTX range's end is not a number; export the capture again with "
+                           "nsys export --type sqlite")
     return None if row[0] is None else int(row[0])
 
 

@@ -51,7 +51,7 @@ EXPORTS = {
 }
 SNAPSHOT = DATA / "h200_memory_tiny_step"  # memory.pickle, memory.json, run.json
 EXPORT_KINDS = ("drop-table", "drop-column", "nulls", "wild-negative", "wild-huge", "wild-text", "wild-real",
-                "duplicate-rows", "swap-start-end", "flip-bytes", "truncate")
+                "wild-blob", "duplicate-rows", "swap-start-end", "flip-bytes", "truncate")
 SNAPSHOT_KINDS = ("snapshot-truncate", "snapshot-remove-field", "snapshot-wrong-type", "snapshot-not-a-pickle",
                   "snapshot-forbidden-global", "sidecar-damage")
 RECORD_KINDS = ("record-truncate", "record-remove-field", "record-wrong-type")
@@ -153,6 +153,8 @@ def _wild(kind: str, rng: random.Random) -> Any:
         return rng.choice([2**63 - 1, 10**18, 2**53 + 1, 4 * 10**15])
     if kind == "wild-text":
         return rng.choice(["x", "", "12abc", "NaN", "1e9", "\u00e9\u00e8"])
+    if kind == "wild-blob":  # bytes, stored as a BLOB whatever the column's affinity
+        return rng.choice([b"", b"x", b"step_0", b"\xff\xfe\x00", (7).to_bytes(8, "little")])
     return rng.choice([0.5, 1e300, -0.25, float("inf"), 3.75])  # wild-real
 
 
