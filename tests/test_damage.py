@@ -426,3 +426,31 @@ def test_damaged_flops_json_is_refused(tmp_path: Path, change, says: str) -> Non
     assert result.exit_code == 0, result.output
     text = (case / "report.md").read_text()
     assert f"Not shown: {lines[0].removeprefix('Error: ')}" in text and "## Top 15 kernels" in text
+
+
+@pytest.mark.parametrize("damage", sorted(set(SQL_DAMAGE) - set(GRAPH_DAMAGE)) + sorted(BYTE_DAMAGE))
+def test_damaged_export_through_the_fast_path(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str], damage: str) -> None:
+    """What the `profkit` console script runs first for a plain `report kernels|nvtx` (profkit.fastpath,
+    without click): the same outcomes as through the command line, the same report when it makes one."""
+    from profkit import fastpath
+
+    path = damaged(tmp_path, damage)
+    tmp = tmp_path_factory.getbasetemp()
+    for command in ("kernels", "nvtx"):
+        before = set(path.parent.iterdir())
+        capsys.readouterr()
+        try:
+            assert fastpath.compute(["report", command, str(path), "--no-cache"]), (damage, command)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        if code == 0:
+            cli_text = original(command, tmp)
+            assert normal(out, path) == cli_text or damage in REPORT_OK or "skipped" in out, (damage, command)
+            continue
+        assert code == 2, (damage, command, code, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (damage, command, err)
+        assert out == "" and set(path.parent.iterdir()) == before, (damage, command)
