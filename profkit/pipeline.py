@@ -459,7 +459,7 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     from profkit import columns as col
     from profkit.analyze.nvtx import owners, project_arrays, tree_and_timelines
 
-    heap.fixed_mmap_threshold()  # the analysis's large arrays, freed, go back to the system
+    heap.fixed_mmap_threshold(heap.ANALYSIS_MMAP_THRESHOLD)  # large arrays, freed, go back to the system
     db, tables = col.connect(export)
     reader = col.Reader(export, db)
     memcpy_cols, memset_cols = ["bytes", "copyKind"], ["bytes"]

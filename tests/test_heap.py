@@ -49,7 +49,7 @@ def test_load_compact_fixes_the_threshold_first(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(heap, "_LIBC", lib)
     export = DATA / "h100_encoder_layer_nsys2023" / "profile.sqlite"
     a = pipeline.load_compact(export)
-    assert lib.calls[0] == ("mallopt", -3, 262144)
+    assert lib.calls[0] == ("mallopt", -3, 4 << 20)
     with sqlite3.connect(export) as db:
         (n,), = db.execute("SELECT COUNT(*) FROM CUPTI_ACTIVITY_KIND_KERNEL")
     assert len(a.kernels) == n
