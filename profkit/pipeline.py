@@ -455,10 +455,11 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     import numpy as np
     import pandas as pd
 
-    from profkit import analyze, parse
+    from profkit import analyze, heap, parse
     from profkit import columns as col
     from profkit.analyze.nvtx import owners, project_arrays, tree_and_timelines
 
+    heap.fixed_mmap_threshold(heap.ANALYSIS_MMAP_THRESHOLD)  # large arrays, freed, go back to the system
     db, tables = col.connect(export)
     reader = col.Reader(export, db)
     memcpy_cols, memset_cols = ["bytes", "copyKind"], ["bytes"]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from profkit import layout, unpickle
+from profkit import heap, layout, unpickle
 from profkit.errors import ProfkitError
 
 ACTIONS = ("alloc", "free_requested", "free_completed", "segment_alloc", "segment_free", "segment_map",
@@ -176,49 +176,13 @@ def _events_frame(columns: unpickle.Trace | None, loaded: unpickle.Loaded) -> pd
         "frame": pd.Categorical.from_codes(col(columns.frame, np.int32), categories=loaded.frames)}, copy=False)
 
 
-def _libc() -> Any:
-    """glibc through ctypes, or None (another C library, or no ctypes)."""
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = False
-        try:
-            import ctypes
-            import ctypes.util
-
-            name = ctypes.util.find_library("c")
-            lib = ctypes.CDLL(name) if name else None
-            if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt"):
-                _LIBC = lib
-        except (OSError, AttributeError):
-            pass
-    return _LIBC or None
-
-
-_LIBC: Any = None
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 256 << 10
-"""Allocations of this many bytes or more get their own mapping, given back when freed. glibc's
-default starts at 128 kB but rises to the largest block freed so far (up to 32 MB), after which a
-large snapshot's arrays and chunk lists of up to 32 MB live in the heap, whose freed space glibc
-keeps: fixed here, as a long-running process with a known pattern of big arrays would set it."""
-
-
 def release_freed() -> None:
-    """Hand the memory freed so far back to the system (glibc's malloc_trim; elsewhere nothing).
+    """Hand the memory freed so far back to the system (profkit.heap's; glibc only).
 
     A large snapshot's read and analysis free hundreds of MB of short-lived objects and arrays in
     the C heap, which glibc keeps resident for reuse unless told: a 1 GB snapshot's read left about
     400 MB resident that nothing used. Called between the stages of `report memory`."""
-    lib = _libc()
-    if lib is not None:
-        lib.malloc_trim(0)
-
-
-def _fixed_mmap_threshold() -> None:
-    """MMAP_THRESHOLD, set once for the process (glibc only)."""
-    lib = _libc()
-    if lib is not None:
-        lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    heap.release_freed()
 
 
 def top_frame(frames: Any) -> str:
@@ -250,7 +214,7 @@ def read(path: Path) -> MemoryData:
             history that overflowed max_entries; a sidecar that is not profkit's.
     """
     path = snapshot_path(path)
-    _fixed_mmap_threshold()
+    heap.fixed_mmap_threshold()
     side = _read_sidecar(path)  # first: its text is gone before the trace's columns are read
     rows = _sidecar_frames(path, side) if side else None  # and its rows are frames (their pieces gone)
     loaded = load_compact(path)

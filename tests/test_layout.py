@@ -23,6 +23,7 @@ STAGES = ["foundation", "models", "collect", "parse", "analyze", "pipeline", "re
 STAGE_OF = {
     "profkit": "foundation",  # __init__: the version and RunConfig
     "profkit.errors": "foundation",
+    "profkit.heap": "foundation",  # glibc's mmap threshold and trim (ctypes; elsewhere nothing)
     "profkit.config": "foundation",
     "profkit.sizes": "foundation",
     "profkit.frames": "foundation",
