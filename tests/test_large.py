@@ -112,6 +112,28 @@ def test_compare_on_what_it_reads_equals_compare_on_the_analyses() -> None:
     assert [c.line() for c in mine] == [c.line() for c in theirs] and any(c.failed for c in mine)
 
 
+def test_compared_shares_no_memory_with_the_analysis() -> None:
+    """compared() copies what it keeps: a view of one column would keep pandas' whole 2-D block of
+    the analysis alive (the kernels' int64 columns are one block), and with it most of the analysis."""
+    import numpy as np
+
+    from profkit.report.compare import compared
+
+    a = pipeline.load(DATA / "h100_small_step_bf16" / "profile.sqlite", compact=True)
+    small = compared(a)
+    pairs = [(small.kernels, a.kernels), (small.ranges, a.ranges), (small.data.memcpy, a.data.memcpy),
+             (small.data.memset, a.data.memset)]
+    for kept, full in pairs:
+        for col in kept.columns:
+            mine = kept[col].array
+            mine = getattr(mine, "codes", mine)
+            for other in full.columns:
+                theirs = full[other].array
+                theirs = getattr(theirs, "codes", theirs)
+                assert not np.shares_memory(np.asarray(mine), np.asarray(theirs)), (col, other)
+        pd.testing.assert_frame_equal(kept, full[list(kept.columns)])
+
+
 @pytest.mark.parametrize("export", EXPORTS, ids=lambda p: p.parent.name)
 def test_modules_without_transfers_is_the_same_report(export: Path) -> None:
     """`report modules` analyses no memcpy or memset (a module's GPU time is its kernels'): the same text."""

@@ -43,14 +43,16 @@ COMPARED_RANGES = ["path", "name", "depth", "start_ns", "end_ns"]
 def compared(a: Analysis) -> Analysis:
     """What compare(), crossed() and noise_gate() read of an analysis, and nothing else: its kernels'
     name, category, dur_ns and range_path, its ranges' path, name, depth and times, memcpy and memset
-    durations, its run. Views of `a`'s columns: once `a` is let go, the rest of it is freed, so that
-    captures compared hold ~14 bytes per kernel each while the next is analysed."""
+    durations, its run. Copies, not views: a view of one column keeps pandas' whole 2-D block alive
+    (the kernels' five int64 columns are one block), so that once `a` is let go the rest of it is
+    freed and captures compared hold ~14 bytes per kernel each while the next is analysed."""
     import dataclasses
 
     d = a.data
-    data = dataclasses.replace(d, kernels=d.kernels.iloc[:0], nvtx=d.nvtx.iloc[:0], memcpy=d.memcpy[["dur_ns"]],
-                               memset=d.memset[["dur_ns"]])
-    return Analysis(data, a.kernels[COMPARED_KERNELS], a.ranges[COMPARED_RANGES], a.transfers.iloc[:0], a.run)
+    data = dataclasses.replace(d, kernels=d.kernels.iloc[:0].copy(), nvtx=d.nvtx.iloc[:0].copy(),
+                               memcpy=d.memcpy[["dur_ns"]].copy(), memset=d.memset[["dur_ns"]].copy())
+    return Analysis(data, a.kernels[COMPARED_KERNELS].copy(), a.ranges[COMPARED_RANGES].copy(),
+                    a.transfers.iloc[:0].copy(), a.run)
 
 
 def steps_of(a: Analysis) -> int:
