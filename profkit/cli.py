@@ -347,16 +347,7 @@ def output_options(f: Any) -> Any:
 
 def emit(text: str, output: Path | None) -> None:
     """Print `text` (one final newline) or write it to a new file; `-o -` is stdout."""
-    text = text if text.endswith("\n") else text + "\n"
-    if output is None or str(output) == "-":
-        click.echo(text, nl=False)
-        return
-    from profkit import layout
-
-    if output.exists():
-        raise bad_input(f"{output} exists; choose another -o FILE")
-    library(lambda: layout.write_text(output, text, replace=False))
-    click.echo(f"wrote {output}", err=True)
+    emit_pieces([text if text.endswith("\n") else text + "\n"], output)
 
 
 def emit_pieces(pieces: Iterable[str], output: Path | None) -> None:

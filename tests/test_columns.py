@@ -224,6 +224,17 @@ def test_two_threads_read_what_one_reads(export: Path, monkeypatch: pytest.Monke
     np.testing.assert_array_equal(halves[0], expected[:, 0])
     np.testing.assert_array_equal(halves[1], expected[:, 1])
 
+def _changed_copy(tmp_path: Path, fixture: str, sql: str) -> Path:
+    """A copy of a fixture's profile.sqlite with one SQL statement applied."""
+    copy = tmp_path / "profile.sqlite"
+    copy.write_bytes((DATA / fixture / "profile.sqlite").read_bytes())
+    db = sqlite3.connect(copy)
+    db.execute(sql)
+    db.commit()
+    db.close()
+    return copy
+
+
 
 @pytest.mark.parametrize("damage", [f"UPDATE {columns.RUNTIME_TABLE} SET start = start + 0.5 WHERE rowid % 5 = 0",
                                     f"UPDATE {columns.KERNEL_TABLE} SET start = 'soon' WHERE rowid % 7 = 3",
@@ -231,12 +242,7 @@ def test_two_threads_read_what_one_reads(export: Path, monkeypatch: pytest.Monke
                                     "WHERE rowid % 17 = 0"])
 def test_two_threads_tell_one_threads_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
     """What fails on the second thread is read again on the first: the error is a plain read's."""
-    copy = tmp_path / "profile.sqlite"
-    copy.write_bytes((DATA / "h100_small_step_bf16" / "profile.sqlite").read_bytes())
-    db = sqlite3.connect(copy)
-    db.execute(damage)
-    db.commit()
-    db.close()
+    copy = _changed_copy(tmp_path, "h100_small_step_bf16", damage)
     said = []
     for threads in ("1", "2"):
         monkeypatch.setenv(columns.THREADS_ENV, threads)
@@ -380,12 +386,7 @@ def test_nvtx_names_coded_in_sql_are_the_rows_names(export: Path, monkeypatch: p
 def test_nvtx_names_coded_in_sql_on_odd_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
     """Quotes, registered strings, BLOB texts (not coded in SQL: read row by row, and refused as
     damage either way) and empty names: the same ranges and names either way."""
-    copy = tmp_path / "profile.sqlite"
-    copy.write_bytes((DATA / "h100_encoder_layer_nsys2023" / "profile.sqlite").read_bytes())
-    db = sqlite3.connect(copy)
-    db.execute(change)
-    db.commit()
-    db.close()
+    copy = _changed_copy(tmp_path, "h100_encoder_layer_nsys2023", change)
     results = []
     for cases in (columns.PAIR_CASES, 0):
         monkeypatch.setattr(columns, "PAIR_CASES", cases)
