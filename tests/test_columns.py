@@ -224,6 +224,7 @@ def test_two_threads_read_what_one_reads(export: Path, monkeypatch: pytest.Monke
     np.testing.assert_array_equal(halves[0], expected[:, 0])
     np.testing.assert_array_equal(halves[1], expected[:, 1])
 
+
 def _changed_copy(tmp_path: Path, fixture: str, sql: str) -> Path:
     """A copy of a fixture's profile.sqlite with one SQL statement applied."""
     copy = tmp_path / "profile.sqlite"
