@@ -1183,10 +1183,10 @@ def nvtx_last_end(db: sqlite3.Connection, tables: set[str]) -> int | None:
     if not types:
         return None
     row = db.execute(f"SELECT max(end) FROM {NVTX_TABLE} WHERE eventType IN ({', '.join(map(str, types))})").fetchone()
-    if row[0] is not None and not isinstance(row[0], int | float):  # a BLOB or text sorts above every number
+    if row[0] is not None and type(row[0]) is not int:  # text and BLOBs sort above every number; inf is a REAL
         file = db.execute("PRAGMA database_list").fetchone()[2]
-        raise ProfileError(f"{file} is damaged: an NVTX range's end is not a number; export the capture again with "
-                           "nsys export --type sqlite")
+        raise ProfileError(f"{file} is damaged: an NVTX range's end is not an integer; export the capture again "
+                           "with nsys export --type sqlite")
     return None if row[0] is None else int(row[0])
 
 

@@ -176,15 +176,6 @@ def _events_frame(columns: unpickle.Trace | None, loaded: unpickle.Loaded) -> pd
         "frame": pd.Categorical.from_codes(col(columns.frame, np.int32), categories=loaded.frames)}, copy=False)
 
 
-def release_freed() -> None:
-    """Hand the memory freed so far back to the system (profkit.heap's; glibc only).
-
-    A large snapshot's read and analysis free hundreds of MB of short-lived objects and arrays in
-    the C heap, which glibc keeps resident for reuse unless told: a 1 GB snapshot's read left about
-    400 MB resident that nothing used. Called between the stages of `report memory`."""
-    heap.release_freed()
-
-
 def top_frame(frames: Any) -> str:
     """The innermost frame that is the user's code (not torch's, not profkit's taps), else "".
 
@@ -259,7 +250,9 @@ def read(path: Path) -> MemoryData:
         assert rows is not None
         _apply_sidecar(data, side, rows, snap.get("external_annotations"))
     del loaded, snap, side, rows
-    release_freed()
+    # the read's short-lived objects and arrays, freed, stay resident unless glibc is told (a 1 GB
+    # snapshot's read left ~400 MB that nothing used)
+    heap.release_freed()
     return data
 
 

@@ -72,6 +72,7 @@ SQL_DAMAGE = {
     "nvtx-name-blob": [f"UPDATE {N} SET text = CAST(coalesce(text, (SELECT value FROM StringIds WHERE id = textId)) "
                        "AS BLOB), textId = NULL WHERE rowid % 7 = 3"],  # TypeError in the op-name regex
     "nvtx-end-blob": [f"UPDATE {N} SET [end] = x'0700000000000000' WHERE rowid % 50 = 11"],  # max(end): int(bytes)
+    "nvtx-end-inf": [f"UPDATE {N} SET [end] = 1e999 WHERE rowid % 50 = 11"],  # max(end) is inf: int(inf)
     "strings-dup-ids": [*loosen("StringIds"), "INSERT INTO StringIds SELECT * FROM StringIds WHERE rowid % 5 = 0"],
     "schema-broken": ["PRAGMA writable_schema = ON",  # SQLite's message quotes the schema, over several lines
                       "UPDATE sqlite_master SET sql = 'CREATE TABLE TARGET_INFO_GPU (\n    `id INTEGER NOT NULL,\n"

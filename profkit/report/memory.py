@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from profkit import layout
+from profkit import heap, layout
 from profkit.analyze import memory as mem
 from profkit.report.png import Canvas, text_width
 from profkit.report.tables import markdown_table
-from profkit.snapshot import MemoryData, release_freed
+from profkit.snapshot import MemoryData
 
 PHASE_COLORS = {"forward": (214, 230, 248), "backward": (250, 224, 200), "optimizer": (214, 240, 214)}
 ALLOCATED_COLOR = (31, 94, 168)
@@ -49,13 +49,13 @@ def analyze(data: MemoryData, *, lean: bool = False) -> mem.MemoryAnalysis:
     if not lean:
         return mem.analyze_memory(data.events, data.start_blocks, data.settings, **kw)
     data.events = data.events.drop(columns="seq", errors="ignore")  # the replay reads action, addr and size
-    release_freed()
+    heap.release_freed()
     rp = mem.replay(data.events, data.start_blocks, data.settings, end_blocks=data.end_blocks)
     data.events = rp.source = data.events.drop(columns=[c for c in LEAN_DROPS if c in data.events])
-    release_freed()
+    heap.release_freed()
     m = mem.analyze_memory(data.events, data.start_blocks, data.settings, replayed=rp, **kw)
     data.events = rp.source = data.events.drop(columns=["frame"], errors="ignore")
-    release_freed()
+    heap.release_freed()
     return m
 
 
