@@ -151,7 +151,7 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
     from profkit import columns as col
     from profkit.analyze.categories import category_of, load_rules
     from profkit.analyze.kernels import unique_inverse
-    from profkit.analyze.nvtx import Owned, Projected, owners, project_arrays, range_tree
+    from profkit.analyze.nvtx import Owned, Projected, owner_dtype, owners, project_arrays, range_tree
 
     export = resolve_input(path, rank)
     if process_of(path, export, rank) is not None:  # one rank's process of an export of several: load() selects it
@@ -199,7 +199,7 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
     tree = range_tree(ranges["start_ns"], ranges["end_ns"], ranges["global_tid"], ranges["global_pid"],
                       ranges["name"], range_names, ranges["seq"])
     owner = (owners(k.pop("launch_ns"), k.pop("launch_tid"), tree.timelines, tree.start_ns) if nvtx
-             else np.full(len(name), -1, dtype=np.int64))
+             else np.full(len(name), -1, dtype=owner_dtype(len(tree.start_ns))))
     proj = project_arrays(owner, k["dur_ns"], k["start_ns"], k["end_ns"], tree.parent, tree.depth)
     return Attributed(export, col.KERNEL_TABLE in tables or col.GRAPH_TABLE in tables,
                       Owned(k["dur_ns"], k["start_ns"], k["end_ns"], owner, name, names), short_codes, shorts,
@@ -443,7 +443,7 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     The kernels are read as `report nvtx` reads them (pipeline.attributed(): int32 ids, the launch
     calls of kernels alone, nothing the reports do not use) and first, before anything else is
     held; once attributed they keep start_ns, end_ns, launch_ns, dur_ns (int64), name, short_name,
-    category (Categoricals, int32 codes), owner (int64) and range_path. No correlation id, process,
+    category (Categoricals, int32 codes), owner (int32 while range ids fit) and range_path. No correlation id, process,
     launching thread or name id per kernel survives the attribution; memcpy and memset keep
     TRANSFER_COLUMNS in Analysis.data, their launches and owners in Analysis.transfers.
 
@@ -457,7 +457,7 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
 
     from profkit import analyze, heap, parse
     from profkit import columns as col
-    from profkit.analyze.nvtx import owners, project_arrays, tree_and_timelines
+    from profkit.analyze.nvtx import owner_dtype, owners, project_arrays, tree_and_timelines
 
     heap.fixed_mmap_threshold(heap.ANALYSIS_MMAP_THRESHOLD)  # large arrays, freed, go back to the system
     db, tables = col.connect(export)
@@ -517,7 +517,7 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     starts = tree["start_ns"].to_numpy(np.int64)
     launch_tid = k.pop("launch_tid")
     owner = (owners(k["launch_ns"], launch_tid, timelines, starts) if len(tree) and len(kernels)
-             else np.full(len(kernels), -1, dtype=np.int64))
+             else np.full(len(kernels), -1, dtype=owner_dtype(len(tree))))
     del launch_tid
     projected = tree.assign(**project_arrays(owner, k["dur_ns"], k["start_ns"], k["end_ns"],
                                              tree["parent"].to_numpy(), tree["depth"].to_numpy()))

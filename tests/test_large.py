@@ -18,7 +18,7 @@ from profkit.report.timeline import timeline
 DATA = Path(__file__).parent / "data"
 EXPORTS = sorted([*DATA.glob("*/profile.sqlite"), *DATA.glob("*/rank0.sqlite")])
 PER_KERNEL = {"start_ns": "int64", "end_ns": "int64", "launch_ns": "int64", "dur_ns": "int64", "name": "category",
-              "short_name": "category", "category": "category", "owner": "int64", "range_path": "category"}
+              "short_name": "category", "category": "category", "owner": "int32", "range_path": "category"}
 
 
 def _rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -31,6 +31,8 @@ def test_compact_analysis_equals_the_frame_analysis(export: Path) -> None:
     full = pipeline.analyze_data(parse.load(export, lean=True))
     compact = pipeline.load_compact(export)
     assert dict(compact.kernels.dtypes.astype(str)) == PER_KERNEL  # nothing else per kernel
+    for column in ("name", "kind", "path"):  # a range's texts are shared objects, not one string per range
+        assert len({id(v) for v in compact.ranges[column]}) <= compact.ranges[column].nunique() + 1
     for c in PER_KERNEL:
         pd.testing.assert_series_equal(compact.kernels[c], full.kernels[c])
     pd.testing.assert_frame_equal(compact.ranges, full.ranges)

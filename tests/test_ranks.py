@@ -78,6 +78,32 @@ def test_by_collective_two_streams() -> None:
         assert t.loc[kind, "count"] == 1 and t.loc[kind, "gpu_ns"] == 30 if kind == "all-reduce" else True
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 20])
+@pytest.mark.parametrize("categorical", [False, True])
+def test_hidden_and_exposed_in_chunks_in_any_order(chunk: int, categorical: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """rank_comm streams the rows a chunk at a time in start order, each group's open segment
+    carried over: any chunking, rows in any order, the counted rows picked by a mask."""
+    monkeypatch.setattr(R, "UNION_CHUNK", chunk)
+    rng = np.random.default_rng(7)
+    starts = rng.integers(0, 400, 60)
+    rows = [(int(s), int(s + rng.integers(1, 40)), str(rng.choice([GEMM, AR, RS, AG]))) for s in starts]
+    keep = rng.random(len(rows)) < 0.7
+    f = frame(rows)
+    if categorical:
+        f = f.astype({"name": "category"})
+    got = R.rank_comm(f, keep)
+    picked = [r for r, k in zip(rows, keep, strict=True) if k]
+    assert (got.compute_ns, got.comm_ns, got.comm_hidden_ns, got.comm_exposed_ns) == by_mask(picked)
+    t = got.by_collective.set_index("collective")
+    for kind, name in (("all-reduce", AR), ("reduce-scatter", RS), ("all-gather", AG)):
+        mine = [r for r in picked if "nccl" not in r[2] or r[2] == name]
+        _, comm, hidden, exposed = by_mask(mine)
+        assert (t.loc[kind, "busy_ns"], t.loc[kind, "hidden_ns"], t.loc[kind, "exposed_ns"]) == (comm, hidden, exposed)
+        assert t.loc[kind, "count"] == sum(r[2] == name for r in picked)
+        assert t.loc[kind, "gpu_ns"] == sum(e - s for s, e, n in picked if n == name)
+
+
 @pytest.mark.parametrize("name,kind", [
     (AR, "all-reduce"), (RS, "reduce-scatter"), (AG, "all-gather"), ("ncclKernel_AllReduce_RING_LL_Sum_float",
                                                                       "all-reduce"),

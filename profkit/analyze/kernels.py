@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def _dense(ids: np.ndarray) -> bool:
+    """Whether integer ids are small enough for a table indexed by id (StringIds ids are)."""
+    return bool(ids.size and ids.dtype.kind in "iu" and ids.min() >= 0 and ids.max() < max(1 << 20, 4 * ids.size))
+
+
 def unique_inverse(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.unique(ids, return_inverse=True) for integer ids, without its sort when the ids are
     small non-negative integers (StringIds ids): a table of which are present, in linear time.
@@ -22,7 +27,7 @@ def unique_inverse(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> [a.tolist() for a in unique_inverse(np.array([7, 3, 7, 5]))]
     [[3, 5, 7], [2, 0, 2, 1]]
     """
-    if ids.size and ids.dtype.kind in "iu" and ids.min() >= 0 and ids.max() < max(1 << 20, 4 * ids.size):
+    if _dense(ids):
         present = np.zeros(int(ids.max()) + 1, dtype=bool)
         present[ids] = True
         rank = np.cumsum(present) - 1
@@ -39,10 +44,22 @@ def lookup_categorical(ids: pd.Series | np.ndarray, table: pd.Series, missing: s
     """
     import pandas as pd
 
-    uniq, codes = unique_inverse(np.asarray(ids))
+    ids = np.asarray(ids)
+    if _dense(ids):  # one int32 code per row through a table by id: no per-row temporaries but the codes
+        present = np.zeros(int(ids.max()) + 1, dtype=bool)
+        present[ids] = True
+        uniq = np.flatnonzero(present)
+    else:
+        uniq, inverse = np.unique(ids, return_inverse=True)
     texts = table.reindex(uniq).fillna(missing).astype(object).to_numpy()
     cats, remap = np.unique(texts.astype(str), return_inverse=True)  # two ids may share a text
-    return pd.Categorical.from_codes(remap[codes].astype(np.int32), categories=pd.Index(cats, dtype=object))
+    if _dense(ids):
+        by_id = np.full(len(present), -1, dtype=np.int32)
+        by_id[uniq] = remap
+        codes = by_id[ids]
+    else:
+        codes = remap.astype(np.int32)[inverse.reshape(-1)]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=object))
 
 
 def kernel_frame(kernels: pd.DataFrame, names: pd.Series, categories: pd.Series) -> pd.DataFrame:
@@ -375,11 +392,11 @@ def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.Da
     # row; each part summed into a (category, step) table on its own (no million-row concatenation).
     k_codes, labels = column_codes(kernels["category"])
     index = {c: i for i, c in enumerate(labels)}
-    parts = [(k_codes, kernels["owner"].to_numpy(np.int64), kernels["dur_ns"].to_numpy(np.int64))]
+    parts = [(k_codes, kernels["owner"].to_numpy(), kernels["dur_ns"].to_numpy(np.int64))]
     if len(transfers):
         t_codes, kinds = column_codes(transfers["kind"])
         remap = np.array([index.setdefault(k, len(index)) for k in kinds], dtype=np.int64)
-        parts.append((remap[t_codes] if len(t_codes) else t_codes, transfers["owner"].to_numpy(np.int64),
+        parts.append((remap[t_codes] if len(t_codes) else t_codes, transfers["owner"].to_numpy(),
                       transfers["dur_ns"].to_numpy(np.int64)))
     labels = list(index)
     sums: dict[tuple[int, int], int] = {}

@@ -48,7 +48,7 @@ import pandas as pd
 
 from profkit import sizes
 from profkit.analyze.kernels import graph_replays_of
-from profkit.analyze.timeline import union_ns
+from profkit.analyze.timeline import per_distinct
 from profkit.frames import require
 
 PAYLOAD = "NVTX payload"
@@ -136,27 +136,61 @@ def model_sizes(strategy: str | None, dtype: str, params: int, *, model: str = "
     return out
 
 
-def overlap_ns(a: pd.DataFrame, b: pd.DataFrame) -> tuple[int, int, int]:
-    """(|A|, |B|, |A n B|): union lengths of two interval sets and of their intersection.
+def kernel_kinds(names: pd.Series) -> np.ndarray:
+    """Each kernel's collective as an int8 index into COLLECTIVES, -1 for a compute kernel:
+    collective_kind() once per distinct name (10 M kernels carry a few hundred; a string per row
+    would cost gigabytes, np.unique over them minutes)."""
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        codes, uniq = names.cat.codes.to_numpy(), pd.Series(names.cat.categories, dtype=object)
+    else:
+        codes, index = pd.factorize(names, use_na_sentinel=True)
+        uniq = pd.Series(index, dtype=object)
+    table = np.array([-1 if k is None else COLLECTIVES.index(k) for k in collective_kind(uniq)] + [-1], dtype=np.int8)
+    return table[codes]  # code -1 (NaN): the last entry, compute
 
-    >>> a = pd.DataFrame({"start_ns": [0, 20], "end_ns": [10, 30]})
-    >>> b = pd.DataFrame({"start_ns": [5], "end_ns": [25]})
-    >>> overlap_ns(a, b)
-    (20, 20, 10)
+
+UNION_CHUNK = 1 << 20
+"""Rows union_lengths() takes at a time: its temporaries stay a few MB however many kernels there are."""
+
+
+def union_lengths(start: np.ndarray, end: np.ndarray, label: np.ndarray, groups: list[list[int]]) -> list[int]:
+    """|X| of each group: the length of the union of the intervals whose label is in the group.
+
+    One pass over the rows in start order, a chunk at a time; each group carries its open
+    segment (start, reach) from one chunk to the next, so the result equals union_ns() of the
+    group's rows whatever the chunking.
+
+    >>> union_lengths(np.array([20, 0, 5]), np.array([30, 10, 12]), np.array([1, 0, 1]), [[0], [1], [0, 1]])
+    [10, 17, 22]
     """
-    ua = union_ns(a["start_ns"].to_numpy(np.int64), a["end_ns"].to_numpy(np.int64))
-    ub = union_ns(b["start_ns"].to_numpy(np.int64), b["end_ns"].to_numpy(np.int64))
-    both = union_ns(np.r_[a["start_ns"].to_numpy(np.int64), b["start_ns"].to_numpy(np.int64)],
-                    np.r_[a["end_ns"].to_numpy(np.int64), b["end_ns"].to_numpy(np.int64)])
-    return ua, ub, ua + ub - both
+    order = None if is_sorted(start) else np.argsort(start, kind="stable")
+    totals = [0] * len(groups)
+    carry: list[tuple[int, int] | None] = [None] * len(groups)
+    for lo in range(0, len(start), UNION_CHUNK):
+        rows = slice(lo, lo + UNION_CHUNK) if order is None else order[lo:lo + UNION_CHUNK]
+        s_all, e_all, lab = start[rows], end[rows], label[rows]
+        for g, group in enumerate(groups):
+            pick = np.isin(lab, group)
+            s, e = s_all[pick], e_all[pick]
+            if not len(s):
+                continue
+            if (open_ := carry[g]) is not None:
+                s, e = np.r_[open_[0], s], np.r_[open_[1], e]
+            reach = np.maximum.accumulate(e)
+            first = np.flatnonzero(np.r_[True, s[1:] > reach[:-1]])  # a segment starts where nothing before runs
+            seg_end = np.maximum.reduceat(e, first)
+            totals[g] += int((seg_end[:-1] - s[first[:-1]]).sum())  # the last may go on in the next chunk
+            carry[g] = (int(s[first[-1]]), int(seg_end[-1]))
+    return [t + (c[1] - c[0] if c is not None else 0) for t, c in zip(totals, carry, strict=True)]
 
 
-def split_kernels(kernels: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(compute, communication) kernels of one rank's device; communication gets its `collective`."""
-    require(kernels, ["start_ns", "end_ns", "name"], "split_kernels")
-    kind = collective_kind(kernels["name"])
-    comm = kernels.assign(collective=kind)[kind.notna().to_numpy()]
-    return kernels[kind.isna().to_numpy()], comm
+def is_sorted(values: np.ndarray) -> bool:
+    """Whether values never decrease (a chunk at a time: no temporary the array's length)."""
+    for lo in range(0, max(len(values) - 1, 0), UNION_CHUNK):
+        part = values[lo:lo + UNION_CHUNK + 1]
+        if bool((part[1:] < part[:-1]).any()):
+            return False
+    return True
 
 
 @dataclass(slots=True)
@@ -171,23 +205,38 @@ class RankComm:
     """collective, count, gpu_ns (kernel time added), busy_ns (their union), hidden_ns, exposed_ns."""
 
 
-def rank_comm(kernels: pd.DataFrame) -> RankComm:
+def rank_comm(kernels: pd.DataFrame, rows: np.ndarray | None = None) -> RankComm:
     """Compute against communication on one rank's device (the module docstring's sketch).
 
     Args:
         kernels: start_ns, end_ns, name of the kernels of one device (one rank).
+        rows: which of them count (a boolean per kernel; None: all), so that no subset is copied.
     """
-    compute, comm = split_kernels(kernels)
-    c_ns, k_ns, hidden = overlap_ns(comm, compute)
-    rows = []
-    for kind in [k for k in COLLECTIVES if (comm["collective"] == k).any()]:
-        mine = comm[comm["collective"] == kind]
-        busy, _, h = overlap_ns(mine, compute)
-        rows.append({"collective": kind, "count": len(mine), "gpu_ns": int((mine["end_ns"] - mine["start_ns"]).sum()),
-                     "busy_ns": busy, "hidden_ns": h, "exposed_ns": busy - h})
+    require(kernels, ["start_ns", "end_ns", "name"], "rank_comm")
+    kind = kernel_kinds(kernels["name"])
+    return _comm(kernels["start_ns"].to_numpy(np.int64), kernels["end_ns"].to_numpy(np.int64),
+                 kind if rows is None else np.where(rows, kind, np.int8(-2)))
+
+
+def _comm(start: np.ndarray, end: np.ndarray, kind: np.ndarray) -> RankComm:
+    """rank_comm() of kernels by their kernel_kinds() codes (-2: a kernel that does not count)."""
+    counts = np.bincount(kind.astype(np.intp) + 2, minlength=len(COLLECTIVES) + 2)[2:]
+    present = [i for i in range(len(COLLECTIVES)) if counts[i]]
+    groups = [[-1], present, [-1, *present]] + [g for i in present for g in ([i], [i, -1])]
+    lengths = union_lengths(start, end, kind, groups)
+    k_ns, c_ns, both = lengths[:3]
+    table_rows = []
+    for j, i in enumerate(present):  # COLLECTIVES' order
+        busy, with_compute = lengths[3 + 2 * j], lengths[4 + 2 * j]
+        mine = np.flatnonzero(kind == i)
+        h = busy + k_ns - with_compute
+        table_rows.append({"collective": COLLECTIVES[i], "count": len(mine),
+                           "gpu_ns": int((end[mine] - start[mine]).sum()), "busy_ns": busy, "hidden_ns": h,
+                           "exposed_ns": busy - h})
     cols = {"collective": "object", "count": "int64", "gpu_ns": "int64", "busy_ns": "int64", "hidden_ns": "int64",
             "exposed_ns": "int64"}
-    table = pd.DataFrame(rows, columns=list(cols)).astype(cols)
+    table = pd.DataFrame(table_rows, columns=list(cols)).astype(cols)
+    hidden = c_ns + k_ns - both
     return RankComm(k_ns, c_ns, hidden, c_ns - hidden, table)
 
 
@@ -373,26 +422,31 @@ def rank_input(rank: int, kernels: pd.DataFrame, steps: pd.DataFrame, nccl: pd.D
     Kernels launched inside a measured step count (all of them when there are no step ranges);
     NCCL ranges count between the first step's start and the last step's end.
     """
-    k = kernels
-    if not steps.empty and "range_path" in k.columns:
-        k = k[k["range_path"].astype(str).str.match(r"step_\d+(/|$)").to_numpy()]
-    comm = rank_comm(k)
-    _, c = split_kernels(k)
-    seq = sequence(c[["start_ns", "end_ns", "collective"]] if not c.empty else
-                   pd.DataFrame({"start_ns": pd.Series(dtype="int64"), "end_ns": pd.Series(dtype="int64"),
-                                 "collective": pd.Series(dtype=object)}))
+    # Each kernel's collective once, as a code (-2: outside the measured steps); no subset of the
+    # kernels copied but the few communication kernels.
+    start, end = kernels["start_ns"].to_numpy(np.int64), kernels["end_ns"].to_numpy(np.int64)
+    kind = kernel_kinds(kernels["name"])
+    counted = kind
+    if not steps.empty and "range_path" in kernels.columns:  # per distinct path: no string per kernel
+        counted = np.where(per_distinct(kernels["range_path"], lambda p: p.str.match(r"step_\d+(/|$)")), kind,
+                           np.int8(-2))
+    comm = _comm(start, end, counted)
+    picked = np.flatnonzero(counted >= 0)
+    seq = sequence(pd.DataFrame({"start_ns": start[picked], "end_ns": end[picked],
+                                 "collective": np.array(COLLECTIVES, dtype=object)[counted[picked]]}))
     r = nccl.assign(collective=collective_kind(nccl["name"])) if not nccl.empty else nccl.assign(collective=None)
     if not steps.empty and not r.empty:
         r = r[(r["start_ns"] >= steps["start_ns"].min()) & (r["start_ns"] <= steps["end_ns"].max())]
     r = r[r["collective"].notna()] if not r.empty else r
     times = steps_ms if steps_ms is not None else ((steps["end_ns"] - steps["start_ns"]) / 1e6).tolist()
-    lanes, window = _lanes(k, steps)
+    lanes, window = _lanes(kernels, steps, kind)
     return RankInput(rank, [float(t) for t in times], max(len(steps), 1), comm, seq, r.reset_index(drop=True),
                      session_start, lanes, window, graph_replays_of(kernels) if "category" in kernels else (0, 0))
 
 
-def _lanes(kernels: pd.DataFrame, steps: pd.DataFrame) -> tuple[pd.DataFrame, tuple[int, int] | None]:
-    """The middle measured step's window and its merged compute and communication intervals."""
+def _lanes(kernels: pd.DataFrame, steps: pd.DataFrame, kind: np.ndarray) -> tuple[pd.DataFrame, tuple[int, int] | None]:
+    """The middle measured step's window and its merged compute and communication intervals
+    (`kind`: each kernel's kernel_kinds() code)."""
     empty = pd.DataFrame({"lane": pd.Series(dtype=object), "start_ns": pd.Series(dtype="int64"),
                           "end_ns": pd.Series(dtype="int64")})
     if steps.empty:
@@ -403,14 +457,14 @@ def _lanes(kernels: pd.DataFrame, steps: pd.DataFrame) -> tuple[pd.DataFrame, tu
     window = (int(mid["start_ns"]), int(mid["end_ns"]))
     if kernels.empty or "range_path" not in kernels.columns:
         return empty, window
-    mine = kernels[kernels["range_path"].astype(str).str.match(rf"{re.escape(name)}(/|$)").to_numpy()]
-    compute, comm = split_kernels(mine)
+    mine = per_distinct(kernels["range_path"], lambda p: p.str.match(rf"{re.escape(name)}(/|$)"))
+    start, end = kernels["start_ns"].to_numpy(np.int64), kernels["end_ns"].to_numpy(np.int64)
     parts = []
-    for lane, f in (("compute", compute), ("communication", comm)):
-        s, e = merged(f["start_ns"].to_numpy(np.int64), f["end_ns"].to_numpy(np.int64))
+    for lane, rows in (("compute", mine & (kind < 0)), ("communication", mine & (kind >= 0))):
+        s, e = merged(start[rows], end[rows])
         parts.append(pd.DataFrame({"lane": lane, "start_ns": s, "end_ns": e}))
-    if len(mine):
-        window = (min(window[0], int(mine["start_ns"].min())), max(window[1], int(mine["end_ns"].max())))
+    if mine.any():
+        window = (min(window[0], int(start[mine].min())), max(window[1], int(end[mine].max())))
     return pd.concat(parts, ignore_index=True), window
 
 
