@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterable
@@ -665,12 +666,12 @@ def compare(profiles: tuple[Path, ...], top: int, html_out: Path | None, fail_if
         return
     if html_out is not None and html_out.exists():
         raise bad_input(f"{html_out} exists; choose another --html FILE")
-    from profkit.report.compare import compared
+    from profkit.report.compare import capture
 
-    analyses = []  # one at a time, each reduced to what compare reads before the next (the HTML page reads it all)
+    analyses = []  # one at a time, each reduced to its aggregates (a few hundred rows) before the next
     for p in profiles:
         a = _load(p, rules, allow_incomplete)  # NVTX: the step_i ranges count the steps
-        analyses.append(a if html_out is not None else compared(a))
+        analyses.append(library(functools.partial(capture, a)))
         del a
     names = reports.labels(list(profiles))
     from profkit.report.compare import crossed, gate_json, noise_gate

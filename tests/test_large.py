@@ -94,46 +94,31 @@ def test_timeline_packed_order_equals_the_index_sort(monkeypatch: pytest.MonkeyP
 
 
 def test_compare_on_what_it_reads_equals_compare_on_the_analyses() -> None:
-    """`report compare` keeps of each capture only what compare reads (report.compare.compared())
-    before analysing the next: the same comparison, gate lines and verdicts."""
-    from profkit.analyze.gate import parse_threshold
-    from profkit.report.compare import compared, crossed, noise_gate
+    """`report compare` keeps of each capture only its aggregates (report.compare.capture())
+    before analysing the next: the same comparison, gate lines and verdicts, and no row per kernel."""
+    from profkit.analyze.gate import parse_threshold, range_times_ms
+    from profkit.report.compare import capture, crossed, noise_gate
 
     pair = [pipeline.load(DATA / name / "profile.sqlite", compact=True)
             for name in ("h100_small_step_bf16_flash", "h100_small_step_bf16")]
-    small = [compared(a) for a in pair]
-    assert len(small[0].kernels.columns) == 4 and small[0].transfers.empty
+    small = [capture(a) for a in pair]
+    for a, c in zip(pair, small, strict=True):  # per name, per category, per path: never per kernel
+        assert len(c.ranked) == a.kernels["name"].nunique() < len(a.kernels)
+        assert len(c.shares) <= a.kernels["category"].nunique() + 2
+        assert len(c.paths) == a.ranges["path"].nunique() < len(a.kernels)
+        assert len(c.path_ns) <= len(c.paths) + a.kernels["range_path"].nunique()  # re-homed paths have no range
     names = ["flash", "plain"]
     for fmt in ("markdown", "csv", "json"):
         assert reports.compare(small, names, fmt=fmt) == reports.compare(pair, names, fmt=fmt)
     limits = [parse_threshold(t) for t in ("step_ms>+5%", "gpu_ms>+1%", "category:gemm>+10%")]
     assert crossed(small, names, limits) == crossed(pair, names, limits)
     assert crossed(pair, names, limits)  # the plain capture is slower: something to agree on
-    mine = noise_gate(small, names, 1.0, ["backward", "optimizer", "forward/layer_1"])
-    theirs = noise_gate(pair, names, 1.0, ["backward", "optimizer", "forward/layer_1"])
-    assert [c.line() for c in mine] == [c.line() for c in theirs] and any(c.failed for c in mine)
-
-
-def test_compared_shares_no_memory_with_the_analysis() -> None:
-    """compared() copies what it keeps: a view of one column would keep pandas' whole 2-D block of
-    the analysis alive (the kernels' int64 columns are one block), and with it most of the analysis."""
-    import numpy as np
-
-    from profkit.report.compare import compared
-
-    a = pipeline.load(DATA / "h100_small_step_bf16" / "profile.sqlite", compact=True)
-    small = compared(a)
-    pairs = [(small.kernels, a.kernels), (small.ranges, a.ranges), (small.data.memcpy, a.data.memcpy),
-             (small.data.memset, a.data.memset)]
-    for kept, full in pairs:
-        for col in kept.columns:
-            mine = kept[col].array
-            mine = getattr(mine, "codes", mine)
-            for other in full.columns:
-                theirs = full[other].array
-                theirs = getattr(theirs, "codes", theirs)
-                assert not np.shares_memory(np.asarray(mine), np.asarray(theirs)), (col, other)
-        pd.testing.assert_frame_equal(kept, full[list(kept.columns)])
+    ranges = ["backward", "optimizer", "forward/layer_1"]
+    mine = noise_gate(small, names, 1.0, ranges)
+    assert any(c.failed for c in mine)
+    for check, r in zip(mine[1:], ranges, strict=True):  # the per-step values, from the frames themselves
+        base, new = (tuple(range_times_ms(a.kernels, a.ranges, r)) for a in pair)
+        assert (check.quantity, check.base, check.new) == (f"range:{r}", base, new)
 
 
 @pytest.mark.parametrize("export", EXPORTS, ids=lambda p: p.parent.name)

@@ -252,17 +252,50 @@ def _holds(rel: tuple[str, ...], name: tuple[str, ...]) -> bool:
     return any(rel[i:i + n] == name for i in range(len(rel) - n + 1))
 
 
+def range_paths(ranges: pd.DataFrame) -> list[str]:
+    """The distinct paths of an analysis's ranges, in first-seen order."""
+    return list(dict.fromkeys(ranges["path"].astype(str)))
+
+
 def range_names(ranges: pd.DataFrame) -> list[str]:
     """The names (and sub-paths below the step) of the ranges inside the measured steps."""
+    return _names(range_paths(ranges))
+
+
+def _names(paths: list[str]) -> list[str]:
     from profkit.analyze.nvtx import step_number
 
     out: dict[str, None] = {}
-    for p in dict.fromkeys(ranges["path"].astype(str)):
+    for p in paths:
         if step_number(p) >= 0:
             rel = _rel(p)
             out.update(dict.fromkeys(rel))
             out.update(dict.fromkeys("/".join(rel[:i]) for i in range(2, len(rel) + 1)))
     return list(out)
+
+
+def path_ns(kernels: pd.DataFrame) -> dict[str, int]:
+    """Kernel time per owner path (kernels outside every range left out), summed on the paths'
+    codes: no text or row copied per kernel.
+
+    Raises:
+        TypeError: kernels without range_path and dur_ns.
+    """
+    import numpy as np
+
+    missing = {"range_path", "dur_ns"} - set(kernels.columns)
+    if missing:
+        raise TypeError(f"range_times_ms needs kernel columns {sorted(missing)}")
+    paths = kernels["range_path"].astype("category")  # the analysis's already is: no copy
+    codes, dur = paths.cat.codes.to_numpy(), kernels["dur_ns"].to_numpy(np.int64)
+    sums = np.zeros(len(paths.cat.categories), dtype=np.int64)
+    for lo in range(0, len(codes), 1 << 20):
+        c, d = codes[lo:lo + (1 << 20)], dur[lo:lo + (1 << 20)]
+        np.add.at(sums, c[c >= 0], d[c >= 0])
+    out: dict[str, int] = {}
+    for path, ns in zip(paths.cat.categories.astype(str), sums.tolist(), strict=True):
+        out[path] = out.get(path, 0) + ns
+    return out
 
 
 def range_times_ms(kernels: pd.DataFrame, ranges: pd.DataFrame, name: str) -> list[float]:
@@ -274,31 +307,28 @@ def range_times_ms(kernels: pd.DataFrame, ranges: pd.DataFrame, name: str) -> li
         ValueError: NAME is no range of the measured steps (the message lists close names).
         TypeError: kernels without range_path and dur_ns.
     """
-    import difflib
+    return path_times_ms(path_ns(kernels), range_paths(ranges), name)
 
-    import numpy as np
+
+def path_times_ms(sums: dict[str, int], paths: list[str], name: str) -> list[float]:
+    """range_times_ms() from path_ns() of the kernels and range_paths() of the ranges.
+
+    Raises:
+        ValueError: as range_times_ms().
+    """
+    import difflib
 
     from profkit.analyze.nvtx import step_number
 
-    missing = {"range_path", "dur_ns"} - set(kernels.columns)
-    if missing:
-        raise TypeError(f"range_times_ms needs kernel columns {sorted(missing)}")
     want = tuple(p for p in name.strip("/").split("/") if p)
-    names = range_names(ranges)
+    names = _names(paths)
     if not want or "/".join(want) not in names:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
         hint = f"close: {', '.join(close)}" if close else f"some: {', '.join(names[:8]) or 'none'}"
         raise ValueError(f"--range {name!r}: no range of that name inside the measured steps ({hint})")
-    steps = sorted({step_number(p) for p in ranges["path"].astype(str)} - {-1})
+    steps = sorted({step_number(p) for p in paths} - {-1})
     per = dict.fromkeys(steps, 0)
-    # kernel time per owner path, summed on the paths' codes (no text or row copied per kernel)
-    paths = kernels["range_path"].astype("category")  # the analysis's already is: no copy
-    codes, dur = paths.cat.codes.to_numpy(), kernels["dur_ns"].to_numpy(np.int64)
-    sums = np.zeros(len(paths.cat.categories), dtype=np.int64)
-    for lo in range(0, len(codes), 1 << 20):
-        c, d = codes[lo:lo + (1 << 20)], dur[lo:lo + (1 << 20)]
-        np.add.at(sums, c[c >= 0], d[c >= 0])
-    for path, ns in zip(paths.cat.categories.astype(str), sums.tolist(), strict=True):
+    for path, ns in sums.items():
         step = step_number(path)
         if step in per and _holds(_rel(path), want):
             per[step] += ns

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from profkit import analyze, layout
 from profkit.analyze import gate as gates
-from profkit.pipeline import Analysis
+from profkit.pipeline import Analysis, _require_kernels
 from profkit.report.formats import frame_graph_note, render
 from profkit.report.tables import markdown_table, mib
 
@@ -36,23 +38,45 @@ def labels(paths: list[Path]) -> list[str]:
     return [f"{n} ({names[:i].count(n) + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
-COMPARED_KERNELS = ["name", "category", "dur_ns", "range_path"]
-COMPARED_RANGES = ["path", "name", "depth", "start_ns", "end_ns"]
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """What compare(), crossed() and noise_gate() read of one capture: its aggregates, made by
+    capture() while its analysis is held, so that `report compare` holds a few hundred rows of
+    each capture (not a row per kernel) while the next is analysed."""
+
+    path: Path
+    has_kernel_table: bool
+    run: layout.RunRecord | None
+    steps: int
+    """steps_of() the analysis."""
+    shares: pd.DataFrame
+    """analyze.category_shares(), memcpy and memset included."""
+    ranked: pd.DataFrame
+    """analyze.rank_kernels(), every name."""
+    graph_note: str | None
+    step_ms: list[float]
+    """gates.step_times_ms() of its ranges."""
+    paths: list[str]
+    """gates.range_paths() of its ranges."""
+    path_ns: dict[str, int]
+    """gates.path_ns() of its kernels."""
+
+    def require_kernels(self) -> None:
+        """Raises InputError when the export has no kernels table."""
+        _require_kernels(self.path, self.has_kernel_table)
 
 
-def compared(a: Analysis) -> Analysis:
-    """What compare(), crossed() and noise_gate() read of an analysis, and nothing else: its kernels'
-    name, category, dur_ns and range_path, its ranges' path, name, depth and times, memcpy and memset
-    durations, its run. Copies, not views: a view of one column keeps pandas' whole 2-D block alive
-    (the kernels' five int64 columns are one block), so that once `a` is let go the rest of it is
-    freed and captures compared hold ~14 bytes per kernel each while the next is analysed."""
-    import dataclasses
+def capture(a: Analysis) -> Capture:
+    """An analysis's Capture (what `report compare` keeps of it)."""
+    return Capture(a.data.path, a.data.has_kernel_table, a.run, steps_of(a),
+                   analyze.category_shares(a.kernels, a.data.memcpy, a.data.memset), analyze.rank_kernels(a.kernels),
+                   frame_graph_note(a.kernels), gates.step_times_ms(a.ranges), gates.range_paths(a.ranges),
+                   gates.path_ns(a.kernels))
 
-    d = a.data
-    data = dataclasses.replace(d, kernels=d.kernels.iloc[:0].copy(), nvtx=d.nvtx.iloc[:0].copy(),
-                               memcpy=d.memcpy[["dur_ns"]].copy(), memset=d.memset[["dur_ns"]].copy())
-    return Analysis(data, a.kernels[COMPARED_KERNELS].copy(), a.ranges[COMPARED_RANGES].copy(),
-                    a.transfers.iloc[:0].copy(), a.run)
+
+def captures(items: Sequence[Analysis | Capture]) -> list[Capture]:
+    """Analyses as their Captures (Captures as they are)."""
+    return [c if isinstance(c, Capture) else capture(c) for c in items]
 
 
 def steps_of(a: Analysis) -> int:
@@ -61,51 +85,49 @@ def steps_of(a: Analysis) -> int:
     return n or (a.run.config.steps if a.run else 1)
 
 
-def compare(analyses: list[Analysis], names: list[str], *, top: int = 10, fmt: str = "markdown") -> str:
+def compare(items: Sequence[Analysis | Capture], names: list[str], *, top: int = 10, fmt: str = "markdown") -> str:
     """Category time per step side by side with deltas against the first; in markdown, the runs
     first and the top kernels matched by name after."""
-    for a in analyses:
-        a.require_kernels()
-    steps = [steps_of(a) for a in analyses]
-    shares = [analyze.category_shares(a.kernels, a.data.memcpy, a.data.memset) for a in analyses]
-    table = analyze.compare_shares(shares, steps, names)
+    caps = captures(items)
+    for c in caps:
+        c.require_kernels()
+    steps = [c.steps for c in caps]
+    table = analyze.compare_shares([c.shares for c in caps], steps, names)
     if fmt != "markdown":
         return render(table, fmt, "")
-    ranked = [analyze.rank_kernels(a.kernels) for a in analyses]
-    kernels = analyze.compare_kernels(ranked, steps, names, top=top)
-    notes = [f"{name}: {note.removeprefix('Note: ')}" for name, a in zip(names, analyses, strict=True)
-             if (note := frame_graph_note(a.kernels)) is not None]
-    return "\n".join(_runs_markdown(analyses, names, steps) + _categories_markdown(table, names)
+    kernels = analyze.compare_kernels([c.ranked for c in caps], steps, names, top=top)
+    notes = [f"{name}: {c.graph_note.removeprefix('Note: ')}" for name, c in zip(names, caps, strict=True)
+             if c.graph_note is not None]
+    return "\n".join(_runs_markdown(caps, names, steps) + _categories_markdown(table, names)
                      + _kernels_markdown(kernels, names) + ([f"Note: {'; '.join(notes)}", ""] if notes else []))
 
 
-def gate(analyses: list[Analysis], names: list[str], thresholds: list[Threshold]) -> tuple[bool, str]:
+def gate(items: Sequence[Analysis | Capture], names: list[str], thresholds: list[Threshold]) -> tuple[bool, str]:
     """(any threshold crossed, the one-line verdict) of the captures against the first.
 
     Raises:
         ValueError: a threshold that cannot be evaluated on these captures (the message says why).
     """
-    crossings = crossed(analyses, names, thresholds)
-    return bool(crossings), gates.summary(crossings, len(thresholds) * (len(analyses) - 1))
+    crossings = crossed(items, names, thresholds)
+    return bool(crossings), gates.summary(crossings, len(thresholds) * (len(items) - 1))
 
 
-def crossed(analyses: list[Analysis], names: list[str], thresholds: list[Threshold]) -> list[gates.Crossing]:
+def crossed(items: Sequence[Analysis | Capture], names: list[str], thresholds: list[Threshold]) -> list[gates.Crossing]:
     """The --fail-if thresholds crossed by a capture against the first.
 
     Raises:
         ValueError: as gate().
     """
-    for a in analyses:
-        a.require_kernels()
-    steps = [steps_of(a) for a in analyses]
-    shares = analyze.compare_shares([analyze.category_shares(a.kernels, a.data.memcpy, a.data.memset)
-                                     for a in analyses], steps, names)
-    step_ms = [a.run.summary.median_ms if a.run is not None else None for a in analyses]
+    caps = captures(items)
+    for c in caps:
+        c.require_kernels()
+    shares = analyze.compare_shares([c.shares for c in caps], [c.steps for c in caps], names)
+    step_ms = [c.run.summary.median_ms if c.run is not None else None for c in caps]
     return gates.gate(thresholds, shares, step_ms, names)
 
 
-def _runs_markdown(analyses: list[Analysis], names: list[str], steps: list[int]) -> list[str]:
-    runs = [a.run for a in analyses]
+def _runs_markdown(caps: list[Capture], names: list[str], steps: list[int]) -> list[str]:
+    runs = [c.run for c in caps]
     rows = [["measured steps", *[f"{n:,}" for n in steps], *["" for _ in names[1:]]]]
     if all(r is not None for r in runs):
         med = [r.summary.median_ms for r in runs if r is not None]
@@ -158,7 +180,7 @@ def _kernels_markdown(kernels: pd.DataFrame, names: list[str]) -> list[str]:
             markdown_table(header, rows, align=align), ""]
 
 
-def noise_gate(analyses: list[Analysis], names: list[str], limit_pct: float, range_names: list[str], *,
+def noise_gate(items: Sequence[Analysis | Capture], names: list[str], limit_pct: float, range_names: list[str], *,
                k: float = gates.NOISE_K) -> list[gates.NoiseCheck]:
     """`--fail-above`: ms/step and each named range's GPU time per step, every capture against the
     first, as NoiseChecks (quantity then capture order).
@@ -168,9 +190,10 @@ def noise_gate(analyses: list[Analysis], names: list[str], limit_pct: float, ran
     Raises:
         ValueError: a capture with no per-step times; a range name a capture does not have.
     """
+    caps = captures(items)
     steps: list[list[float]] = []
-    for a, name in zip(analyses, names, strict=True):
-        values = list(a.run.steps_ms) if a.run is not None and a.run.steps_ms else gates.step_times_ms(a.ranges)
+    for c, name in zip(caps, names, strict=True):
+        values = list(c.run.steps_ms) if c.run is not None and c.run.steps_ms else list(c.step_ms)
         if not values:
             raise ValueError(f"--fail-above: {name} has no per-step times (no run.json, no step_i ranges); "
                              "capture with profkit profile")
@@ -182,10 +205,10 @@ def noise_gate(analyses: list[Analysis], names: list[str], limit_pct: float, ran
     per_quantity: list[tuple[str, list[list[float]]]] = [("ms/step", steps)]
     for r in range_names:
         per_capture: list[list[float]] = []
-        for a, name in zip(analyses, names, strict=True):
-            a.require_kernels()
+        for c, name in zip(caps, names, strict=True):
+            c.require_kernels()
             try:
-                per_capture.append(gates.range_times_ms(a.kernels, a.ranges, r))
+                per_capture.append(gates.path_times_ms(c.path_ns, c.paths, r))
             except ValueError as e:
                 raise ValueError(f"{name}: {e}") from None
         per_quantity.append((f"range:{r}", per_capture))

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from profkit import __version__, analyze
 from profkit.analyze.timeline import GPU_BOUND_IDLE_PCT, LAUNCH_BOUND_IDLE_PCT, LAUNCH_BOUND_QUEUE_NS
@@ -46,6 +46,9 @@ from profkit.report import flops as flops_report
 from profkit.report.formats import frame_graph_note, render
 from profkit.report.names import unique_names
 from profkit.report.tables import category_label
+
+if TYPE_CHECKING:
+    from profkit.report.compare import Capture
 
 KERNEL_ROWS = 300
 """Kernel names listed (the rest folded into `others`, as `report kernels --top` does)."""
@@ -636,17 +639,16 @@ COMPARE_KERNELS = Section("compare-kernels", "Kernels, matched by name", "profki
                           "(its kernel table)", compare_kernels_html)
 
 
-def compare_page(analyses: list[Analysis], names: list[str], *, profiles: str, top: int = 10) -> str:
+def compare_page(items: Sequence[Analysis | Capture], names: list[str], *, profiles: str, top: int = 10) -> str:
     """`profkit report compare A B ... --html`: the captures side by side, regressions first."""
     from profkit import report as reports
-    from profkit.report.compare import steps_of
+    from profkit.report.compare import captures
 
-    steps = [steps_of(a) for a in analyses]
-    runs = [{"label": n, "steps": s, "run": a.run.to_dict() if a.run else None}
-            for n, s, a in zip(names, steps, analyses, strict=True)]
-    categories = _json(reports.compare(analyses, names, top=top, fmt="json"))
-    ranked = [analyze.rank_kernels(a.kernels) for a in analyses]
-    kernels = analyze.compare_kernels(ranked, steps, names, top=top)
+    caps = captures(items)
+    runs = [{"label": n, "steps": c.steps, "run": c.run.to_dict() if c.run else None}
+            for n, c in zip(names, caps, strict=True)]
+    categories = _json(reports.compare(caps, names, top=top, fmt="json"))
+    kernels = analyze.compare_kernels([c.ranked for c in caps], [c.steps for c in caps], names, top=top)
     kdoc = {"labels": names, "rows": _json(render(kernels, "json", ""))}
     parts = [(RUNS, runs), (COMPARE, categories), (COMPARE_KERNELS, kdoc)]
     intro = para(f"{len(names)} captures, deltas against the first ({names[0]}): " + ", ".join(names) + ".")
