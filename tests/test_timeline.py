@@ -135,6 +135,26 @@ def test_launch_bound_step_and_what_to_try_in_report_md(tmp_path: Path) -> None:
     assert "| step_0 |" not in text  # per-step rows live in the step-time line
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 1 << 18])
+def test_queues_beyond_32_bits(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the queues are kept in 32 bits while they fit: one of 3 s (and one of -3 s: a clock skew) after
+    # others have been stored, in any chunk, moves them to 64 bits with the values kept
+    import importlib
+
+    tl = importlib.import_module("profkit.analyze.timeline")
+    monkeypatch.setattr(tl, "GATHER_ROWS", chunk)
+    tree = _tree([("step_0", 0, 10**10, 1)])
+    start = np.array([10, 20, 4_000_000_000, 30, 4_000_000_100, 40], dtype=np.int64)
+    launch = np.array([5, 18, 1_000_000_000, 29, 7_000_000_100, 35], dtype=np.int64)
+    activity = pd.DataFrame({"start_ns": start, "end_ns": start + 5, "owner": 0, "launch_ns": launch,
+                             "is_kernel": True})
+    t = analyze.timeline(tree, activity).set_index("name")
+    assert t.loc["step", "median_queue_ns"] == float(np.median(start - launch))  # 3.5
+    activity["launch_ns"] = [5, 18, 1_000_000_000, 29, 35, 40]
+    t = analyze.timeline(tree, activity).set_index("name")
+    assert t.loc["step", "median_queue_ns"] == float(np.median(start - activity["launch_ns"].to_numpy()))
+
+
 def test_work_in_parts_and_small_chunks_equal_one_frame(monkeypatch: pytest.MonkeyPatch) -> None:
     # report.md takes the kernels and the transfers as two Work parts viewing their columns; the rows
     # straddle the parts' boundary inside every range and, with tiny chunks, every chunk boundary too

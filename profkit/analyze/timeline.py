@@ -97,6 +97,7 @@ def _unions(s: np.ndarray, e: np.ndarray, seg: np.ndarray, lo_t: np.ndarray, hi_
 PACK_ROWS = 1 << 32
 """timeline() packs (preorder position, row) in one int64 below this many work rows, else sorts an index."""
 GATHER_ROWS = 1 << 18
+I32 = np.iinfo(np.int32)
 """About this many work rows are gathered at once per phase in timeline(): sums are additive,
 so a phase's instances are taken a chunk at a time and peak memory stays bounded."""
 
@@ -280,7 +281,8 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
         busy_at = idx[hi[idx] > lo[idx]]  # the instances with GPU work, a chunk of them at a time
         span = busy = kernels = filled = 0
         sizes = hi[busy_at] - lo[busy_at]
-        q = np.empty(int(sizes.sum()), dtype=np.int64)  # the queues, filled chunk by chunk (no list, no concatenation)
+        # the queues, filled chunk by chunk (no list, no concatenation), in 32 bits while they fit (2.1 s)
+        q = np.empty(int(sizes.sum()), dtype=np.int32)
         for part in _chunks(sizes, GATHER_ROWS):
             chunk = busy_at[part]
             g, seg = _gather(lo[chunk], hi[chunk])
@@ -294,6 +296,8 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
             busy += int(_unions(s, e, seg, s_first, e_last).sum())
             kernels += int(is_k.sum())
             queued = (s - launch)[is_k & (launch >= 0)]
+            if q.dtype != queued.dtype and len(queued) and not (I32.min <= queued.min() and queued.max() <= I32.max):
+                q = q.astype(queued.dtype)  # a queue longer than 32 bits hold: the rest in 64
             q[filled:filled + len(queued)] = queued
             filled += len(queued)
         q = q[:filled]
