@@ -477,15 +477,6 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
             columns, range_names = col.read_nvtx(reader, set())
         ranges = parse.nvtx_frame(columns, range_names)
         del columns
-        if activity:  # their launch calls in one scan, after the kernels' are gone
-            read_launch = ["%emcpy%", "%emset%"]
-            col.read_launch_calls(reader, tables, read_launch)
-        memcpy = (parse._load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", memcpy_cols, like="%emcpy%")
-                  if activity else parse._empty_activity(memcpy_cols))
-        memset = (parse._load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMSET", memset_cols, like="%emset%")
-                  if activity else parse._empty_activity(memset_cols))
-        reader.calls.clear()
-        gpus = parse.load_gpus(db, tables if activity else set())
         nvtx_end_ns = None if nvtx else col.nvtx_last_end(db, tables)
     except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise col.damaged(export, e) from None
@@ -521,9 +512,24 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     del launch_tid
     projected = tree.assign(**project_arrays(owner, k["dur_ns"], k["start_ns"], k["end_ns"],
                                              tree["parent"].to_numpy(), tree["depth"].to_numpy()))
-    cols = ["start_ns", "end_ns", "dur_ns", "launch_ns", "launch_tid"]
-    transfers = pd.concat([memcpy[cols].assign(kind="memcpy"), memset[cols].assign(kind="memset")],
-                          ignore_index=True)
+    # memcpy and memset last, once the tree's temporaries are gone (read beside them, they set the peak)
+    db, tables = col.connect(export)
+    reader = col.Reader(export, db)
+    try:
+        if activity:  # their launch calls in one scan, after the kernels' are gone
+            col.read_launch_calls(reader, tables, ["%emcpy%", "%emset%"])
+        memcpy = (parse._load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", memcpy_cols, like="%emcpy%")
+                  if activity else parse._empty_activity(memcpy_cols))
+        memset = (parse._load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMSET", memset_cols, like="%emset%")
+                  if activity else parse._empty_activity(memset_cols))
+        reader.calls.clear()
+        gpus = parse.load_gpus(db, tables if activity else set())
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+        raise col.damaged(export, e) from None
+    finally:
+        reader.close()
+        db.close()
+    transfers = transfer_frame(memcpy, memset)
     transfers = transfers.assign(owner=analyze.attribute(transfers, tree, timelines))
     del timelines
 
@@ -542,6 +548,18 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
                              tables=tables, nvtx_end_ns=nvtx_end_ns if not nvtx else None)
     del ranges, memcpy, memset
     return Analysis(data, analyze.with_owner(kernels, projected, owner), projected, transfers, run)
+
+
+def transfer_frame(memcpy: pd.DataFrame, memset: pd.DataFrame) -> pd.DataFrame:
+    """memcpy then memset rows in one frame (start_ns, end_ns, dur_ns, launch_ns, launch_tid),
+    `kind` a Categorical (memcpy, memset): a byte per row, not a string pointer."""
+    import numpy as np
+    import pandas as pd
+
+    cols = ["start_ns", "end_ns", "dur_ns", "launch_ns", "launch_tid"]
+    kind = pd.Categorical.from_codes(np.repeat(np.array([0, 1], dtype=np.int8), [len(memcpy), len(memset)]),
+                                     categories=pd.Index(["memcpy", "memset"], dtype=object))
+    return pd.concat([memcpy[cols], memset[cols]], ignore_index=True).assign(kind=kind)
 
 
 def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bool = True,
@@ -566,9 +584,7 @@ def analyze_data(data: parse.ProfileData, *, rules: Path | None = None, nvtx: bo
     tree, timelines = tree_and_timelines(data.nvtx if nvtx else data.nvtx.iloc[:0])
     owner = analyze.attribute(kernels, tree, timelines)
     ranges = analyze.project(kernels, tree, owner)
-    cols = ["start_ns", "end_ns", "dur_ns", "launch_ns", "launch_tid"]
-    transfers = pd.concat([data.memcpy[cols].assign(kind="memcpy"), data.memset[cols].assign(kind="memset")],
-                          ignore_index=True)
+    transfers = transfer_frame(data.memcpy, data.memset)
     transfers = transfers.assign(owner=analyze.attribute(transfers, tree, timelines))
     return Analysis(data, analyze.with_owner(kernels, ranges, owner), ranges, transfers, run)
 

@@ -161,12 +161,13 @@ def path_precision(kernels: pd.DataFrame, *, graphs: str | None = None) -> pd.Da
         path, precision (NaN for paths without tensor-op kernels: their rate is fp32's).
     """
     require(kernels, ["name", "dur_ns", "range_path"], "kernels")
-    k = kernels[kernels["range_path"].notna()]
-    prec = k["name"].astype(str).map(lambda n: graphs if GRAPH_NAME.match(n) else kernel_precision(n))
-    k = k.assign(precision=prec, path=k["range_path"].astype(str))[prec.notna()]
     rows = []
-    # every prefix of a kernel's path holds it (paths are inclusive)
-    for path, precision, dur in zip(k["path"], k["precision"], k["dur_ns"], strict=True):
+    # every prefix of a kernel's path holds it (paths are inclusive): time per (path, name) first,
+    # on codes a chunk at a time, then each distinct pair's prefixes (no row or string per kernel)
+    for (path, name), dur in _pair_ns(kernels["range_path"], kernels["name"], kernels["dur_ns"]).items():
+        precision = graphs if GRAPH_NAME.match(name) else kernel_precision(name)
+        if precision is None or pd.isna(precision):
+            continue
         parts = path.split("/")
         for i in range(1, len(parts) + 1):
             rows.append(("/".join(parts[:i]), precision, dur))
@@ -175,6 +176,37 @@ def path_precision(kernels: pd.DataFrame, *, graphs: str | None = None) -> pd.Da
     t = pd.DataFrame(rows, columns=["path", "precision", "dur_ns"]).groupby(["path", "precision"])["dur_ns"].sum()
     best = t.reset_index().sort_values("dur_ns", ascending=False).drop_duplicates("path")
     return best[["path", "precision"]].reset_index(drop=True)
+
+
+PAIR_CHUNK = 1 << 20
+
+
+def _pair_ns(paths: pd.Series, names: pd.Series, dur: pd.Series) -> dict[tuple[str, str], int]:
+    """Kernel time per (path, name) text pair, kernels without a path left out."""
+    import numpy as np
+
+    p = paths.astype("category")  # the analysis's already are: no copy
+    n = names.astype("category")
+    p_codes, n_codes = p.cat.codes.to_numpy(), n.cat.codes.to_numpy()
+    d = dur.to_numpy()
+    width = len(n.cat.categories) + 1
+    sums: dict[int, int] = {}
+    for lo in range(0, len(d), PAIR_CHUNK):
+        pc, nc = p_codes[lo:lo + PAIR_CHUNK], n_codes[lo:lo + PAIR_CHUNK]
+        keep = pc >= 0
+        pair = pc[keep].astype(np.int64) * width + nc[keep] + 1  # a name code of -1 (NaN) stays its own
+        uniq, inverse = np.unique(pair, return_inverse=True)
+        total = np.zeros(len(uniq), dtype=np.int64)
+        np.add.at(total, inverse.reshape(-1), d[lo:lo + PAIR_CHUNK][keep])
+        for key, ns in zip(uniq.tolist(), total.tolist(), strict=True):
+            sums[key] = sums.get(key, 0) + ns
+    path_text = [str(c) for c in p.cat.categories]
+    name_text = ["nan", *(str(c) for c in n.cat.categories)]  # as astype(str) writes a missing name
+    out: dict[tuple[str, str], int] = {}
+    for key, ns in sums.items():
+        pair_key = (path_text[key // width], name_text[key % width])
+        out[pair_key] = out.get(pair_key, 0) + ns
+    return out
 
 
 def _exclusive(paths: pd.DataFrame, col: str) -> pd.Series:

@@ -238,7 +238,10 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
     pos_type = np.int32 if len(ranges) < np.iinfo(np.int32).max else np.int64
     last = np.iinfo(pos_type).max
     tin_p = tin.astype(pos_type)
-    pos_all = np.empty(sum(len(w.owner) for w in activity), dtype=pos_type)
+    total = sum(len(w.owner) for w in activity)
+    packed = len(tin_p) < np.iinfo(np.int32).max and total < PACK_ROWS
+    # packed: the positions are written straight into the int64 array they are packed in (no 32-bit copy beside it)
+    pos_all = np.empty(total, dtype=np.int64 if packed else pos_type)
     off = 0
     for w in activity:
         o = w.owner
@@ -252,9 +255,8 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
     # Per range, vectorized: its work is the slice [lo, hi) of the activity in preorder. The order is
     # kept as one int64 per owned row, (preorder position << 32) | row, sorted in place: the stable order
     # and the sorted positions in one array, no index array or position array beside it.
-    packed = len(tin_p) < np.iinfo(np.int32).max and len(pos_all) < PACK_ROWS
     if packed:
-        ordered = pos_all.astype(np.int64)
+        ordered = pos_all.view(np.int64)  # already int64: the same memory, typed
         del pos_all
         for a in range(0, len(ordered), GATHER_ROWS):  # the row numbers, a chunk at a time (no arange beside it)
             ordered[a:a + GATHER_ROWS] <<= 32

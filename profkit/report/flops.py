@@ -14,6 +14,7 @@ import pandas as pd
 
 from profkit import analyze, layout, peaks
 from profkit.analyze import flops as af
+from profkit.analyze.timeline import per_distinct
 from profkit.errors import ProfkitError
 from profkit.pipeline import Analysis
 from profkit.report import timeline as report_timeline
@@ -134,8 +135,7 @@ def table(a: Analysis, flops: dict[str, Any], *, measured: bool = False) -> tupl
     a.require_kernels()
     peak, _ = resolve_peak(a, measured=measured)
     steps = analyze.fold_steps(a.ranges, a.kernels)
-    paths = a.kernels["range_path"]
-    folded = paths.astype(str).str.replace(r"^step_\d+/", "", regex=True).where(paths.notna())
+    folded = fold_paths(a.kernels["range_path"])
     # A whole CUDA-graph replay's name says nothing of its matmuls: under autocast they run in its dtype.
     graphs = {"bf16": "bf16", "fp16": "fp16"}.get(str(flops["config"].get("dtype")))
     precision = af.path_precision(a.kernels.assign(range_path=folded), graphs=graphs)
@@ -150,6 +150,26 @@ def table(a: Analysis, flops: dict[str, Any], *, measured: bool = False) -> tupl
     return t, af.step_summary(flops, t, step_ms, peak), peak
 
 
+def fold_paths(paths: pd.Series) -> pd.Series:
+    """Range paths without their `step_N/` (NaN stays NaN), as a Categorical: folded once per
+    distinct path, not once per kernel.
+
+    >>> fold_paths(pd.Series(["step_0/forward", None, "step_1/forward", "warmup"], dtype="category")).tolist()
+    ['forward', nan, 'forward', 'warmup']
+    """
+    import re
+
+    import numpy as np
+
+    cats = paths.astype("category")  # the analysis's already is: no copy
+    texts = [re.sub(r"^step_\d+/", "", str(c)) for c in cats.cat.categories]
+    uniq = list(dict.fromkeys(texts))
+    index = {t: i for i, t in enumerate(uniq)}
+    remap = np.array([*(index[t] for t in texts), -1], dtype=np.int32)  # code -1 (NaN): the last entry
+    codes = remap[cats.cat.codes.to_numpy()]
+    return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(uniq, dtype=object)), index=paths.index)
+
+
 def gap(a: Analysis, t: pd.DataFrame, s: af.StepFlops) -> pd.DataFrame:
     """floor_gap() of a capture, per measured step: kernel time under the step_i ranges, busy
     time and span of the timeline's `step` phase, the step from run.json (else the span)."""
@@ -159,8 +179,8 @@ def gap(a: Analysis, t: pd.DataFrame, s: af.StepFlops) -> pd.DataFrame:
         raise ProfkitError("the capture has no measured step_i ranges: no floor-and-gap to show")
     r = row.iloc[0]
     n = int(r["instances"])
-    in_step = a.kernels["range_path"].astype(str).str.match(r"^step_\d+(/|$)") & a.kernels["range_path"].notna()
-    kernel_ns = float(a.kernels.loc[in_step, "dur_ns"].sum()) / n
+    in_step = per_distinct(a.kernels["range_path"], lambda p: p.str.match(r"^step_\d+(/|$)"))  # NaN: "nan"
+    kernel_ns = float(a.kernels["dur_ns"].to_numpy().sum(where=in_step)) / n
     span = float(r["gpu_span_ns"]) / n
     step_ns = s.step_ms * 1e6 if a.run is not None else span
     return af.floor_gap(s.floor_ms * 1e6, kernel_ns=kernel_ns, busy_ns=float(r["gpu_busy_ns"]) / n, span_ns=span,
