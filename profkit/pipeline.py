@@ -94,12 +94,15 @@ class Analysis:
 
     def attributed(self) -> Attributed:
         """The arrays `report kernels` and `report nvtx` take, from this analysis's frames."""
+        import numpy as np
+
         from profkit.analyze.kernels import column_codes
         from profkit.analyze.nvtx import owned, projected
 
         k = self.kernels
         short, shorts = column_codes(k["short_name"])
         category, categories = column_codes(k["category"])
+        short, category = short.astype(np.int32, copy=False), category.astype(np.int32, copy=False)
         return Attributed(self.data.path, self.data.has_kernel_table, owned(k), short, shorts, category, categories,
                           projected(self.ranges))
 

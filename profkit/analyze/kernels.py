@@ -162,11 +162,12 @@ def rank_kernels(kernels: pd.DataFrame, *, by: str = "name", top_k: int | None =
 
 
 def column_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """A column's values as codes into its distinct texts."""
+    """A column's values as codes into its distinct texts: a Categorical's own codes, in its own
+    integer type (int8 for up to 127 texts: no copy the kernels' length), else int32."""
     import pandas as pd
 
-    if isinstance(column.dtype, pd.CategoricalDtype):  # int32 codes: a few hundred names, ten million kernels
-        codes, cats = np.asarray(column.cat.codes, dtype=np.int32), [str(c) for c in column.cat.categories]
+    if isinstance(column.dtype, pd.CategoricalDtype):  # a few hundred names, ten million kernels
+        codes, cats = column.cat.codes.to_numpy(), [str(c) for c in column.cat.categories]
     else:
         c, u = pd.factorize(column.astype(str))
         codes, cats = c.astype(np.int32), [str(x) for x in u]

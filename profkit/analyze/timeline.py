@@ -272,6 +272,7 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
         lo = np.searchsorted(pos, tin, "left")
         hi = np.searchsorted(pos, tout, "right")
         del pos
+    del tin, tout, tin_p  # each range's slice [lo, hi) is all that is needed of the preorder from here
     r_start, r_end = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
     wall_r = np.where(r_end < OPEN_END, r_end - r_start, 0)
     rows = []
