@@ -21,12 +21,13 @@ Schemas of nsys 2022.x to 2025.x differ in small ways, all handled here:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,25 @@ def check_strings(path: Path, db: sqlite3.Connection) -> None:
     if repeated:
         raise ProfileError(f"{path} is damaged: {repeated:,} StringIds ids repeat; export the capture again with nsys "
                            "export --type sqlite")
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[tuple[sqlite3.Connection, set[str], Reader]]:
+    """connect() to an export with a Reader on it, both closed on leaving; an error SQLite meets
+    part-way (or a text it cannot decode) becomes damaged()'s one-line ProfileError.
+
+    Raises:
+        ProfileError: as connect(), or damaged().
+    """
+    db, tables = connect(path)
+    reader = Reader(path, db)
+    try:
+        yield db, tables, reader
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+        raise damaged(path, e) from None
+    finally:
+        reader.close()
+        db.close()
 
 
 def damaged(path: Path, e: Exception) -> ProfileError:

@@ -210,10 +210,8 @@ def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = T
         ProfileError: not a file, empty, not SQLite, corrupt, not an nsys export, or incomplete.
     """
     path = Path(path)
-    db, tables = col.connect(path)
-    reader = Reader(path, db)
     memcpy_cols, memset_cols = ["bytes", "copyKind"], ["bytes"]
-    try:
+    with col.reading(path) as (db, tables, reader):
         if activity:  # the launches of kernels, memcpy and memset: one scan of the runtime calls
             likes = ["%Launch%"] if launches else []
             read_launch_calls(reader, tables, [*likes, "%emcpy%", "%emset%"])
@@ -230,11 +228,6 @@ def load(path: Path | str, *, allow_incomplete: bool = False, launches: bool = T
             tables=tables,
             nvtx_end_ns=None if nvtx else nvtx_last_end(db, tables),
         )
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
-        raise col.damaged(path, e) from None
-    finally:
-        reader.close()
-        db.close()
     if not allow_incomplete:
         check_complete(data)
     return data

@@ -147,7 +147,6 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
     Raises:
         ProfkitError: the input, its rules, or an incomplete export (unless allow_incomplete).
     """
-    import sqlite3
 
     import numpy as np
 
@@ -160,9 +159,7 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
     if process_of(path, export, rank) is not None:  # one rank's process of an export of several: load() selects it
         return load(path, rules=rules, allow_incomplete=allow_incomplete, nvtx=nvtx, activity=False,
                     rank=rank).attributed()
-    db, tables = col.connect(export)
-    reader = col.Reader(export, db)
-    try:
+    with col.reading(export) as (db, tables, reader):
         fields = ["start_ns", "end_ns", "name_id", *(["short_id"] if short else [])]
         k = col.read_kernels(reader, tables, fields, launches=nvtx, processes=False, compact=True)
         for joined in ("correlation_id", "global_pid"):  # read for the launch join and the repeat check only
@@ -175,11 +172,6 @@ def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool 
         else:
             ranges, range_names = col.read_nvtx(reader, set())
             last = col.nvtx_last_end(db, tables)
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
-        raise col.damaged(export, e) from None
-    finally:
-        reader.close()
-        db.close()
     if not allow_incomplete and (error := col.incomplete(export, k["end_ns"], last)) is not None:
         raise error
     rule_list = load_rules(rules)
@@ -446,14 +438,14 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     The kernels are read as `report nvtx` reads them (pipeline.attributed(): int32 ids, the launch
     calls of kernels alone, nothing the reports do not use) and first, before anything else is
     held; once attributed they keep start_ns, end_ns, launch_ns, dur_ns (int64), name, short_name,
-    category (Categoricals, int32 codes), owner (int32 while range ids fit) and range_path. No correlation id, process,
-    launching thread or name id per kernel survives the attribution; memcpy and memset keep
+    category (Categoricals: int8 codes up to 127 texts), owner (int32 while range ids fit) and
+    range_path. No correlation id, process, launching thread or name id per kernel survives the
+    attribution; memcpy and memset keep
     TRANSFER_COLUMNS in Analysis.data, their launches and owners in Analysis.transfers.
 
     Raises:
         ProfkitError: the input, its rules, or an incomplete export (unless allow_incomplete).
     """
-    import sqlite3
 
     import numpy as np
     import pandas as pd
@@ -463,10 +455,8 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     from profkit.analyze.nvtx import owner_dtype, owners, project_arrays, tree_and_timelines
 
     heap.fixed_mmap_threshold(heap.ANALYSIS_MMAP_THRESHOLD)  # large arrays, freed, go back to the system
-    db, tables = col.connect(export)
-    reader = col.Reader(export, db)
     memcpy_cols, memset_cols = ["bytes", "copyKind"], ["bytes"]
-    try:
+    with col.reading(export) as (db, tables, reader):
         k = col.read_kernels(reader, tables, ["start_ns", "end_ns", "name_id", "short_id"], launches=nvtx,
                              processes=False, compact=True)
         for joined in ("correlation_id", "global_pid"):  # read for the launch join and the repeat check only
@@ -481,11 +471,6 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
         ranges = parse.nvtx_frame(columns, range_names)
         del columns
         nvtx_end_ns = None if nvtx else col.nvtx_last_end(db, tables)
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
-        raise col.damaged(export, e) from None
-    finally:
-        reader.close()
-        db.close()
     if not allow_incomplete:
         if nvtx_end_ns is None:
             closed = ranges["end_ns"].dropna()
@@ -516,9 +501,7 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     projected = tree.assign(**project_arrays(owner, k["dur_ns"], k["start_ns"], k["end_ns"],
                                              tree["parent"].to_numpy(), tree["depth"].to_numpy()))
     # memcpy and memset last, once the tree's temporaries are gone (read beside them, they set the peak)
-    db, tables = col.connect(export)
-    reader = col.Reader(export, db)
-    try:
+    with col.reading(export) as (db, tables, reader):
         if activity:  # their launch calls in one scan, after the kernels' are gone
             col.read_launch_calls(reader, tables, ["%emcpy%", "%emset%"])
         memcpy = (parse._load_activity(reader, tables, "CUPTI_ACTIVITY_KIND_MEMCPY", memcpy_cols, like="%emcpy%")
@@ -527,11 +510,6 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
                   if activity else parse._empty_activity(memset_cols))
         reader.calls.clear()
         gpus = parse.load_gpus(db, tables if activity else set())
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
-        raise col.damaged(export, e) from None
-    finally:
-        reader.close()
-        db.close()
     transfers = transfer_frame(memcpy, memset)
     transfers = transfers.assign(owner=analyze.attribute(transfers, tree, timelines))
     del timelines

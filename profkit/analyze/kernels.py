@@ -45,7 +45,8 @@ def lookup_categorical(ids: pd.Series | np.ndarray, table: pd.Series, missing: s
     import pandas as pd
 
     ids = np.asarray(ids)
-    if _dense(ids):  # one int32 code per row through a table by id: no per-row temporaries but the codes
+    dense = _dense(ids)
+    if dense:  # one int32 code per row through a table by id: no per-row temporaries but the codes
         present = np.zeros(int(ids.max()) + 1, dtype=bool)
         present[ids] = True
         uniq = np.flatnonzero(present)
@@ -53,7 +54,7 @@ def lookup_categorical(ids: pd.Series | np.ndarray, table: pd.Series, missing: s
         uniq, inverse = np.unique(ids, return_inverse=True)
     texts = table.reindex(uniq).fillna(missing).astype(object).to_numpy()
     cats, remap = np.unique(texts.astype(str), return_inverse=True)  # two ids may share a text
-    if _dense(ids):
+    if dense:
         by_id = np.full(len(present), -1, dtype=np.int32)
         by_id[uniq] = remap
         codes = by_id[ids]

@@ -97,9 +97,10 @@ def _unions(s: np.ndarray, e: np.ndarray, seg: np.ndarray, lo_t: np.ndarray, hi_
 PACK_ROWS = 1 << 32
 """timeline() packs (preorder position, row) in one int64 below this many work rows, else sorts an index."""
 GATHER_ROWS = 1 << 18
-I32 = np.iinfo(np.int32)
 """About this many work rows are gathered at once per phase in timeline(): sums are additive,
 so a phase's instances are taken a chunk at a time and peak memory stays bounded."""
+I32 = np.iinfo(np.int32)
+"""The queues' 32-bit range: timeline() keeps them in 32 bits while every one fits."""
 
 
 def _chunks(sizes: np.ndarray, limit: int) -> list[slice]:
