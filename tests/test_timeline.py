@@ -189,3 +189,42 @@ def test_slim_analysis_drops_only_attribution_columns_and_report_md_is_the_same(
         assert list(lean.columns) == [c for c in full.columns if c in set(lean.columns)]
         assert np.shares_memory(full["start_ns"].to_numpy(), lean["start_ns"].to_numpy())  # nothing copied
     assert capture_markdown(slim, title="t") == capture_markdown(a, title="t")
+
+
+def _preorder(parent: np.ndarray) -> tuple[list[int], list[int]]:
+    """Entry index and last descendant's entry index of each node, by a recursive walk (children and
+    roots in index order): the plain definition _euler is checked against."""
+    tin, tout = [0] * len(parent), [0] * len(parent)
+    clock = 0
+
+    def visit(v: int) -> None:
+        nonlocal clock
+        tin[v] = clock
+        clock += 1
+        for c in np.flatnonzero(parent == v).tolist():
+            visit(c)
+        tout[v] = clock - 1
+
+    for r in np.flatnonzero(parent < 0).tolist():
+        visit(r)
+    return tin, tout
+
+
+def test_preorder_of_random_forests_equals_a_recursive_walk() -> None:
+    # timeline() takes each range's work as one slice of the work in preorder of its owner; _euler
+    # numbers a forest a depth level at a time. Against a plain recursive walk on forests whose parents
+    # come before or after their children in index order, as grafted ranges (another thread's, sorted
+    # later) do.
+    import importlib
+
+    tl = importlib.import_module("profkit.analyze.timeline")
+    rng = np.random.default_rng(17)
+    for _ in range(300):
+        n = int(rng.integers(0, 60))
+        labels = rng.permutation(n)
+        parent = np.full(n, -1, dtype=np.int64)
+        for k in range(1, n):  # node labels[k] hangs under an earlier-made node, or is a root
+            if rng.random() < 0.85:
+                parent[labels[k]] = labels[rng.integers(0, k)]
+        tin, tout = tl._euler(parent)
+        assert (tin.tolist(), tout.tolist()) == _preorder(parent), parent.tolist()

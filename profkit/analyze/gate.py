@@ -235,8 +235,10 @@ def step_times_ms(ranges: pd.DataFrame) -> list[float]:
     if missing:
         raise TypeError(f"step_times_ms needs columns {sorted(missing)}")
     from profkit.analyze.nvtx import step_number
+    from profkit.analyze.timeline import per_distinct
 
-    top = ranges[ranges["path"].astype(str).str.fullmatch(r"step_\d+") & ranges["end_ns"].notna()]
+    is_step = per_distinct(ranges["path"], lambda p: p.str.fullmatch(r"step_\d+"))  # once per distinct path
+    top = ranges[is_step & ranges["end_ns"].notna().to_numpy()]
     steps = sorted(zip(map(step_number, top["path"].astype(str)), top["end_ns"] - top["start_ns"], strict=True))
     return [float(d) / 1e6 for _, d in steps]
 

@@ -47,17 +47,22 @@ def module_table(ranges: pd.DataFrame) -> pd.DataFrame:
     | step_0/backward/layer_0   | 40           | 4       |    |         |     |     |       |          |
     """
     require(ranges, ["path", "name", "depth", "start_ns", "gpu_total_ns", "kernels"], "ranges")
-    steps = ranges[(ranges["depth"] == 0) & ranges["name"].astype(str).str.fullmatch(STEP.pattern)]
+    top = ranges[ranges["depth"] == 0]
+    steps = top[top["name"].astype(str).str.fullmatch(STEP.pattern)]
     n = len(steps)
     if n == 0:
         return pd.DataFrame({c: pd.Series(dtype="object" if c == "module" else "float64") for c in COLUMNS})
     step_ns = steps["gpu_total_ns"].sum() / n
-    parts = ranges["path"].astype(str).str.extract(PHASED)
-    keep = parts[1].notna() & ~parts[1].fillna("").str.contains(OP)
+    # Each distinct path parsed once (a long capture has a million ranges and far fewer paths;
+    # a regular expression costs about a microsecond a row), then taken per range by its code.
+    codes, uniq = pd.factorize(ranges["path"], use_na_sentinel=False)
+    parts = pd.Series(uniq, dtype=object).astype(str).str.extract(PHASED)
+    known = (parts[1].notna() & ~parts[1].fillna("").str.contains(OP)).to_numpy()
+    keep = known[codes]
     if "seq" in ranges.columns:
-        keep &= ranges["seq"].isna()
-    rows = ranges.loc[keep, ["start_ns", "gpu_total_ns", "kernels"]].assign(phase=parts.loc[keep, 0],
-                                                                            module=parts.loc[keep, 1])
+        keep &= ranges["seq"].isna().to_numpy()
+    rows = ranges.loc[keep, ["start_ns", "gpu_total_ns", "kernels"]].assign(
+        phase=parts[0].to_numpy(dtype=object)[codes[keep]], module=parts[1].to_numpy(dtype=object)[codes[keep]])
     g = rows.groupby(["module", "phase"], sort=False).agg(gpu=("gpu_total_ns", "sum"), kernels=("kernels", "sum"),
                                                           first=("start_ns", "min"))
     wide = g.unstack("phase")
