@@ -322,6 +322,174 @@ def every_command(e: Export, work: Path) -> list[list[str]]:
     return rows
 
 
+# --- linearity of every report command (issue 17) ------------------------------------------------------------------
+
+LINEAR_COMMANDS = ("kernels", "nvtx", "modules", "timeline", "flops", "report.md", "compare", "ranks", "memory")
+
+
+def capture_folder(export: Path, fixture: Path, folder: Path) -> Path:
+    """A capture folder for `export`: the export linked in as profile.sqlite (read in place) and, when the
+    fixture's own folder has run.json, that run.json and the flops.json counted from it (once, on the meta
+    device, when torch is importable), so that `report flops` and report.md's FLOPs sections have their input.
+    Without them `report flops` is refused, and the table says so."""
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "profile.sqlite"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(export)
+    run_json = fixture.parent / "run.json"
+    if run_json.exists():
+        shutil.copyfile(run_json, folder / "run.json")
+        counted = folder.parent / f"{fixture.parent.name}.flops.json"
+        if not counted.exists():
+            try:
+                from profkit.collect import flops
+                from profkit.config import RunConfig
+            except ImportError:  # no torch: no FLOPs
+                return folder
+            rec = json.loads(run_json.read_text())
+            shutil.move(flops.write(flops.count(RunConfig.from_dict(rec["config"])), folder), counted)
+        shutil.copyfile(counted, folder / "flops.json")
+    return folder
+
+
+def linear_commands(capture: Path, ranks: Path, other: Path) -> dict[str, list[str]]:
+    """Every report command on one capture folder, cold (`--no-cache`): `compare` against a second folder
+    linking the same export, `ranks` on a folder holding it as rank0, `memory` placing the committed tiny
+    snapshot on its ranges."""
+    sqlite = str(capture / "profile.sqlite")
+    return {
+        "kernels": ["kernels", sqlite, "--format", "csv", "--top", "0", "--no-cache"],
+        "nvtx": ["nvtx", sqlite, "--format", "csv", "--no-cache"],
+        "modules": ["modules", str(capture), "--no-cache"],
+        "timeline": ["timeline", str(capture), "--no-cache"],
+        "flops": ["flops", str(capture), "--no-cache"],
+        "report.md": ["capture", str(capture), "--force", "--no-cache"],
+        "compare": ["compare", str(capture), str(other), "--no-cache"],
+        "ranks": ["ranks", str(ranks), "--no-cache"],
+        "memory": ["memory", str(SNAPSHOT), "--profile", str(capture)],
+    }
+
+
+def touch_memory(mb: int) -> None:
+    """Write `mb` MB of fresh memory in a child process and let it go. On a virtual machine the host
+    may take back the guest's free memory; the first write to such a page then costs a fault in the
+    host too (measured on this kind of 2-core machine: 0.7 to 23 ns per 8 bytes written to fresh
+    memory, the same code minutes apart), which falls on the largest exports' runs, that take most
+    fresh memory, and reads as a cost per kernel that grows. Touched just before the runs, the pages
+    the next commands get are backed, as on a machine that is not a guest."""
+    if mb > 0:
+        subprocess.run([sys.executable, "-c", f"import numpy as np; np.ones({mb} * 2**17, dtype=np.int64).sum()"],
+                       check=True)
+
+
+def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, threads: str,
+              touch_mb: int) -> tuple[list[str], bool]:
+    """Every report command, best of `repeat` fresh processes, on the fixture itself (its start-up: at least 5
+    runs, for the jitter too) and on each export, the commands interleaved within a repeat. Per command, its
+    cost above start-up per 1 k kernels, judged at the sizes where that cost is at least JITTER_TIMES x
+    start-up's jitter; flat when the largest judged is within MAX_SLOPE_GROWTH of the smallest. Markdown
+    lines and whether every command that ran was flat and under 2^30 bytes at the largest size."""
+    py = [sys.executable, "-m", "profkit", "report"]
+    # The reads' second thread fixed, not left to the load average (columns.two_threads): a command
+    # run right after another sees the load that one left, and would read on one thread at one size
+    # and on two at the next.
+    env = profkit_env(work, **({"PROFKIT_READ_THREADS": threads} if threads != "auto" else {}))
+    n0 = _kernel_count(fixture)
+    sizes: list[tuple[str, int, Path]] = [(fixture.name, n0, fixture)] + [(e.path.name, e.kernels, e.path)
+                                                                         for e in exports]
+    times: dict[tuple[str, int], Timing] = {}
+    said: dict[tuple[str, int], str] = {}
+    plans = []  # (kernels, out folder, commands) per size
+    for name, kernels, path in sizes:
+        out = work / "out" / "linear" / Path(name).stem
+        folders = [capture_folder(path, fixture, out / d) for d in ("capture", "other")]
+        ranks = out / "ranks"
+        ranks.mkdir(parents=True, exist_ok=True)
+        if not (ranks / "rank0.sqlite").is_symlink():
+            (ranks / "rank0.sqlite").symlink_to(path)
+        plans.append((kernels, out, linear_commands(folders[0], ranks, folders[1])))
+    for label, args in plans[0][2].items():  # fills the bytecode cache
+        timed([*py, *args], plans[0][1] / f"{label}.fill.txt", env, fail_ok=True)
+
+    def run(kernels: int, out: Path, label: str, args: list[str], note: str) -> None:
+        stdout = out / f"{label}.txt"
+        seconds, mb = timed([*py, *args], stdout, env, fail_ok=True)
+        t = times.setdefault((label, kernels), Timing(label))
+        t.seconds.append(seconds)
+        t.peak_mb.append(mb)
+        err = stdout.with_suffix(".txt.err").read_text(errors="replace").strip().splitlines()
+        refused = next((x for x in err if x.startswith("Error:")), None)
+        if refused or any("Traceback" in x for x in err):
+            said[(label, kernels)] = refused or err[-1]
+        print(f"  [{note}] {kernels:,} kernels, {label}: {seconds:.2f} s, {mb:,.0f} MB"
+              + (f" ({said[(label, kernels)][:80]})" if (label, kernels) in said else ""), flush=True)
+
+    # Sizes interleaved within each repeat, as the commands are: a slow spell of a shared machine
+    # falls on every size alike instead of on the one being timed then.
+    for i in range(repeat):
+        for kernels, out, commands in plans:
+            touch_memory(touch_mb)
+            for label, args in commands.items():
+                run(kernels, out, label, args, f"{i + 1}/{repeat}")
+    for i in range(repeat, max(repeat, 5)):  # start-up's jitter: at least 5 runs of the fixture
+        for label, args in plans[0][2].items():
+            run(n0, plans[0][1], label, args, f"start-up {i + 1}")
+    rows, all_ok = [], True
+    biggest = sizes[-1][1]
+    for label in LINEAR_COMMANDS:
+        start = times[(label, n0)]
+        jitter = sorted(start.seconds)[len(start.seconds) // 2] - start.best
+        if any((label, k) in said for _, k, _ in sizes):
+            what = "; ".join(sorted({said[(label, k)][:100] for _, k, _ in sizes if (label, k) in said}))
+            rows.append([f"`{label}`", f"{start.best:.2f}", "", "", "", f"refused: `{what}`"])
+            continue
+        cells, judged = [], []
+        for _, kernels, _ in sizes[1:]:
+            t = times[(label, kernels)]
+            above = 1000 * (t.best - start.best) / (kernels - n0)
+            ok = t.best - start.best >= JITTER_TIMES * max(jitter, 0.01)
+            if ok:
+                judged.append(above)
+            cells.append(f"{kernels:,}: {t.best:.2f} s, {above:.5f}" + ("" if ok else " (not judged)"))
+        growth = max(judged) / min(judged) if len(judged) >= 2 else None
+        peak = times[(label, biggest)].peak
+        flat = growth is not None and growth <= MAX_SLOPE_GROWTH
+        all_ok &= flat and peak * 1e6 <= 2**30
+        rows.append([f"`{label}`", f"{start.best:.2f} ± {jitter:.2f}", "; ".join(cells),
+                     "not judged" if growth is None else f"{growth:.2f}x " + ("flat" if flat else "**not flat**"),
+                     f"{peak:,.0f}", ""])
+    lines = [
+        "## Every report command, 1 copy to the largest export (issue 17)", "",
+        f"Each command a fresh process, cold (`--no-cache`), best of {repeat} (start-up: on the fixture itself, "
+        f"{n0:,} kernels, best of at least 5, ± its median minus best), the commands interleaved within each "
+        f"size and the sizes within each repeat. Seconds per 1 k kernels above start-up ((t - t0) / "
+        f"(n - {n0:,}) x 1000), judged where t - t0 is at least {JITTER_TIMES}x start-up's jitter (0.01 s at "
+        "least); flat when the largest judged is within "
+        f"{MAX_SLOPE_GROWTH}x the smallest. Peak MB: `/usr/bin/time -f %M` at the largest size, MB of 10^6 bytes. "
+        f"Capture folders link the export as profile.sqlite (with the fixture's run.json and its counted "
+        f"flops.json where it has one); `compare` compares two such folders of one export; `ranks` reads it as "
+        f"rank0; `memory` places `{SNAPSHOT.relative_to(REPO)}` on its ranges. Large reads on "
+        + ("two threads where the load leaves a core free (columns.two_threads)" if threads == "auto" else
+           f"{threads} thread{'s' if threads == '2' else ''} (`PROFKIT_READ_THREADS={threads}`)") + ". "
+        + (f"Before each size's runs, {touch_mb:,} MB of fresh memory written and let go in a child process "
+           "(touch_memory(): a VM's host backs the pages again; first writes measured 0.7-23 ns per 8 bytes "
+           "on this kind of machine)." if touch_mb > 0 else "No memory touched before the runs."), "",
+        markdown_table(["command", "start-up s", "per size: best s, s per 1 k kernels above start-up",
+                        "largest / smallest judged", f"peak MB at {biggest:,}", "refused"], rows,
+                       align="lrlrrl"), "",
+        f"Every command that ran flat and within 2^30 bytes: {'**yes**' if all_ok else '**no**'}.", ""]
+    return lines, all_ok
+
+
+def _kernel_count(path: Path) -> int:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute(f"SELECT count(*) FROM {TABLES[0]}").fetchone()[0]
+    finally:
+        db.close()
+
+
 @dataclass
 class Startup:
     """Both reports, cold, on the fixture itself (one copy): what a report costs before its kernels."""
@@ -516,6 +684,28 @@ def bench_ranks(fixture: Path, counts: list[int], work: Path, repeat: int) -> No
               f"{max(m['self_kib'], m['worker_kib']) / 1024:.0f} |")
 
 
+def bench_linearity(a: argparse.Namespace, sizes: list[int], load_start: str, started: float) -> None:
+    """`--linearity`: the every-command table alone, written to --report."""
+    a.work.mkdir(parents=True, exist_ok=True)
+    fixture = a.fixture.resolve()
+    exports = [prepare(fixture, s, a.work) for s in sizes]
+    lines, ok = linearity(fixture, exports, a.repeat, a.work, a.read_threads, a.touch_mb)
+    report = Path("reports/bench_linearity.md") if a.report == Path("reports/bench.md") else a.report
+    command = shlex.join(["python", "scripts/bench_parser.py", *sys.argv[1:]])
+    text = "\n".join([
+        "# Every report command against export size", "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}; Python {platform.python_version()}, pandas "
+        f"{version('pandas')}, numpy {version('numpy')}. One run of this script "
+        f"({time.perf_counter() - started:.0f} s in all, builds included); `/proc/loadavg` {load_start} when it "
+        f"started, {loadavg()} when it ended. Exports built from `{a.fixture}` as in reports/bench.md.", "",
+        *lines, "## Command", "", "```", command, "```", ""])
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
+    print(text)
+    if not ok:
+        print("some command is not flat, or over 2^30 bytes", file=sys.stderr)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fixture", type=Path, default=FIXTURE, help="The export to copy (default: %(default)s).")
@@ -532,6 +722,14 @@ def main() -> None:
                    "minutes and nsys stats on it about ten times the 1 M export's time).")
     p.add_argument("--every-command", action="store_true", help="Also time modules, timeline, flops, compare, ranks "
                    "and memory once on every export (issue 17).")
+    p.add_argument("--linearity", action="store_true", help="Only time every report command on the fixture and "
+                   "each size (with --large: 10 M kernels too), per command flat or not; markdown into --report "
+                   "(default reports/bench_linearity.md).")
+    p.add_argument("--read-threads", choices=("auto", "1", "2"), default="1", help="With --linearity: "
+                   "PROFKIT_READ_THREADS for every command (auto: by the load average) (default: %(default)s).")
+    p.add_argument("--touch-mb", type=int, default=4096, help="With --linearity: MB of fresh memory written (in a "
+                   "child) before each size's runs, so that a VM's host has backed it (0: none) "
+                   "(default: %(default)s).")
     p.add_argument("--ranks", help="Rank counts for the multi-rank case (e.g. 2,4,8,16,32,64); prints markdown.")
     p.add_argument("--ranks-one", type=Path, help=argparse.SUPPRESS)  # one timed `report ranks` (a subprocess)
     a = p.parse_args()
@@ -550,6 +748,9 @@ def main() -> None:
     load_start = loadavg()
     started = time.perf_counter()
     sizes = sorted({int(s.replace("_", "")) for s in a.sizes.split(",")} | ({10_000_000} if a.large else set()))
+    if a.linearity:
+        bench_linearity(a, sizes, load_start, started)
+        return
     nsys = find_nsys(a.nsys)
     command = shlex.join(["python", "scripts/bench_parser.py", *sys.argv[1:]])
     if nsys.source == "$PROFKIT_NSYS":
