@@ -16,6 +16,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from profkit.analyze.timeline import distinct_texts
 from profkit.frames import require
 
 STEP = re.compile(r"step_\d+")
@@ -55,8 +56,8 @@ def module_table(ranges: pd.DataFrame) -> pd.DataFrame:
     step_ns = steps["gpu_total_ns"].sum() / n
     # Each distinct path parsed once (a long capture has a million ranges and far fewer paths;
     # a regular expression costs about a microsecond a row), then taken per range by its code.
-    codes, uniq = pd.factorize(ranges["path"], use_na_sentinel=False)
-    parts = pd.Series(uniq, dtype=object).astype(str).str.extract(PHASED)
+    codes, texts = distinct_texts(ranges["path"])
+    parts = texts.str.extract(PHASED)
     known = (parts[1].notna() & ~parts[1].fillna("").str.contains(OP)).to_numpy()
     keep = known[codes]
     if "seq" in ranges.columns:

@@ -156,6 +156,24 @@ def _euler(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return tin, tin + size - 1
 
 
+def distinct_texts(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(code per row, the distinct values as text): `values.astype(str)` is `texts[codes]`, made
+    without a string per row (a Categorical's own codes, NaN's -1 pointing at a last text for it).
+
+    >>> import pandas as pd
+    >>> codes, texts = distinct_texts(pd.Series(["ab", "c", "ab"]))
+    >>> codes.tolist(), texts.tolist()
+    ([0, 1, 0], ['ab', 'c'])
+    """
+    import pandas as pd
+
+    if isinstance(values.dtype, pd.CategoricalDtype):  # its codes, no code per row made: NaN (-1) tested last
+        texts = pd.Series([*values.cat.categories.tolist(), np.nan], dtype=object).astype(str)
+        return values.cat.codes.to_numpy(), texts
+    codes, uniq = pd.factorize(values, use_na_sentinel=False)
+    return codes, pd.Series(uniq, dtype=object).astype(str)
+
+
 def per_distinct(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> np.ndarray:
     """`test(values.astype(str))` as a boolean array, computed once per distinct value (a million
     kernels carry a few hundred names and paths; string methods cost a microsecond a row).
@@ -164,13 +182,8 @@ def per_distinct(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> n
     >>> per_distinct(pd.Series(["ab", None, "ab", "c"]), lambda s: s.str.startswith("a")).tolist()
     [True, False, True, False]
     """
-    import pandas as pd
-
-    if isinstance(values.dtype, pd.CategoricalDtype):  # its codes, no code per row made: NaN (-1) tested last
-        texts = pd.Series([*values.cat.categories.tolist(), np.nan], dtype=object).astype(str)
-        return np.asarray(test(texts), dtype=bool)[values.cat.codes.to_numpy()]
-    codes, uniq = pd.factorize(values, use_na_sentinel=False)
-    return np.asarray(test(pd.Series(uniq, dtype=object).astype(str)), dtype=bool)[codes]
+    codes, texts = distinct_texts(values)
+    return np.asarray(test(texts), dtype=bool)[codes]
 
 
 def phase_of(ranges: pd.DataFrame) -> pd.Series:
@@ -179,9 +192,9 @@ def phase_of(ranges: pd.DataFrame) -> pd.Series:
     per distinct path."""
     import pandas as pd
 
-    codes, uniq = pd.factorize(ranges["path"], use_na_sentinel=False)
+    codes, texts = distinct_texts(ranges["path"])
     phases: list[str | None] = []
-    for path in uniq:
+    for path in texts:
         parts = str(path).split("/")
         top = re.match(r"^step_\d+$", parts[0]) is not None
         phase = "step" if top and len(parts) == 1 else parts[1] if top and len(parts) == 2 and parts[1] in PHASES[1:] \
