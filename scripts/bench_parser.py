@@ -26,6 +26,12 @@ should stay flat from 2 to 64 ranks at cores/ranks parallelism, and the peak bou
 ranks, not all of them:
     python scripts/bench_parser.py --ranks 2,4,8,16,32,64 --fixture tests/data/h100_small_step_bf16/profile.sqlite
 
+Every report command against size (`--linearity`, issue 17): each command cold on the fixture
+(start-up) and on every size, sizes interleaved within each repeat; per command, s per 1 k kernels
+above start-up and whether it stays within 1.25x; markdown into reports/bench_linearity.md:
+    python scripts/bench_parser.py --linearity --sizes 10000,100000,1000000 --large \
+        --fixture tests/data/h200_tiny_step_bf16_a/profile.sqlite
+
 The profkit reports run cold (--no-cache) and warm (from a cache of their own, filled first),
 beside report.md of the export and a floor: SQLite decoding the columns read, nothing handed
 to Python.
@@ -171,12 +177,17 @@ def count(e: Export) -> None:
     e.mb = e.path.stat().st_size / 1e6
 
 
+def _kernel_count(path: Path) -> int:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute(f"SELECT count(*) FROM {TABLES[0]}").fetchone()[0]
+    finally:
+        db.close()
+
+
 def prepare(fixture: Path, size: int, work: Path) -> Export:
     """The export of at least `size` kernels, from the cache or built now."""
-    db = sqlite3.connect(f"file:{fixture}?mode=ro", uri=True)
-    per_copy = db.execute(f"SELECT count(*) FROM {TABLES[0]}").fetchone()[0]
-    db.close()
-    copies = -(-size // per_copy)
+    copies = -(-size // _kernel_count(fixture))
     digest = hashlib.sha1(fixture.read_bytes()).hexdigest()[:10]
     path = work / f"{fixture.parent.name}-{digest}-v{BUILD_VERSION}-x{copies}.sqlite"
     e = Export(copies, path)
@@ -288,44 +299,34 @@ def run_size(e: Export, nsys: Nsys, repeat: int, work: Path) -> tuple[dict[str, 
 SNAPSHOT = REPO / "tests" / "data" / "h200_memory_tiny_step" / "memory.pickle"
 
 
-def every_command(e: Export, work: Path) -> list[list[str]]:
-    """The report commands issue 17 names beyond kernels, nvtx and report.md, once each on export `e`:
-    modules, timeline, flops, compare (the export against itself), ranks (the export as rank 0 of a
-    folder) and memory (the committed tiny snapshot, placed on the export's ranges). Rows: command,
-    seconds, peak MB, s per 1 k kernels, what it printed (its one Error: line, or its lines counted)."""
+def every_command(e: Export, fixture: Path, work: Path) -> list[list[str]]:
+    """The report commands issue 17 names beyond kernels, nvtx and report.md, once each on export `e`
+    (linear_commands() on report_folders()): modules, timeline, flops, compare, ranks and memory. Rows:
+    command, seconds, peak MB, s per 1 k kernels, what it printed (its one Error: line, or its lines counted)."""
     out = work / "out" / e.path.stem / "every"
-    capture, ranks = out / "capture", out / "ranks"
-    for folder, name in ((capture, "profile.sqlite"), (ranks, "rank0.sqlite")):
-        folder.mkdir(parents=True, exist_ok=True)
-        link = folder / name
-        if not link.exists():
-            link.symlink_to(e.path)  # the big export read in place, as a capture folder's
+    commands = report_folders(e.path, fixture, out)
     py = [sys.executable, "-m", "profkit", "report"]
-    commands = {
-        "modules": ["modules", str(e.path), "--no-cache"],
-        "timeline": ["timeline", str(e.path), "--no-cache"],
-        "flops": ["flops", str(capture), "--no-cache"],
-        "compare": ["compare", str(e.path), str(capture), "--no-cache"],
-        "ranks": ["ranks", str(ranks), "--no-cache"],
-        "memory": ["memory", str(SNAPSHOT), "--profile", str(capture)],
-    }
     rows = []
     for label, args in commands.items():
+        if label in ("kernels", "nvtx", "report.md"):  # run_size() times these
+            continue
         stdout = out / f"{label}.txt"
         seconds, mb = timed([*py, *args], stdout, profkit_env(work), fail_ok=True)
-        err = stdout.with_suffix(".txt.err").read_text(errors="replace").strip().splitlines()
+        said, err = refusal(stdout)
         lines = stdout.read_text(errors="replace").count("\n")
-        said = next((x for x in err if x.startswith("Error:")), None)
         what = f"`{said[:110]}`" if said else f"{lines:,} lines" + (f"; stderr: {err[-1][:80]}" if err else "")
         rows.append([f"`report {label}`", f"{seconds:.2f}", f"{mb:,.0f}", f"{1000 * seconds / e.kernels:.4f}", what])
         print(f"  report {label}: {seconds:.2f} s, {mb:,.0f} MB, {what}", flush=True)
     return rows
 
 
+def refusal(stdout: Path) -> tuple[str | None, list[str]]:
+    """A timed command's `Error:` line (None: none) and its stderr's lines (timed() keeps them beside `stdout`)."""
+    err = stdout.with_suffix(stdout.suffix + ".err").read_text(errors="replace").strip().splitlines()
+    return next((x for x in err if x.startswith("Error:")), None), err
+
+
 # --- linearity of every report command (issue 17) ------------------------------------------------------------------
-
-LINEAR_COMMANDS = ("kernels", "nvtx", "modules", "timeline", "flops", "report.md", "compare", "ranks", "memory")
-
 
 def capture_folder(export: Path, fixture: Path, folder: Path) -> Path:
     """A capture folder for `export`: the export linked in as profile.sqlite (read in place) and, when the
@@ -371,6 +372,17 @@ def linear_commands(capture: Path, ranks: Path, other: Path) -> dict[str, list[s
     }
 
 
+def report_folders(export: Path, fixture: Path, out: Path) -> dict[str, list[str]]:
+    """linear_commands() on `export`, with the folders they read made under `out`: two capture
+    folders (capture_folder()) and a ranks folder holding the export as rank0 (links, read in place)."""
+    folders = [capture_folder(export, fixture, out / d) for d in ("capture", "other")]
+    ranks = out / "ranks"
+    ranks.mkdir(parents=True, exist_ok=True)
+    if not (ranks / "rank0.sqlite").is_symlink():
+        (ranks / "rank0.sqlite").symlink_to(export)
+    return linear_commands(folders[0], ranks, folders[1])
+
+
 def touch_memory(mb: int) -> None:
     """Write `mb` MB of fresh memory in a child process and let it go. On a virtual machine the host
     may take back the guest's free memory; the first write to such a page then costs a fault in the
@@ -386,7 +398,8 @@ def touch_memory(mb: int) -> None:
 def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, threads: str,
               touch_mb: int) -> tuple[list[str], bool]:
     """Every report command, best of `repeat` fresh processes, on the fixture itself (its start-up: at least 5
-    runs, for the jitter too) and on each export, the commands interleaved within a repeat. Per command, its
+    runs, for the jitter too) and on each export, the commands interleaved within a size and the sizes
+    within a repeat. Per command, its
     cost above start-up per 1 k kernels, judged at the sizes where that cost is at least JITTER_TIMES x
     start-up's jitter; flat when the largest judged is within MAX_SLOPE_GROWTH of the smallest. Markdown
     lines and whether every command that ran was flat and under 2^30 bytes at the largest size."""
@@ -403,12 +416,7 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
     plans = []  # (kernels, out folder, commands) per size
     for name, kernels, path in sizes:
         out = work / "out" / "linear" / Path(name).stem
-        folders = [capture_folder(path, fixture, out / d) for d in ("capture", "other")]
-        ranks = out / "ranks"
-        ranks.mkdir(parents=True, exist_ok=True)
-        if not (ranks / "rank0.sqlite").is_symlink():
-            (ranks / "rank0.sqlite").symlink_to(path)
-        plans.append((kernels, out, linear_commands(folders[0], ranks, folders[1])))
+        plans.append((kernels, out, report_folders(path, fixture, out)))
     for label, args in plans[0][2].items():  # fills the bytecode cache
         timed([*py, *args], plans[0][1] / f"{label}.fill.txt", env, fail_ok=True)
 
@@ -418,8 +426,7 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
         t = times.setdefault((label, kernels), Timing(label))
         t.seconds.append(seconds)
         t.peak_mb.append(mb)
-        err = stdout.with_suffix(".txt.err").read_text(errors="replace").strip().splitlines()
-        refused = next((x for x in err if x.startswith("Error:")), None)
+        refused, err = refusal(stdout)
         if refused or any("Traceback" in x for x in err):
             said[(label, kernels)] = refused or err[-1]
         print(f"  [{note}] {kernels:,} kernels, {label}: {seconds:.2f} s, {mb:,.0f} MB"
@@ -437,7 +444,7 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
             run(n0, plans[0][1], label, args, f"start-up {i + 1}")
     rows, all_ok = [], True
     biggest = sizes[-1][1]
-    for label in LINEAR_COMMANDS:
+    for label in plans[0][2]:
         start = times[(label, n0)]
         jitter = sorted(start.seconds)[len(start.seconds) // 2] - start.best
         if any((label, k) in said for _, k, _ in sizes):
@@ -482,14 +489,6 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
     return lines, all_ok
 
 
-def _kernel_count(path: Path) -> int:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return db.execute(f"SELECT count(*) FROM {TABLES[0]}").fetchone()[0]
-    finally:
-        db.close()
-
-
 @dataclass
 class Startup:
     """Both reports, cold, on the fixture itself (one copy): what a report costs before its kernels."""
@@ -523,10 +522,7 @@ def startup(fixture: Path, repeat: int, work: Path) -> Startup:
     for i in range(max(repeat, 5)):
         sums.append(sum(timed(c, out / f"{j}.csv", env)[0] for j, c in enumerate(cmds)))
         print(f"  [{i + 1}] start-up (kernels + nvtx on {fixture.name}): {sums[-1]:.2f} s", flush=True)
-    db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
-    n = db.execute(f"SELECT count(*) FROM {TABLES[0]}").fetchone()[0]
-    db.close()
-    return Startup(n, sums)
+    return Startup(_kernel_count(copy), sums)
 
 
 def compare_totals(profkit_csv: Path, nsys_csv: Path) -> tuple[bool, str]:
@@ -792,7 +788,7 @@ def main() -> None:
         if a.every_command:
             sections += ["Every other report command, one run each (a refusal is its `Error:` line):", "",
                          markdown_table(["command", "seconds", "peak MB", "s per 1 k kernels", "output"],
-                                        every_command(e, a.work), align="lrrrl"), ""]
+                                        every_command(e, a.fixture.resolve(), a.work), align="lrrrl"), ""]
 
     # Issue 9's check: before (a commit) against after (this checkout), and report.md's parts in-process.
     big = exports[-1]
