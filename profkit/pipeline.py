@@ -454,7 +454,8 @@ def load_compact(export: Path, *, rules: Path | None = None, allow_incomplete: b
     from profkit import columns as col
     from profkit.analyze.nvtx import owner_dtype, owners, project_arrays, tree_and_timelines
 
-    heap.fixed_mmap_threshold(heap.ANALYSIS_MMAP_THRESHOLD)  # large arrays, freed, go back to the system
+    # large arrays, freed, go back to the system; the chunks' temporaries reuse the heap's free top
+    heap.fixed_mmap_threshold(heap.ANALYSIS_MMAP_THRESHOLD, trim=heap.ANALYSIS_TRIM_THRESHOLD)
     memcpy_cols, memset_cols = ["bytes", "copyKind"], ["bytes"]
     with col.reading(export) as (db, tables, reader):
         k = col.read_kernels(reader, tables, ["start_ns", "end_ns", "name_id", "short_id"], launches=nvtx,

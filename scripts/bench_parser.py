@@ -74,7 +74,7 @@ TIME_BIN = Path("/usr/bin/time")
 MAX_SHARE = 0.12  # both profkit reports together, cold (no cache), against nsys stats -r nvtx_kern_sum
 MAX_WARM_SHARE = 0.01  # the same, served from profkit's cache
 MAX_PEAK_MB = 300
-MAX_SLOPE_GROWTH = 1.25  # s per 1 k kernels above start-up: the largest of the judged sizes against the smallest
+MAX_SLOPE_GROWTH = 1.25  # s per 1 k kernels added, size to size: the largest judged step against the smallest
 JITTER_TIMES = 5  # a size is judged for linearity when its cost above start-up is this many times start-up's jitter
 REFERENCE = ("Reference, measured earlier on a 2-core machine: an export of 1.03 M kernels, 1.86 M runtime calls "
              "and 114 k NVTX ranges took `nsys stats` 2.9 s for the kernel summary (cuda_gpu_kern_sum) and 14.8 s "
@@ -285,6 +285,7 @@ def run_size(e: Export, nsys: Nsys, repeat: int, work: Path) -> tuple[dict[str, 
     timings = {label: Timing(label) for label in tools}
     for i in range(repeat):
         for label, (cmd, stdout, env) in tools.items():
+            warm_file(nsys_copy if label.startswith("nsys") else e.path)
             seconds, mb = timed(cmd, stdout, env)
             if label.startswith("floor"):  # its own timer: the SQL alone, without start-up and imports
                 seconds = float(stdout.read_text().split()[0])
@@ -383,13 +384,24 @@ def report_folders(export: Path, fixture: Path, out: Path) -> dict[str, list[str
     return linear_commands(folders[0], ranks, folders[1])
 
 
+def warm_file(path: Path) -> None:
+    """Read `path` whole, so that every tool starts from a file in the OS page cache. On this kind of
+    machine (a Firecracker guest) DAMON pages out memory not touched for a while, the page cache
+    included: an export read minutes before may be partly on disk again (fincore showed 0 of 1.8 GB
+    and 150 of 179 MB resident between runs), and the next tool would pay the disk for it."""
+    with open(path, "rb", buffering=0) as f:
+        while f.read(16 << 20):
+            pass
+
+
 def touch_memory(mb: int) -> None:
     """Write `mb` MB of fresh memory in a child process and let it go. On a virtual machine the host
     may take back the guest's free memory; the first write to such a page then costs a fault in the
     host too (measured on this kind of 2-core machine: 0.7 to 23 ns per 8 bytes written to fresh
-    memory, the same code minutes apart), which falls on the largest exports' runs, that take most
-    fresh memory, and reads as a cost per kernel that grows. Touched just before the runs, the pages
-    the next commands get are backed, as on a machine that is not a guest."""
+    memory, the same code minutes apart; 11-32 ns for a process's first writes to memory new to it,
+    0.7-4 ns once backed), which falls most on the runs that take most fresh memory, and reads as a
+    cost per kernel that moves from run to run. Touched just before a command, the pages it gets are
+    backed, as on a machine that is not a guest."""
     if mb > 0:
         subprocess.run([sys.executable, "-c", f"import numpy as np; np.ones({mb} * 2**17, dtype=np.int64).sum()"],
                        check=True)
@@ -413,6 +425,7 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
                                                                          for e in exports]
     times: dict[tuple[str, int], Timing] = {}
     said: dict[tuple[str, int], str] = {}
+    paths = {kernels: path for _, kernels, path in sizes}
     plans = []  # (kernels, out folder, commands) per size
     for name, kernels, path in sizes:
         out = work / "out" / "linear" / Path(name).stem
@@ -422,6 +435,10 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
 
     def run(kernels: int, out: Path, label: str, args: list[str], note: str) -> None:
         stdout = out / f"{label}.txt"
+        touch_memory(touch_mb)
+        warm_file(paths[kernels])
+        if label == "memory":
+            warm_file(SNAPSHOT)
         seconds, mb = timed([*py, *args], stdout, env, fail_ok=True)
         t = times.setdefault((label, kernels), Timing(label))
         t.seconds.append(seconds)
@@ -436,7 +453,6 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
     # falls on every size alike instead of on the one being timed then.
     for i in range(repeat):
         for kernels, out, commands in plans:
-            touch_memory(touch_mb)
             for label, args in commands.items():
                 run(kernels, out, label, args, f"{i + 1}/{repeat}")
     for i in range(repeat, max(repeat, 5)):  # start-up's jitter: at least 5 runs of the fixture
@@ -449,7 +465,7 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
         jitter = sorted(start.seconds)[len(start.seconds) // 2] - start.best
         if any((label, k) in said for _, k, _ in sizes):
             what = "; ".join(sorted({said[(label, k)][:100] for _, k, _ in sizes if (label, k) in said}))
-            rows.append([f"`{label}`", f"{start.best:.2f}", "", "", "", f"refused: `{what}`"])
+            rows.append([f"`{label}`", f"{start.best:.2f}", "", "", "", "", "", f"refused: `{what}`"])
             continue
         cells, judged = [], []
         for _, kernels, _ in sizes[1:]:
@@ -460,33 +476,57 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
                 judged.append(above)
             cells.append(f"{kernels:,}: {t.best:.2f} s, {above:.5f}" + ("" if ok else " (not judged)"))
         growth = max(judged) / min(judged) if len(judged) >= 2 else None
+        steps = marginal([(kernels, times[(label, kernels)].best) for _, kernels, _ in sizes[1:]],
+                         JITTER_TIMES * max(jitter, 0.01))
+        step_cells = [f"{a:,} -> {b:,}: {slope:.5f}" + ("" if ok else " (not judged)") for a, b, slope, ok in steps]
+        judged_steps = [slope for _, _, slope, ok in steps if ok]
+        step_growth = max(judged_steps) / min(judged_steps) if len(judged_steps) >= 2 else None
         peak = times[(label, biggest)].peak
-        flat = growth is not None and growth <= MAX_SLOPE_GROWTH
+        flat = step_growth is not None and step_growth <= MAX_SLOPE_GROWTH
         all_ok &= flat and peak * 1e6 <= 2**30
         rows.append([f"`{label}`", f"{start.best:.2f} ± {jitter:.2f}", "; ".join(cells),
-                     "not judged" if growth is None else f"{growth:.2f}x " + ("flat" if flat else "**not flat**"),
-                     f"{peak:,.0f}", ""])
+                     "not judged" if growth is None else f"{growth:.2f}x", "; ".join(step_cells),
+                     "not judged" if step_growth is None else f"{step_growth:.2f}x "
+                     + ("flat" if flat else "**not flat**"), f"{peak:,.0f}", ""])
     lines = [
         "## Every report command, 1 copy to the largest export (issue 17)", "",
         f"Each command a fresh process, cold (`--no-cache`), best of {repeat} (start-up: on the fixture itself, "
         f"{n0:,} kernels, best of at least 5, ± its median minus best), the commands interleaved within each "
         f"size and the sizes within each repeat. Seconds per 1 k kernels above start-up ((t - t0) / "
         f"(n - {n0:,}) x 1000), judged where t - t0 is at least {JITTER_TIMES}x start-up's jitter (0.01 s at "
-        "least); flat when the largest judged is within "
-        f"{MAX_SLOPE_GROWTH}x the smallest. Peak MB: `/usr/bin/time -f %M` at the largest size, MB of 10^6 bytes. "
+        "least); and the time each step from one size to the next adds per 1 k kernels added ((t2 - t1) / "
+        "(n2 - n1) x 1000, marginal()), judged where t2 - t1 is that much: the cost of one more kernel, which "
+        "no fixed cost enters (above start-up, a cost the fixture's run does not pay, e.g. a second read "
+        "thread or a table's set-up, makes the smaller sizes' figures larger). Flat when the largest judged "
+        f"step is within {MAX_SLOPE_GROWTH}x the smallest. Peak MB: `/usr/bin/time -f %M` at the largest size, "
+        "MB of 10^6 bytes. "
         f"Capture folders link the export as profile.sqlite (with the fixture's run.json and its counted "
         f"flops.json where it has one); `compare` compares two such folders of one export; `ranks` reads it as "
         f"rank0; `memory` places `{SNAPSHOT.relative_to(REPO)}` on its ranges. Large reads on "
         + ("two threads where the load leaves a core free (columns.two_threads)" if threads == "auto" else
            f"{threads} thread{'s' if threads == '2' else ''} (`PROFKIT_READ_THREADS={threads}`)") + ". "
-        + (f"Before each size's runs, {touch_mb:,} MB of fresh memory written and let go in a child process "
-           "(touch_memory(): a VM's host backs the pages again; first writes measured 0.7-23 ns per 8 bytes "
-           "on this kind of machine)." if touch_mb > 0 else "No memory touched before the runs."), "",
+        + (f"Before each command, {touch_mb:,} MB of fresh memory written and let go in a child process "
+           "(touch_memory(): a VM's host backs the pages again; a process's first writes to memory new to it "
+           "measured 11-32 ns per 8 bytes on this kind of machine, 0.7-4 ns once backed)."
+           if touch_mb > 0 else "No memory touched before the runs.")
+        + " Each command's export (and snapshot) read whole just before it runs (warm_file(): DAMON on this kind "
+        "of machine pages out what was not touched for a while, the page cache included).", "",
         markdown_table(["command", "start-up s", "per size: best s, s per 1 k kernels above start-up",
-                        "largest / smallest judged", f"peak MB at {biggest:,}", "refused"], rows,
-                       align="lrlrrl"), "",
+                        "largest / smallest", "size to size: s per 1 k kernels added", "largest / smallest step",
+                        f"peak MB at {biggest:,}", "refused"], rows, align="lrlrlrrl"), "",
         f"Every command that ran flat and within 2^30 bytes: {'**yes**' if all_ok else '**no**'}.", ""]
     return lines, all_ok
+
+
+def marginal(points: list[tuple[int, float]], least: float) -> list[tuple[int, int, float, bool]]:
+    """Size to size, (n1, n2, seconds added per 1 k kernels added, judged: t2 - t1 >= `least`) of
+    (kernels, best seconds) points in increasing kernels.
+
+    >>> marginal([(10, 1.0), (110, 2.0), (1110, 12.5)], 0.5)
+    [(10, 110, 10.0, True), (110, 1110, 10.5, True)]
+    """
+    return [(n1, n2, 1000 * (t2 - t1) / (n2 - n1), t2 - t1 >= least)
+            for (n1, t1), (n2, t2) in zip(points, points[1:], strict=False)]
 
 
 @dataclass
@@ -723,8 +763,8 @@ def main() -> None:
                    "(default reports/bench_linearity.md).")
     p.add_argument("--read-threads", choices=("auto", "1", "2"), default="1", help="With --linearity: "
                    "PROFKIT_READ_THREADS for every command (auto: by the load average) (default: %(default)s).")
-    p.add_argument("--touch-mb", type=int, default=4096, help="With --linearity: MB of fresh memory written (in a "
-                   "child) before each size's runs, so that a VM's host has backed it (0: none) "
+    p.add_argument("--touch-mb", type=int, default=2048, help="With --linearity: MB of fresh memory written (in a "
+                   "child) before each command, so that a VM's host has backed it (0: none) "
                    "(default: %(default)s).")
     p.add_argument("--ranks", help="Rank counts for the multi-rank case (e.g. 2,4,8,16,32,64); prints markdown.")
     p.add_argument("--ranks-one", type=Path, help=argparse.SUPPRESS)  # one timed `report ranks` (a subprocess)
@@ -889,8 +929,9 @@ def main() -> None:
         markdown_table(["copies", "kernels", "runtime calls", "NVTX ranges", "memcpy", "memset", "file MB",
                         "build s"], size_rows, align="rrrrrrrr"), "",
         "## Timings", "",
-        f"Wall clock (time.perf_counter around the subprocess), best of {a.repeat} runs, each a fresh process (the "
-        "files stay in the OS page cache for every tool alike); the tools interleaved within each repeat. Peak MB: "
+        f"Wall clock (time.perf_counter around the subprocess), best of {a.repeat} runs, each a fresh process, its "
+        "file read whole just before it (warm_file(): in the OS page cache for every tool alike); the tools "
+        "interleaved within each repeat. Peak MB: "
         "max RSS from `/usr/bin/time -f %M` (for nsys, its largest process). profkit runs on the built file; nsys "
         "stats runs on a separate copy of it, made fresh for this run, because nsys stats may write into an export "
         "(its first run on a file can be slower than the rest). profkit runs with Python's bytecode cache (in --work, "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes.util
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +51,31 @@ def test_load_compact_fixes_the_threshold_first(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(heap, "_LIBC", lib)
     export = DATA / "h100_encoder_layer_nsys2023" / "profile.sqlite"
     a = pipeline.load_compact(export)
-    assert lib.calls[0] == ("mallopt", -3, 4 << 20)
+    assert lib.calls[:2] == [("mallopt", -3, 4 << 20), ("mallopt", -1, 32 << 20)]  # M_TRIM_THRESHOLD is -1
     with sqlite3.connect(export) as db:
         (n,), = db.execute("SELECT COUNT(*) FROM CUPTI_ACTIVITY_KIND_KERNEL")
     assert len(a.kernels) == n
+
+
+FAULTS = """
+import resource, sys
+import numpy as np
+from profkit import heap
+heap.fixed_mmap_threshold(4 << 20, trim=None if sys.argv[1] == "none" else int(sys.argv[1]))
+np.ones(1 << 18).sum()  # the first chunk's pages, mapped once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    np.ones(1 << 18).sum()  # a 2 MB temporary below the mmap threshold, freed at once
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or heap._libc() is None, reason="glibc's heap only")
+def test_kept_trim_threshold_stops_temporaries_faulting_again() -> None:
+    def faults(trim: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", FAULTS, trim], capture_output=True, text=True,
+                                  check=True).stdout)
+
+    pages = (2 << 20) // 4096  # one 2 MB temporary in 4 kB pages
+    assert faults("none") >= 25 * pages  # the pinned 128 kB trim threshold: the top given back, faulted again
+    assert faults(str(heap.ANALYSIS_TRIM_THRESHOLD)) < pages  # kept: every turn reuses the same pages
