@@ -28,7 +28,8 @@ ranks, not all of them:
 
 Every report command against size (`--linearity`, issue 17): each command cold on the fixture
 (start-up) and on every size, sizes interleaved within each repeat; per command, s per 1 k kernels
-above start-up and whether it stays within 1.25x; markdown into reports/bench_linearity.md:
+above start-up, s per 1 k kernels added from one size to the next, and whether that stays within
+1.25x; markdown into reports/bench_linearity.md:
     python scripts/bench_parser.py --linearity --sizes 10000,100000,1000000 --large \
         --fixture tests/data/h200_tiny_step_bf16_a/profile.sqlite
 
@@ -75,7 +76,7 @@ MAX_SHARE = 0.12  # both profkit reports together, cold (no cache), against nsys
 MAX_WARM_SHARE = 0.01  # the same, served from profkit's cache
 MAX_PEAK_MB = 300
 MAX_SLOPE_GROWTH = 1.25  # s per 1 k kernels added, size to size: the largest judged step against the smallest
-JITTER_TIMES = 5  # a size is judged for linearity when its cost above start-up is this many times start-up's jitter
+JITTER_TIMES = 5  # a size (or step) is judged when its time above start-up (or added) is this many times the jitter
 REFERENCE = ("Reference, measured earlier on a 2-core machine: an export of 1.03 M kernels, 1.86 M runtime calls "
              "and 114 k NVTX ranges took `nsys stats` 2.9 s for the kernel summary (cuda_gpu_kern_sum) and 14.8 s "
              "for nvtx_kern_sum; reading just the needed columns into Python tuples took 3.0 s.")
@@ -411,10 +412,11 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
               touch_mb: int) -> tuple[list[str], bool]:
     """Every report command, best of `repeat` fresh processes, on the fixture itself (its start-up: at least 5
     runs, for the jitter too) and on each export, the commands interleaved within a size and the sizes
-    within a repeat. Per command, its
-    cost above start-up per 1 k kernels, judged at the sizes where that cost is at least JITTER_TIMES x
-    start-up's jitter; flat when the largest judged is within MAX_SLOPE_GROWTH of the smallest. Markdown
-    lines and whether every command that ran was flat and under 2^30 bytes at the largest size."""
+    within a repeat. Per command, its cost above start-up per 1 k kernels at each size, and the cost
+    each step from one size to the next adds per 1 k kernels added (marginal()), each judged where its
+    time difference is at least JITTER_TIMES x start-up's jitter; flat when the largest judged step is
+    within MAX_SLOPE_GROWTH of the smallest. Markdown lines and whether every command that ran was
+    flat and under 2^30 bytes at the largest size."""
     py = [sys.executable, "-m", "profkit", "report"]
     # The reads' second thread fixed, not left to the load average (columns.two_threads): a command
     # run right after another sees the load that one left, and would read on one thread at one size
@@ -467,17 +469,17 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
             what = "; ".join(sorted({said[(label, k)][:100] for _, k, _ in sizes if (label, k) in said}))
             rows.append([f"`{label}`", f"{start.best:.2f}", "", "", "", "", "", f"refused: `{what}`"])
             continue
+        least = JITTER_TIMES * max(jitter, 0.01)  # seconds a difference needs to be judged
         cells, judged = [], []
         for _, kernels, _ in sizes[1:]:
             t = times[(label, kernels)]
             above = 1000 * (t.best - start.best) / (kernels - n0)
-            ok = t.best - start.best >= JITTER_TIMES * max(jitter, 0.01)
+            ok = t.best - start.best >= least
             if ok:
                 judged.append(above)
             cells.append(f"{kernels:,}: {t.best:.2f} s, {above:.5f}" + ("" if ok else " (not judged)"))
         growth = max(judged) / min(judged) if len(judged) >= 2 else None
-        steps = marginal([(kernels, times[(label, kernels)].best) for _, kernels, _ in sizes[1:]],
-                         JITTER_TIMES * max(jitter, 0.01))
+        steps = marginal([(kernels, times[(label, kernels)].best) for _, kernels, _ in sizes[1:]], least)
         step_cells = [f"{a:,} -> {b:,}: {slope:.5f}" + ("" if ok else " (not judged)") for a, b, slope, ok in steps]
         judged_steps = [slope for _, _, slope, ok in steps if ok]
         step_growth = max(judged_steps) / min(judged_steps) if len(judged_steps) >= 2 else None

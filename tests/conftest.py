@@ -63,6 +63,21 @@ def nvtx_recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     ranges.set_enabled(True)
 
 
+@pytest.fixture
+def bench_parser(monkeypatch: pytest.MonkeyPatch):  # -> the module scripts/bench_parser.py
+    """scripts/bench_parser.py loaded as a module (it is a script, not part of the package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench_parser", Path(__file__).parents[1] / "scripts" /
+                                                  "bench_parser.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_parser", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def read_run(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())
 

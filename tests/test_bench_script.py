@@ -3,42 +3,25 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
-import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_parser", ROOT / "scripts" / "bench_parser.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_parser", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_fixed_cost_leaves_the_steps_flat(bench: ModuleType) -> None:
+def test_a_fixed_cost_leaves_the_steps_flat(bench_parser: ModuleType) -> None:
     # t = 0.5 s + 0.03 s set-up past 10 k kernels + 1 us a kernel: above the 0.5 s start-up the cost per
     # kernel falls with size (the set-up spread thinner), each added kernel costs the same
     points = [(n, 0.5 + 0.03 * (n > 10_000) + n * 1e-6) for n in (10_000, 100_000, 1_000_000, 10_000_000)]
-    steps = bench.marginal(points, 0.2)
+    steps = bench_parser.marginal(points, 0.2)
     assert [round(s, 6) for _, _, s, ok in steps if ok] == [0.001, 0.001]  # 10 k -> 100 k is within the jitter
     assert [ok for *_, ok in steps] == [False, True, True]
     above = [1000 * (t - 0.5) / n for n, t in points[1:]]
-    assert max(above) / min(above) > bench.MAX_SLOPE_GROWTH  # what the start-up view would have called not flat
+    assert max(above) / min(above) > bench_parser.MAX_SLOPE_GROWTH  # what the start-up view would have called not flat
 
 
-def test_a_cost_that_grows_with_size_shows_in_the_steps(bench: ModuleType) -> None:
+def test_a_cost_that_grows_with_size_shows_in_the_steps(bench_parser: ModuleType) -> None:
     points = [(n, 0.5 + n * 1e-6 * (1 + n / 2e7)) for n in (100_000, 1_000_000, 10_000_000)]  # n log-ish growth
-    slopes = [s for *_, s, ok in bench.marginal(points, 0.05) if ok]
-    assert slopes[-1] / slopes[0] > bench.MAX_SLOPE_GROWTH
+    slopes = [s for *_, s, ok in bench_parser.marginal(points, 0.05) if ok]
+    assert slopes[-1] / slopes[0] > bench_parser.MAX_SLOPE_GROWTH
 
 
-def test_its_doctests(bench: ModuleType) -> None:
-    assert doctest.testmod(bench).failed == 0
+def test_its_doctests(bench_parser: ModuleType) -> None:
+    assert doctest.testmod(bench_parser).failed == 0

@@ -11,11 +11,11 @@ import os
 import re
 import shutil
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from click.testing import CliRunner
@@ -308,18 +308,11 @@ def test_compare_page_in_chromium(tmp_path: Path, browser: Browser, artifacts: P
 
 
 def test_a_large_capture_page_stays_small_and_opens_fast(tmp_path: Path, browser: Browser,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                          bench_parser: ModuleType) -> None:
     """The encoder export laid end to end 200 times (46,800 kernels, as scripts/bench_parser.py
     builds its 1 M one): the page's size does not grow with the kernels, and it opens in < 2 s."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_parser", ROOT / "scripts" / "bench_parser.py")
-    assert spec and spec.loader
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_parser", bench)  # its dataclasses look their module up
-    spec.loader.exec_module(bench)
     big = tmp_path / "big.sqlite"
-    bench.build(ENCODER, 200, big)
+    bench_parser.build(ENCODER, 200, big)
     r = invoke("report", big, "--html")
     assert r.exit_code == 0, r.output
     out = tmp_path / "big.report.html"
