@@ -370,3 +370,28 @@ def test_nested_walk_in_numpy_on_every_fixture(export: Path, monkeypatch: pytest
     finally:
         db.close()
     _same_tree(*_trees(r["start_ns"], r["end_ns"], r["global_tid"], monkeypatch))
+
+
+@pytest.mark.parametrize("capture", ["h100_small_step_bf16", "h200_tiny_step_bf16_a", "h200_llama_step_bf16",
+                                     "h100_small_step_bf16_autograd_nvtx"])
+def test_fold_steps_equals_a_groupby_of_the_ranges(capture: str) -> None:
+    """fold_steps()'s per-step figures against pandas over the projected ranges: each range inside a
+    measured step (`step_N/...`) keyed by its path without the step, counted in its distinct steps."""
+    a = analyze_profile(DATA / capture)
+    r = a.ranges
+    m = r["path"].str.extract(r"^step_(\d+)/(.+)$")
+    inside = r[m[0].notna()].assign(step=m[0].dropna().astype(int), folded=m[1].dropna())
+    in_steps = r["path"].str.fullmatch(r"step_\d+") | m[0].notna()
+    n_steps = r.loc[in_steps, "path"].str.extract(r"^step_(\d+)")[0].nunique()
+    want = inside.groupby("folded").agg(steps=("step", "nunique"), instances=("path", "size"),
+                                        gpu=("gpu_total_ns", "sum"), kernels=("kernels", "sum"))
+    got = analyze.fold_steps(r, a.kernels).set_index("path")
+    assert len(got) and n_steps >= 1
+    assert set(want.index) <= set(got.index)
+    for path in set(got.index) - set(want.index):  # a prefix no range has (autograd's grafted ops): in no step
+        assert got.loc[path, "steps"] == 0 and any(w.startswith(path + "/") for w in want.index), path
+    for path, row in got.loc[list(want.index)].iterrows():
+        assert row["steps"] == want.loc[path, "steps"], path
+        assert row["instances_per_step"] == pytest.approx(want.loc[path, "instances"] / n_steps), path
+        assert row["gpu_ns_per_step"] == pytest.approx(want.loc[path, "gpu"] / n_steps), path
+        assert row["kernels_per_step"] == pytest.approx(want.loc[path, "kernels"] / n_steps), path

@@ -692,8 +692,12 @@ def step_number(path: str) -> int:
 def fold(r: Projected, k: Owned, *, depth: int | None = None) -> Table:
     """fold_steps()'s rows: the measured steps merged, every figure per measured step."""
     steps = np.array([step_number(p) for p in r.paths], dtype=np.int64)
-    step = steps[r.path] if len(r.path) else steps[:0]
-    n_steps = len(np.unique(step[step >= 0]))
+    # Every per-range figure below is a function of the range's path code, so it is worked out once
+    # per distinct code present (no sort of the ranges: the cost stays linear in them).
+    present = np.zeros(len(r.paths), dtype=bool)
+    if len(r.path):
+        present[r.path] = True
+    n_steps = len({s for s in steps[present].tolist() if s >= 0})
     outside = "\x01outside/"  # a prefix no range name has: what lies outside the steps goes there, then out
     inside_path = [s >= 0 and "/" in p for s, p in zip(steps.tolist(), r.paths, strict=True)]
     index: dict[str, int] = {}
@@ -707,10 +711,10 @@ def fold(r: Projected, k: Owned, *, depth: int | None = None) -> Table:
     if not keep or not n_steps:
         return Table({c: [] for c in FOLD_COLUMNS})
     summary = summary.take(keep)
-    inside = np.array(inside_path, dtype=bool)[r.path]
-    pairs = np.unique(np.stack([folded.path[inside], step[inside]]), axis=1) if inside.any() else np.empty((2, 0))
-    uniq, counts = np.unique(pairs[0], return_counts=True)
-    steps_with = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
+    pairs = {(int(remap[c]), int(steps[c])) for c in np.flatnonzero(present & np.array(inside_path, dtype=bool))}
+    steps_with: dict[int, int] = {}  # folded path -> in how many measured steps its ranges lie
+    for folded_path, _ in pairs:
+        steps_with[folded_path] = steps_with.get(folded_path, 0) + 1
     codes = [index.get(p, -1) for p in summary["path"]]  # a prefix row (no range has its path): in no step
     out = Table({
         "path": list(summary["path"]), "steps": np.array([int(steps_with.get(c, 0)) for c in codes], dtype=np.int64),
