@@ -628,6 +628,32 @@ and come from the heap again each time, not from fresh pages (dear on a virtual 
 row is the same at 10 k and 10 M rows."""
 
 
+def increasing(a: np.ndarray) -> bool:
+    """Whether every value of `a` is above the one before, CHECK_ROWS at a time (no temporary the
+    array's length).
+
+    >>> increasing(np.arange(5)), increasing(np.array([1, 3, 3])), increasing(np.array([], dtype=np.int64))
+    (True, False, True)
+    """
+    for lo in range(0, max(len(a) - 1, 0), CHECK_ROWS):
+        after = a[lo + 1:lo + CHECK_ROWS + 1]
+        if not bool((after > a[lo:lo + len(after)]).all()):
+            return False
+    return True
+
+
+def equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """np.array_equal(a, b) for 1-D arrays, CHECK_ROWS at a time.
+
+    >>> a = np.array([1, 2])
+    >>> equal(a, np.array([1, 2])), equal(a, np.array([1, 3])), equal(a, np.zeros(3))
+    (True, False, False)
+    """
+    if len(a) != len(b):
+        return False
+    return all(np.array_equal(a[lo:lo + CHECK_ROWS], b[lo:lo + CHECK_ROWS]) for lo in range(0, len(a), CHECK_ROWS))
+
+
 def check_times(path: Path, what: str, start: np.ndarray, end: np.ndarray, *, open_end: bool = False) -> None:
     """Raise ProfileError when a row starts before the session (negative), ends before it starts
     or lasts longer than MAX_DURATION_NS (with `open_end`, an NVTX range still open, end OPEN_END, is fine).
@@ -664,18 +690,25 @@ def repeats(corr: np.ndarray, pid: np.ndarray | None, start: np.ndarray | None =
     >>> repeats(np.array([3, 1, 3, -1, -1]), np.array([0, 0, 1, 0, 0])), repeats(np.array([3, 1, 3]), None)
     (0, 1)
     """
-    keep = corr >= 0
-    if not keep.any():
+    if not len(corr) or int(corr.max()) < 0:
         return 0
-    c = corr[keep]
-    if len(c) > 1 and bool((c[1:] > c[:-1]).all()):  # ids increasing in table order: none repeats
+    whole = int(corr.min()) >= 0  # no NULL id: the ids as they are, no copy the rows' length
+    keep = None if whole else corr >= 0
+    c = corr if keep is None else corr[keep]
+    if len(c) > 1 and increasing(c):  # ids increasing in table order: none repeats
         return 0
     lo, span = int(c.min()), int(c.max()) - int(c.min()) + 1
     if span <= 4 * len(c) + 1024:  # dense ids: count each in a table, sort only the rows whose id repeats
         counts = np.bincount(c - lo, minlength=span)
         if int(counts.max()) <= 1:
             return 0
-        keep[keep] = counts[c - lo] > 1
+        repeated = counts[c - lo] > 1
+        if keep is None:
+            keep = repeated
+        else:
+            keep[keep] = repeated
+    elif keep is None:
+        keep = np.ones(len(corr), dtype=bool)
     return _repeated_rows([k[keep] for k in (corr, pid, start) if k is not None])
 
 
@@ -729,9 +762,10 @@ def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     out = np.full(len(queries), -1, dtype=np.int64)
     if not len(keys) or not len(queries):
         return out
-    if len(keys) == len(queries) and np.array_equal(keys, queries) and bool((keys[1:] > keys[:-1]).all()):
+    rising = increasing(keys)
+    if rising and len(keys) == len(queries) and equal(keys, queries):
         return np.arange(len(keys), dtype=np.int64)  # launches in kernel order, one each (a single stream)
-    if bool((keys[1:] > keys[:-1]).all()):  # ids increasing in table order (calls by start): no sort needed
+    if rising:  # ids increasing in table order (calls by start): no sort needed
         _search(keys, None, queries, out)
         return out
     lo, hi = int(keys.min()), int(keys.max())

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -667,6 +668,53 @@ def time_sections(path: Path) -> None:
     clock("top kernels", lambda: tables.kernels_markdown(analyze.rank_kernels(k, top_k=15)))
 
 
+def _array_ops(n: int, rng: Any) -> dict[str, Any]:
+    """array_costs()'s operations on arrays of `n` elements, by name."""
+    import numpy as np
+
+    a = np.sort(rng.integers(0, 1 << 40, n))
+    b = rng.integers(0, 1 << 20, n).astype(np.int32)
+    order = np.argsort(b, kind="stable")
+    out = np.zeros(n, dtype=np.int64)
+    return {"a + b, fresh output": lambda: a + b,
+            "a + b, into an array written before": lambda: np.add(a, b, out=out),
+            "cumsum, fresh output": lambda: np.cumsum(a),
+            "cumsum, into an array written before": lambda: np.cumsum(a, out=out),
+            "gather a[order] (order: a sort of random keys), into an array written before":
+                lambda: np.take(a, order, out=out),
+            "searchsorted of those values": lambda: np.searchsorted(a, a[order]),
+            "sort of those values": lambda: np.sort(a[order])}
+
+
+def array_costs(sizes: list[int], repeat: int) -> list[str]:
+    """numpy's cost per element of operations the analysis is made of, at each size, best of `repeat`, in
+    one process: into fresh output arrays (as an analysis's temporaries are) and into arrays it has
+    written before. Arrays past the CPU's last-level cache make a gather or a binary search dearer per
+    element, and fresh pages make every output dearer on a virtual machine: neither is profkit's code.
+    Markdown lines."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in sizes:
+        ops = _array_ops(n, rng)
+        for name, fn in ops.items():
+            best = float("inf")
+            for _ in range(max(repeat, 3)):
+                t0 = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t0)
+            rows.append((name, n, 1e9 * best / n))
+    names = list(dict.fromkeys(r[0] for r in rows))
+    ns = {(name, n): v for name, n, v in rows}
+    head = ["operation", *(f"ns per element at {n:,}" for n in sizes), f"{sizes[-1]:,} / {sizes[0]:,}"]
+    body = [[name, *(f"{ns[(name, n)]:.2f}" for n in sizes), f"{ns[(name, sizes[-1])] / ns[(name, sizes[0])]:.2f}x"]
+            for name in names]
+    return [markdown_table(head, body, align="l" + "r" * (len(sizes) + 1)), "",
+            f"`python scripts/bench_parser.py --array-costs {','.join(map(str, sizes))}` (numpy {np.__version__}; "
+            f"best of {max(repeat, 3)} per operation, one process; {machine()})."]
+
+
 # --- the report ----------------------------------------------------------------------------------------------------
 
 def machine() -> str:
@@ -783,6 +831,8 @@ def main() -> None:
     p.add_argument("--touch-mb", type=int, default=2048, help="With --linearity: MB of fresh memory written (in a "
                    "child) before each command, so that a VM's host has backed it (0: none) "
                    "(default: %(default)s).")
+    p.add_argument("--array-costs", help="Sizes (e.g. 1000000,10000000): numpy's own cost per element of a few "
+                   "array operations at each, on this machine; prints markdown (what the hardware does to linearity).")
     p.add_argument("--ranks", help="Rank counts for the multi-rank case (e.g. 2,4,8,16,32,64); prints markdown.")
     p.add_argument("--ranks-one", type=Path, help=argparse.SUPPRESS)  # one timed `report ranks` (a subprocess)
     a = p.parse_args()
@@ -794,6 +844,9 @@ def main() -> None:
         return
     if a.floor:
         floor(a.floor)
+        return
+    if a.array_costs:
+        print("\n".join(array_costs([int(n) for n in a.array_costs.split(",")], a.repeat)))
         return
     if a.sections:
         time_sections(a.sections)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 from types import ModuleType
 
+import numpy as np
+
 
 def test_a_fixed_cost_leaves_the_steps_flat(bench_parser: ModuleType) -> None:
     # t = 0.5 s + 0.03 s set-up past 10 k kernels + 1 us a kernel: above the 0.5 s start-up the cost per
@@ -25,3 +27,15 @@ def test_a_cost_that_grows_with_size_shows_in_the_steps(bench_parser: ModuleType
 
 def test_its_doctests(bench_parser: ModuleType) -> None:
     assert doctest.testmod(bench_parser).failed == 0
+
+
+def test_array_costs_table_has_every_operation_at_every_size(bench_parser: ModuleType) -> None:
+    lines = bench_parser.array_costs([1_000, 4_000], 1)
+    header, _, *body = lines[0].splitlines()
+    assert header.split("|")[2:4] == [" ns per element at 1,000 ", " ns per element at 4,000 "]
+    assert [row.split("|")[1].strip() for row in body] == list(bench_parser._array_ops(10, np.random.default_rng(0)))
+    for row in body:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) > 0 and float(cells[2]) > 0
+        assert cells[3].endswith("x") and float(cells[3][:-1]) > 0  # the ratio, from the unrounded figures
+    assert lines[-1].startswith("`python scripts/bench_parser.py --array-costs 1000,4000`")

@@ -27,8 +27,10 @@ def brute_first(keys: np.ndarray, queries: np.ndarray) -> list[int]:
     return [first.get(q, -1) for q in queries.tolist()]
 
 
+@pytest.mark.parametrize("chunk", [columns.CHECK_ROWS, 64])  # 64: the checks' chunks cross the arrays many times
 @pytest.mark.parametrize("kind", ["identical", "increasing", "dense", "dense-repeats", "sparse", "sparse-repeats"])
-def test_first_positions_equal_a_dictionary(kind: str) -> None:
+def test_first_positions_equal_a_dictionary(kind: str, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columns, "CHECK_ROWS", chunk)
     rng = np.random.default_rng(7)
     n = 2000
     keys = {"identical": np.arange(n) * 3, "increasing": np.cumsum(rng.integers(1, 50, n)),
@@ -135,18 +137,37 @@ def brute_repeats(*keys: np.ndarray | None) -> int:
     return n
 
 
-@pytest.mark.parametrize("kind", ["increasing", "dense", "dense-repeats", "sparse", "sparse-repeats", "nulls"])
-def test_repeats_equal_a_set(kind: str) -> None:
+@pytest.mark.parametrize("chunk", [columns.CHECK_ROWS, 64])
+@pytest.mark.parametrize("kind", ["increasing", "dense", "dense-repeats", "sparse", "sparse-repeats", "nulls",
+                                  "increasing-nulls"])
+def test_repeats_equal_a_set(kind: str, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columns, "CHECK_ROWS", chunk)
     rng = np.random.default_rng(11)
     n = 3000
     corr = {"increasing": np.cumsum(rng.integers(1, 9, n)), "dense": rng.permutation(n),
             "dense-repeats": rng.integers(0, n // 3, n), "sparse": rng.permutation(n) * 10_007,
             "sparse-repeats": rng.integers(0, n // 3, n) * 10_007,
-            "nulls": np.where(rng.random(n) < 0.5, -1, rng.integers(0, n // 4, n))}[kind]
+            "nulls": np.where(rng.random(n) < 0.5, -1, rng.integers(0, n // 4, n)),
+            "increasing-nulls": np.where(rng.random(n) < 0.1, -1, np.cumsum(rng.integers(1, 9, n)))}[kind]
     pid = rng.integers(0, 2, n) << 24
     start = rng.integers(0, 4, n)
     for keys in ((corr, None, None), (corr, pid, None), (corr, pid, start), (corr, None, start)):
         assert columns.repeats(*keys) == brute_repeats(*keys), (kind, [k is None for k in keys])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, columns.CHECK_ROWS])
+def test_increasing_and_equal_against_numpy(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columns, "CHECK_ROWS", chunk)
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 2, 63, 64, 65, 200):
+        a = np.cumsum(rng.integers(1, 3, n))
+        assert columns.increasing(a) and columns.equal(a, a.copy())
+        for i in range(1, n):  # one pair that does not rise, anywhere (across a chunk's edge too)
+            b = a.copy()
+            b[i] = b[i - 1]
+            assert not columns.increasing(b), (n, i)
+            assert not columns.equal(a, b)
+        assert not columns.equal(a, np.append(a, 0))
 
 
 def test_kernels_of_two_processes_sharing_ids_and_starts(tmp_path: Path) -> None:
