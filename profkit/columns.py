@@ -671,11 +671,13 @@ def check_times(path: Path, what: str, start: np.ndarray, end: np.ndarray, *, op
         negative += int(np.count_nonzero(s < 0))
         backwards += int(np.count_nonzero(dur < 0))
         too_long += int(np.count_nonzero(dur > MAX_DURATION_NS))
-    for count, why in ((negative, "starts before the session (a negative time)"), (backwards, "ends before it starts"),
-                       (too_long, "lasts longer than a week")):
+    for count, one, many in ((negative, "starts before the session (a negative time)",
+                              "start before the session (negative times)"),
+                             (backwards, "ends before it starts", "end before they start"),
+                             (too_long, "lasts longer than a week", "last longer than a week")):
         if count:
             rows = f"{int(count):,} {what} row{'s' if count > 1 else ''}"
-            verb = why if count == 1 else why.replace("ends", "end").replace("starts", "start").replace("lasts", "last")
+            verb = one if count == 1 else many
             raise ProfileError(f"{path} is damaged: {rows} {verb}; export the capture again with nsys export "
                                "--type sqlite")
 

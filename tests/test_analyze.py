@@ -374,11 +374,20 @@ def test_nested_walk_in_numpy_on_every_fixture(export: Path, monkeypatch: pytest
 
 @pytest.mark.parametrize("capture", ["h100_small_step_bf16", "h200_tiny_step_bf16_a", "h200_llama_step_bf16",
                                      "h100_small_step_bf16_autograd_nvtx"])
-def test_fold_steps_equals_a_groupby_of_the_ranges(capture: str) -> None:
+@pytest.mark.parametrize("moved", [False, True])
+def test_fold_steps_equals_a_groupby_of_the_ranges(capture: str, moved: bool) -> None:
     """fold_steps()'s per-step figures against pandas over the projected ranges: each range inside a
-    measured step (`step_N/...`) keyed by its path without the step, counted in its distinct steps."""
+    measured step (`step_N/...`) keyed by its path without the step, counted in its distinct steps.
+    `moved`: step_1's forward pass renamed out of the steps (warmup/...), so that its paths lie in one
+    step fewer than the rest and a path outside the steps has ranges."""
     a = analyze_profile(DATA / capture)
     r = a.ranges
+    if moved:  # the last step's forward pass
+        last_step = r["path"].str.extract(r"^step_(\d+)")[0].dropna().astype(int).max()
+        last = f"step_{last_step}/"
+        forward = r["path"].str.startswith(last + "forward/") | (r["path"] == last + "forward")
+        assert forward.any()
+        r = r.assign(path=r["path"].where(~forward, "warmup/" + r["path"].str.slice(len(last))))
     m = r["path"].str.extract(r"^step_(\d+)/(.+)$")
     inside = r[m[0].notna()].assign(step=m[0].dropna().astype(int), folded=m[1].dropna())
     in_steps = r["path"].str.fullmatch(r"step_\d+") | m[0].notna()
@@ -387,6 +396,10 @@ def test_fold_steps_equals_a_groupby_of_the_ranges(capture: str) -> None:
                                         gpu=("gpu_total_ns", "sum"), kernels=("kernels", "sum"))
     got = analyze.fold_steps(r, a.kernels).set_index("path")
     assert len(got) and n_steps >= 1
+    assert not any(p.startswith("warmup") for p in got.index)  # outside the steps: left out
+    if moved:  # the forward pass lies in one step fewer than backward (in none: no row)
+        assert got.loc["backward", "steps"] == n_steps
+        assert (got.loc["forward", "steps"] == n_steps - 1) if n_steps > 1 else "forward" not in got.index
     assert set(want.index) <= set(got.index)
     for path in set(got.index) - set(want.index):  # a prefix no range has (autograd's grafted ops): in no step
         assert got.loc[path, "steps"] == 0 and any(w.startswith(path + "/") for w in want.index), path

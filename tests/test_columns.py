@@ -170,6 +170,33 @@ def test_increasing_and_equal_against_numpy(chunk: int, monkeypatch: pytest.Monk
         assert not columns.equal(a, np.append(a, 0))
 
 
+@pytest.mark.parametrize("chunk", [7, columns.CHECK_ROWS])
+@pytest.mark.parametrize("open_end", [False, True])
+def test_check_times_counts_every_bad_row_across_chunks(chunk: int, open_end: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columns, "CHECK_ROWS", chunk)
+    rng = np.random.default_rng(3)
+    n = 100
+    start = rng.integers(0, 1000, n)
+    end = start + rng.integers(0, 50, n)
+    columns.check_times(Path("p"), "kernel", start, end, open_end=open_end)  # a good table: nothing raised
+    for bad, rows, why in (("negative", [6, 7, 13, 99], "4 kernel rows start before the session"),
+                           ("backwards", [0, 20, 21], "3 kernel rows end before they start"),
+                           ("long", [50], "1 kernel row lasts longer than a week")):
+        s, e = start.copy(), end.copy()
+        for i in rows:
+            if bad == "negative":
+                s[i], e[i] = -5 - i, 10
+            elif bad == "backwards":
+                e[i] = s[i] - 1
+            else:
+                e[i] = s[i] + columns.MAX_DURATION_NS + 1
+        if open_end:  # a still-open NVTX range (end OPEN_END) is no bad row, in any chunk
+            e[[1, 8, 14]] = columns.OPEN_END
+        with pytest.raises(columns.ProfileError, match=why):
+            columns.check_times(Path("p"), "kernel", s, e, open_end=open_end)
+
+
 def test_kernels_of_two_processes_sharing_ids_and_starts(tmp_path: Path) -> None:
     """`report kernels` reads no globalPid until two kernels share a correlation id and a start:
     then it reads it, and a second process's copy of every kernel is two processes' kernels (each
