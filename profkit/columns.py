@@ -623,9 +623,10 @@ def require(reader: Reader, table: str, names: Iterable[str]) -> None:
 
 
 CHECK_ROWS = 1 << 18
-"""check_times() looks at this many rows at a time: its temporaries (2 MB at most) stay in the CPU's cache
-and come from the heap again each time, not from fresh pages (dear on a virtual machine), so its cost per
-row is the same at 10 k and 10 M rows."""
+"""The checks and searches over a table's rows (check_times(), increasing(), equal(), _search()) look at
+this many rows at a time: their temporaries (2 MB at most) stay in the CPU's cache and come from the heap
+again each time, not from fresh pages (dear on a virtual machine), so their cost per row is the same at
+10 k and 10 M rows."""
 
 
 def increasing(a: np.ndarray) -> bool:
@@ -667,7 +668,10 @@ def check_times(path: Path, what: str, start: np.ndarray, end: np.ndarray, *, op
     negative = backwards = too_long = 0
     for lo in range(0, len(start), CHECK_ROWS):  # temporaries of one chunk: in cache, reused from the heap
         s, e = start[lo:lo + CHECK_ROWS], end[lo:lo + CHECK_ROWS]
-        dur = e[e != OPEN_END] - s[e != OPEN_END] if open_end else e - s
+        if open_end:
+            closed = e != OPEN_END
+            s, e = s[closed], e[closed]
+        dur = e - s
         negative += int(np.count_nonzero(s < 0))
         backwards += int(np.count_nonzero(dur < 0))
         too_long += int(np.count_nonzero(dur > MAX_DURATION_NS))
@@ -694,8 +698,7 @@ def repeats(corr: np.ndarray, pid: np.ndarray | None, start: np.ndarray | None =
     """
     if not len(corr) or int(corr.max()) < 0:
         return 0
-    whole = int(corr.min()) >= 0  # no NULL id: the ids as they are, no copy the rows' length
-    keep = None if whole else corr >= 0
+    keep = None if int(corr.min()) >= 0 else corr >= 0  # None: no NULL id, the ids as they are (no copy)
     c = corr if keep is None else corr[keep]
     if len(c) > 1 and increasing(c):  # ids increasing in table order: none repeats
         return 0
@@ -709,9 +712,7 @@ def repeats(corr: np.ndarray, pid: np.ndarray | None, start: np.ndarray | None =
             keep = repeated
         else:
             keep[keep] = repeated
-    elif keep is None:
-        keep = np.ones(len(corr), dtype=bool)
-    return _repeated_rows([k[keep] for k in (corr, pid, start) if k is not None])
+    return _repeated_rows([k if keep is None else k[keep] for k in (corr, pid, start) if k is not None])
 
 
 def _repeated_rows(keys: list[np.ndarray]) -> int:
@@ -786,18 +787,15 @@ def first_positions(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return out
 
 
-SEARCH_CHUNK = 1 << 18
-
-
 def _search(sorted_keys: np.ndarray, order: np.ndarray | None, queries: np.ndarray, out: np.ndarray) -> None:
     """out[i] = the position (through `order`, when given) of queries[i] in sorted_keys, where
     found; a chunk of queries at a time, so the temporaries stay a few MB."""
-    for lo in range(0, len(queries), SEARCH_CHUNK):
-        q = queries[lo:lo + SEARCH_CHUNK]
+    for lo in range(0, len(queries), CHECK_ROWS):
+        q = queries[lo:lo + CHECK_ROWS]
         pos = np.searchsorted(sorted_keys, q, side="left")
         np.minimum(pos, len(sorted_keys) - 1, out=pos)
         hit = sorted_keys[pos] == q
-        out[lo:lo + SEARCH_CHUNK][hit] = pos[hit] if order is None else order[pos[hit]]
+        out[lo:lo + CHECK_ROWS][hit] = pos[hit] if order is None else order[pos[hit]]
 
 
 def join_launches(corr: np.ndarray, pid: np.ndarray, calls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

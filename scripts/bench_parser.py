@@ -484,17 +484,15 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
             if ok:
                 judged.append(above)
             cells.append(f"{kernels:,}: {t.best:.2f} s, {above:.5f}" + ("" if ok else " (not judged)"))
-        growth = max(judged) / min(judged) if len(judged) >= 2 else None
+        growth = _growth(judged)
         steps = marginal([(kernels, times[(label, kernels)].best) for _, kernels, _ in sizes[1:]], least)
         step_cells = [f"{a:,} -> {b:,}: {slope:.5f}" + ("" if ok else " (not judged)") for a, b, slope, ok in steps]
-        judged_steps = [slope for _, _, slope, ok in steps if ok]
+        step_growth = _growth([slope for *_, slope, ok in steps if ok])
         # The same steps from median times: a best of a few short runs is likelier to fall in a quiet spell
         # of a shared machine than a long run is, which would make the larger sizes' steps look dearer.
         medians = marginal([(kernels, times[(label, kernels)].median) for _, kernels, _ in sizes[1:]], least)
         median_cells = [f"{slope:.5f}" + ("" if ok else " (not judged)") for *_, slope, ok in medians]
-        judged_medians = [slope for *_, slope, ok in medians if ok]
-        median_growth = max(judged_medians) / min(judged_medians) if len(judged_medians) >= 2 else None
-        step_growth = max(judged_steps) / min(judged_steps) if len(judged_steps) >= 2 else None
+        median_growth = _growth([slope for *_, slope, ok in medians if ok])
         peak = times[(label, biggest)].peak
         flat = step_growth is not None and step_growth <= MAX_SLOPE_GROWTH
         all_ok &= flat and peak * 1e6 <= 2**30
@@ -534,6 +532,11 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
                         f"peak MB at {biggest:,}", "refused"], rows, align="lrlrlrlrrl"), "",
         f"Every command that ran flat and within 2^30 bytes: {'**yes**' if all_ok else '**no**'}.", ""]
     return lines, all_ok
+
+
+def _growth(judged: list[float]) -> float | None:
+    """The largest judged figure over the smallest; None with fewer than two."""
+    return max(judged) / min(judged) if len(judged) >= 2 else None
 
 
 def marginal(points: list[tuple[int, float]], least: float) -> list[tuple[int, int, float, bool]]:

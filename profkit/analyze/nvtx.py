@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import re
 from array import array
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -712,9 +713,7 @@ def fold(r: Projected, k: Owned, *, depth: int | None = None) -> Table:
         return Table({c: [] for c in FOLD_COLUMNS})
     summary = summary.take(keep)
     pairs = {(int(remap[c]), int(steps[c])) for c in np.flatnonzero(present & np.array(inside_path, dtype=bool))}
-    steps_with: dict[int, int] = {}  # folded path -> in how many measured steps its ranges lie
-    for folded_path, _ in pairs:
-        steps_with[folded_path] = steps_with.get(folded_path, 0) + 1
+    steps_with = Counter(folded_path for folded_path, _ in pairs)  # in how many measured steps its ranges lie
     codes = [index.get(p, -1) for p in summary["path"]]  # a prefix row (no range has its path): in no step
     out = Table({
         "path": list(summary["path"]), "steps": np.array([int(steps_with.get(c, 0)) for c in codes], dtype=np.int64),
