@@ -3,6 +3,7 @@ the real H100 fixture against what nsys's own same-thread projection misses."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,23 @@ def test_rank_kernels_statistics(durs: list[int], expected: dict) -> None:
     row = analyze.rank_kernels(k).iloc[0]
     for key, value in expected.items():
         assert row[key] == value, key
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 18])
+def test_rank_kernels_stddev_across_chunks(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard deviations summed a chunk of kernels at a time, against statistics.stdev per name
+    (groups that start, end and lie within a chunk, and one of a single kernel)."""
+    from profkit.analyze import kernels as kernels_mod
+    monkeypatch.setattr(kernels_mod, "FIRST_CHUNK", chunk)
+    rng = np.random.default_rng(7)
+    names = rng.choice(["a", "b", "c", "d", "e"], size=300, p=[0.5, 0.3, 0.1, 0.0966, 0.0034])
+    names[0] = "f"  # one instance
+    durs = rng.integers(1, 10**9, size=len(names))
+    k = pd.DataFrame({"name": names, "dur_ns": durs, "category": "gemm"})
+    got = analyze.rank_kernels(k).set_index("name")["stddev_ns"]
+    for name, group in k.groupby("name")["dur_ns"]:
+        values = group.tolist()
+        assert got[name] == pytest.approx(statistics.stdev(values) if len(values) > 1 else 0.0, rel=1e-9), name
 
 
 def test_rank_kernels_orders_and_folds() -> None:

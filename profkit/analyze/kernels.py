@@ -78,6 +78,20 @@ RANK_COLUMNS = ["name", "category", "instances", "total_ns", "avg_ns", "median_n
                 "time_pct"]
 
 
+def _squared_deviations(d: np.ndarray, mean: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Per group, the sum of (d - the group's mean)^2; d sorted by group, group g's values from lo[g].
+    FIRST_CHUNK values at a time, so the temporaries stay a few MB at any size (one array the
+    kernels' length is fresh memory at 10 M kernels: dearer per kernel than at 1 M)."""
+    ss = np.zeros(len(lo))
+    for a in range(0, len(d), FIRST_CHUNK):
+        b = min(a + FIRST_CHUNK, len(d))
+        g = np.searchsorted(lo, np.arange(a, b), side="right") - 1
+        dev = d[a:b] - mean[g]
+        dev *= dev
+        ss += np.bincount(g, weights=dev, minlength=len(lo))
+    return ss
+
+
 def rank(codes: np.ndarray, labels: list[str], dur: np.ndarray, categories: list[str], *,
          top_k: int | None = None) -> Table:
     """Time per group, largest first, as `nsys stats -r cuda_gpu_kern_sum` (rank_kernels()'s rows).
@@ -108,11 +122,7 @@ def rank(codes: np.ndarray, labels: list[str], dur: np.ndarray, categories: list
     mid = lo + (n - 1) // 2
     upper = d[np.minimum(mid + 1, max(len(d) - 1, 0))] if len(d) else d
     median = np.where(n % 2 == 1, d[mid].astype(float), (d[mid].astype(float) + upper) / 2) if len(d) else np.empty(0)
-    dev = np.repeat(mean, n)  # d - mean, squared, in one array the kernels' length (the same values)
-    np.subtract(d, dev, out=dev)
-    np.multiply(dev, dev, out=dev)
-    ss = np.add.reduceat(dev, lo) if len(d) else np.empty(0)
-    del dev
+    ss = _squared_deviations(d, mean, lo)
     std = np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1)), 0.0)
     all_ns = int(total.sum())
     pct = 100.0 * total / all_ns if all_ns else np.zeros(len(groups))
@@ -373,7 +383,8 @@ def compare_kernels(ranked: list[pd.DataFrame], steps: list[int], labels: list[s
 STEP_CHUNK = 1 << 20
 """Rows category_steps() sums at a time."""
 FIRST_CHUNK = 1 << 18
-"""Rows _first_category() looks at a time (its index array 2 MB: in cache, from the heap again each time)."""
+"""Rows _first_category() and _squared_deviations() look at a time (an index array of 2 MB: in cache, from
+the heap again each time)."""
 
 
 def category_steps(kernels: pd.DataFrame, transfers: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
