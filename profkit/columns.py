@@ -629,16 +629,19 @@ again each time, not from fresh pages (dear on a virtual machine), so their cost
 10 k and 10 M rows."""
 
 
-def increasing(a: np.ndarray) -> bool:
-    """Whether every value of `a` is above the one before, CHECK_ROWS at a time (no temporary the
-    array's length).
+def increasing(a: np.ndarray, *, strict: bool = True) -> bool:
+    """Whether every value of `a` is above the one before (at least it, when not `strict`),
+    CHECK_ROWS at a time (no temporary the array's length).
 
     >>> increasing(np.arange(5)), increasing(np.array([1, 3, 3])), increasing(np.array([], dtype=np.int64))
     (True, False, True)
+    >>> increasing(np.array([1, 3, 3]), strict=False), increasing(np.array([3, 1]), strict=False)
+    (True, False)
     """
+    rises = np.greater if strict else np.greater_equal
     for lo in range(0, max(len(a) - 1, 0), CHECK_ROWS):
         after = a[lo + 1:lo + CHECK_ROWS + 1]
-        if not bool((after > a[lo:lo + len(after)]).all()):
+        if not bool(rises(after, a[lo:lo + len(after)]).all()):
             return False
     return True
 

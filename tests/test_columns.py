@@ -166,7 +166,10 @@ def test_increasing_and_equal_against_numpy(chunk: int, monkeypatch: pytest.Monk
             b = a.copy()
             b[i] = b[i - 1]
             assert not columns.increasing(b), (n, i)
+            assert columns.increasing(b, strict=False), (n, i)
             assert not columns.equal(a, b)
+            b[i] = b[i - 1] - 1  # one pair that falls
+            assert not columns.increasing(b, strict=False), (n, i)
         assert not columns.equal(a, np.append(a, 0))
 
 

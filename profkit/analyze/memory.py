@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from profkit.analyze.nvtx import attribute, thread_timelines
+from profkit.columns import increasing
 from profkit.frames import require
 from profkit.sizes import SIZES
 
@@ -186,7 +187,7 @@ class Replay:
     def times(self) -> np.ndarray:
         """time_us, made nondecreasing (each event at the latest time seen so far)."""
         t = self.source["time_us"].to_numpy()
-        if len(t) < 2 or bool((t[1:] >= t[:-1]).all()):
+        if increasing(t, strict=False):
             return t
         return np.maximum.accumulate(t)
 
@@ -946,7 +947,7 @@ def path_table(m: MemoryAnalysis) -> pd.DataFrame:
     a_seq = lt["alloc_seq"].to_numpy()
     mine = a_seq >= 0  # the window's allocations, one per alloc event, numbered in event order
     a_seq = a_seq[mine]
-    if len(a_seq) > 1 and not bool((a_seq[1:] > a_seq[:-1]).all()):  # not in event order: per event
+    if not increasing(a_seq):  # not in event order: per event
         a_seq = np.flatnonzero(rp.alloc_sizes())
         csum = np.cumsum(rp.alloc_sizes()[a_seq])
     else:
@@ -1004,7 +1005,7 @@ def _bucket_maxima(time_us: np.ndarray, t0: int, a: np.ndarray, points: int) -> 
     array of the trace's length is made)."""
     n = len(a)
     span = max(int(time_us[-1]) - t0, 1)
-    if n > 1 and not bool((time_us[1:] >= time_us[:-1]).all()):  # times out of order
+    if not increasing(time_us, strict=False):  # times out of order
         t = time_us - t0
         frame = pd.DataFrame({"b": np.minimum((t * points) // span, points - 1), "a": a})
         return frame.groupby("b")["a"].idxmax().to_numpy()
