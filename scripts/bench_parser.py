@@ -44,6 +44,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -416,13 +417,13 @@ def touch_memory(mb: int) -> None:
 
 def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, threads: str,
               touch_mb: int) -> tuple[list[str], bool]:
-    """Every report command, best of `repeat` fresh processes, on the fixture itself (its start-up: at least 5
-    runs, for the jitter too) and on each export, the commands interleaved within a size and the sizes
-    within a repeat. Per command, its cost above start-up per 1 k kernels at each size, and the cost
-    each step from one size to the next adds per 1 k kernels added (marginal()), each judged where its
-    time difference is at least JITTER_TIMES x start-up's jitter; flat when the largest judged step is
-    within MAX_SLOPE_GROWTH of the smallest. Markdown lines and whether every command that ran was
-    flat and under 2^30 bytes at the largest size."""
+    """Every report command, best of its fresh processes, on the fixture itself (its start-up: at least 5
+    runs, for the jitter too) and on each export, in `repeat` rounds of runs_per_round() runs of each size,
+    the commands interleaved within a size and the sizes within a round. Per command, its cost above
+    start-up per 1 k kernels at each size, and the cost each step from one size to the next adds per
+    1 k kernels added (marginal()), each judged where its time difference is at least JITTER_TIMES x
+    start-up's jitter; flat when the largest judged step is within MAX_SLOPE_GROWTH of the smallest.
+    Markdown lines and whether every command that ran was flat and under 2^30 bytes at the largest size."""
     py = [sys.executable, "-m", "profkit", "report"]
     # The reads' second thread fixed, not left to the load average (columns.two_threads): a command
     # run right after another sees the load that one left, and would read on one thread at one size
@@ -457,17 +458,21 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
         print(f"  [{note}] {kernels:,} kernels, {label}: {seconds:.2f} s, {mb:,.0f} MB"
               + (f" ({said[(label, kernels)][:80]})" if (label, kernels) in said else ""), flush=True)
 
-    # Sizes interleaved within each repeat, as the commands are: a slow spell of a shared machine
-    # falls on every size alike instead of on the one being timed then.
+    # Sizes interleaved within each round, as the commands are: a slow spell of a shared machine
+    # falls on every size alike instead of on the one being timed then. A smaller size runs more
+    # times a round (runs_per_round()), spread over every round, not bunched at the end.
+    biggest = sizes[-1][1]
+    per_round = {kernels: runs_per_round(kernels, biggest) for _, kernels, _ in sizes}
     for i in range(repeat):
         for kernels, out, commands in plans:
-            for label, args in commands.items():
-                run(kernels, out, label, args, f"{i + 1}/{repeat}")
-    for i in range(repeat, max(repeat, 5)):  # start-up's jitter: at least 5 runs of the fixture
+            for j in range(per_round[kernels]):
+                for label, args in commands.items():
+                    note = f"{i + 1}/{repeat}" + (f".{j + 1}" if per_round[kernels] > 1 else "")
+                    run(kernels, out, label, args, note)
+    for i in range(repeat * per_round[n0], 5):  # start-up's jitter: at least 5 runs of the fixture
         for label, args in plans[0][2].items():
             run(n0, plans[0][1], label, args, f"start-up {i + 1}")
     rows, all_ok = [], True
-    biggest = sizes[-1][1]
     for label in plans[0][2]:
         start = times[(label, n0)]
         jitter = sorted(start.seconds)[len(start.seconds) // 2] - start.best
@@ -503,18 +508,20 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
                      "not judged" if median_growth is None else f"{median_growth:.2f}x", f"{peak:,.0f}", ""])
     lines = [
         "## Every report command, 1 copy to the largest export (issue 17)", "",
-        f"Each command a fresh process, cold (`--no-cache`), best of {repeat} (start-up: on the fixture itself, "
-        f"{n0:,} kernels, best of at least 5, ± its median minus best), the commands interleaved within each "
-        f"size and the sizes within each repeat. Seconds per 1 k kernels above start-up ((t - t0) / "
-        f"(n - {n0:,}) x 1000), judged where t - t0 is at least {JITTER_TIMES}x start-up's jitter (0.01 s at "
-        "least); and the time each step from one size to the next adds per 1 k kernels added ((t2 - t1) / "
-        "(n2 - n1) x 1000, marginal()), judged where t2 - t1 is that much: the cost of one more kernel, which "
-        "no fixed cost enters (above start-up, a cost the fixture's run does not pay, e.g. a second read "
-        "thread or a table's set-up, makes the smaller sizes' figures larger). Flat when the largest judged "
-        f"step is within {MAX_SLOPE_GROWTH}x the smallest (judged on best times; the steps from median times "
-        "beside them, not judged, show whether a best of a few short runs flattered the smaller sizes). "
-        "Peak MB: `/usr/bin/time -f %M` at the largest size, "
-        "MB of 10^6 bytes. "
+        "Each command a fresh process, cold (`--no-cache`), best of "
+        + ", ".join(f"{repeat * per_round[k]} at {k:,}" for _, k, _ in sizes[1:])
+        + f" (start-up: on the fixture itself, {n0:,} kernels, best of {max(5, repeat * per_round[n0])}, ± its "
+        f"median minus best), in {repeat} rounds, a size's runs spread over every round (runs_per_round(): "
+        "a smaller size's difference from the next is tenths of a second, its runs cheap), the commands "
+        "interleaved within each size and the sizes within each round. Seconds per 1 k kernels above "
+        f"start-up ((t - t0) / (n - {n0:,}) x 1000), judged where t - t0 is at least {JITTER_TIMES}x start-up's "
+        "jitter (0.01 s at least); and the time each step from one size to the next adds per 1 k kernels "
+        "added ((t2 - t1) / (n2 - n1) x 1000, marginal()), judged where t2 - t1 is that much: the cost of "
+        "one more kernel, which no fixed cost enters (above start-up, a cost the fixture's run does not pay, "
+        "e.g. a second read thread or a table's set-up, makes the smaller sizes' figures larger). Flat when "
+        f"the largest judged step is within {MAX_SLOPE_GROWTH}x the smallest (judged on best times; the steps "
+        "from median times beside them, not judged, show whether a best of a few short runs flattered the "
+        "smaller sizes). Peak MB: `/usr/bin/time -f %M` at the largest size, MB of 10^6 bytes. "
         f"Capture folders link the export as profile.sqlite (with the fixture's run.json and its counted "
         f"flops.json where it has one); `compare` compares two such folders of one export; `ranks` reads it as "
         f"rank0; `memory` places `{SNAPSHOT.relative_to(REPO)}` on its ranges. Large reads on "
@@ -532,6 +539,20 @@ def linearity(fixture: Path, exports: list[Export], repeat: int, work: Path, thr
                         f"peak MB at {biggest:,}", "refused"], rows, align="lrlrlrlrrl"), "",
         f"Every command that ran flat and within 2^30 bytes: {'**yes**' if all_ok else '**no**'}.", ""]
     return lines, all_ok
+
+
+def runs_per_round(kernels: int, biggest: int) -> int:
+    """Runs of a size in each round of linearity(): one at the largest size, one more for each tenfold
+    smaller, at most SMALL_RUNS. A step between small sizes is a difference of tenths of a second, a few
+    times start-up's jitter, and its runs cost little: more of them bring its best nearer the floor.
+
+    >>> [runs_per_round(k, 10_001_440) for k in (10_001_440, 1_000_960, 100_640, 10_880, 2_720)]
+    [1, 2, 3, 4, 4]
+    """
+    return max(1, min(SMALL_RUNS, 1 + round(math.log10(biggest / max(kernels, 1)))))
+
+
+SMALL_RUNS = 4
 
 
 def _growth(judged: list[float]) -> float | None:
@@ -815,7 +836,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fixture", type=Path, default=FIXTURE, help="The export to copy (default: %(default)s).")
     p.add_argument("--sizes", default="10000,100000,1000000", help="Kernel counts, at least (default: %(default)s).")
-    p.add_argument("--repeat", type=int, default=3, help="Runs per command; the best counts (default: %(default)s).")
+    p.add_argument("--repeat", type=int, default=3, help="Runs per command (with --linearity: rounds, a smaller size "
+                   "run more times a round); the best counts (default: %(default)s).")
     p.add_argument("--work", type=Path, default=Path("/tmp/profkit-bench"), help="Built exports and outputs.")
     p.add_argument("--report", type=Path, default=Path("reports/bench.md"))
     p.add_argument("--nsys", help="The nsys to use (else $PROFKIT_NSYS, PATH, .tools/nsys).")
