@@ -90,7 +90,7 @@ class Analysis:
 
     def require_kernels(self) -> None:
         """Raises InputError when the export has no kernels table."""
-        _require_kernels(self.data.path, self.data.has_kernel_table)
+        require_kernels(self.data.path, self.data.has_kernel_table)
 
     def attributed(self) -> Attributed:
         """The arrays `report kernels` and `report nvtx` take, from this analysis's frames."""
@@ -107,7 +107,8 @@ class Analysis:
                           projected(self.ranges))
 
 
-def _require_kernels(path: Path, has_kernel_table: bool) -> None:
+def require_kernels(path: Path, has_kernel_table: bool) -> None:
+    """Refuse a kernel report on an export without a kernels table (InputError, what to capture instead)."""
     if not has_kernel_table:
         raise InputError(f"{path} has no kernels table: nsys recorded no CUDA kernels (its analysis failed, or the "
                          "capture traced no CUDA); capture again with --trace including cuda")
@@ -132,7 +133,7 @@ class Attributed:
 
     def require_kernels(self) -> None:
         """Raises InputError when the export has no kernels table."""
-        _require_kernels(self.path, self.has_kernel_table)
+        require_kernels(self.path, self.has_kernel_table)
 
 
 def attributed(path: Path, *, rules: Path | None = None, allow_incomplete: bool = False, nvtx: bool = True,

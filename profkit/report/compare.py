@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from profkit import analyze, layout
 from profkit.analyze import gate as gates
-from profkit.pipeline import Analysis, _require_kernels
+from profkit.pipeline import Analysis, require_kernels
 from profkit.report.formats import frame_graph_note, render
 from profkit.report.tables import markdown_table, mib
 
@@ -63,7 +63,7 @@ class Capture:
 
     def require_kernels(self) -> None:
         """Raises InputError when the export has no kernels table."""
-        _require_kernels(self.path, self.has_kernel_table)
+        require_kernels(self.path, self.has_kernel_table)
 
 
 def capture(a: Analysis) -> Capture:
