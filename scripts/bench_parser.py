@@ -80,6 +80,7 @@ MAX_WARM_SHARE = 0.01  # the same, served from profkit's cache
 MAX_PEAK_MB = 300
 MAX_SLOPE_GROWTH = 1.25  # s per 1 k kernels added, size to size: the largest judged step against the smallest
 JITTER_TIMES = 5  # a size (or step) is judged when its time above start-up (or added) is this many times the jitter
+SMALL_RUNS = 4  # runs of a small size in each round of --linearity, at most (runs_per_round())
 REFERENCE = ("Reference, measured earlier on a 2-core machine: an export of 1.03 M kernels, 1.86 M runtime calls "
              "and 114 k NVTX ranges took `nsys stats` 2.9 s for the kernel summary (cuda_gpu_kern_sum) and 14.8 s "
              "for nvtx_kern_sum; reading just the needed columns into Python tuples took 3.0 s.")
@@ -550,9 +551,6 @@ def runs_per_round(kernels: int, biggest: int) -> int:
     [1, 2, 3, 4, 4]
     """
     return max(1, min(SMALL_RUNS, 1 + round(math.log10(biggest / max(kernels, 1)))))
-
-
-SMALL_RUNS = 4
 
 
 def _growth(judged: list[float]) -> float | None:
