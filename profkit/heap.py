@@ -1,4 +1,4 @@
-"""glibc's heap, told to give large freed blocks back (Linux/glibc only; elsewhere nothing).
+"""glibc's heap, told when to give freed blocks back and when to keep them (Linux/glibc only; elsewhere nothing).
 
 numpy and pandas allocate their arrays with malloc. glibc gives each allocation of at least its
 mmap threshold a mapping of its own, returned to the system when freed, but the threshold starts
@@ -14,7 +14,9 @@ top is given back to the system at every free past that, so a loop of temporarie
 threshold (timeline()'s 2 MB chunks) maps and faults its memory in again at every turn. A page
 fault is dear on a virtual machine (a process's first writes to memory new to it measured 11-32 ns
 per 8 bytes on the 2-core machine of reports/bench_linearity.md), so the analysis keeps up to
-ANALYSIS_TRIM_THRESHOLD of free top.
+ANALYSIS_TRIM_THRESHOLD of free top, and takes even its largest arrays from the heap
+(ANALYSIS_MMAP_THRESHOLD): a snapshot's read gives its arrays back (MMAP_THRESHOLD), a kernels'
+analysis reuses them.
 """
 
 from __future__ import annotations
@@ -26,17 +28,26 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 256 << 10
 """Allocations of this many bytes or more get their own mapping, given back when freed (a memory
 snapshot's read: many arrays and chunk lists of a few MB)."""
-ANALYSIS_MMAP_THRESHOLD = 4 << 20
-"""load_compact()'s: above the 2 MB temporaries of its 2^18-row chunks (reused from the heap, no page
-faults each time), below the per-kernel arrays (80 MB at 10 M kernels), which get their own mappings.
-At 10 M kernels `report timeline` peaked at 1,142 MB with it and 1,140 MB with 256 kB, 25.7 s
-against 29.7 s at load 1.8-1.9 (without either: 1,249 MB, 22.1 s at load 1.7)."""
-ANALYSIS_TRIM_THRESHOLD = 32 << 20
+ANALYSIS_MMAP_THRESHOLD = 1 << 30
+"""load_compact()'s: in effect every array from the heap, its freed space kept (ANALYSIS_TRIM_THRESHOLD)
+and reused by the next: no page faults for memory the process has had before. With 4 MB (the per-kernel
+arrays, 80 MB at 10 M kernels, in mappings of their own, given back when freed and faulted in afresh by
+the next) a 10 M export paid a fresh page for every large temporary, a 1 M one far fewer (its arrays are
+ten times smaller and more of them fit what was freed): the cost per kernel rose with the size. `report
+timeline` on 10 M kernels, 4 MB against this (2026-12-04, the 2-core machine, interleaved): 17.4-17.6 s
+against 11.9-16.4 s, minor faults 172-174 k against 24 k, peak 876,076 against 948,544 KiB; `report
+compare` 30.5 s against 23.2-24.2 s, 884,656 against 955,704-956,660 KiB; on 1 M kernels timeline 1.79-2.20
+against 1.56-1.76 s. The peak grows by the holes freed arrays leave in the heap (about 72 MB, 8%, at
+10 M): README, "Large captures", says where that leaves the 1 GB bound. (Earlier, at 10 M kernels before
+the analysis was made compact: `report timeline` 1,142 MB with 4 MB, 1,140 MB with 256 kB, 1,249 MB with
+glibc's own sliding threshold.)"""
+ANALYSIS_TRIM_THRESHOLD = 1 << 31
 """load_compact()'s: free heap top kept for the next temporaries instead of given back and faulted in
-again. `report timeline` on 10 M kernels: 810-837 k minor page faults -> 173-180 k, 16.5-19.1 s ->
-13.3-15.4 s, peak 874-875 MB either way (two runs each, interleaved); on 1 M kernels 103-107 k -> 44 k
-faults. The peak can grow by at most this much (free memory kept at a moment the next allocation does
-not reuse), measured no more than 2.4 MB."""
+again (all of it: below ANALYSIS_MMAP_THRESHOLD every array is a heap block). `report timeline` on 10 M
+kernels with the 4 MB mmap threshold, no trim threshold against 32 MB: 810-837 k minor page faults ->
+173-180 k, 16.5-19.1 s -> 13.3-15.4 s, peak 874-875 MB either way; with the 1 GB mmap threshold, 32 MB
+against this: 14.0 s against 11.9 s, 24.07 against 23.19 s for compare, the peak the same to 1 MB
+(what is free at the top at the peak is what the next allocation takes)."""
 
 _LIBC: Any = None
 

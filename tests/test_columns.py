@@ -173,6 +173,27 @@ def test_increasing_and_equal_against_numpy(chunk: int, monkeypatch: pytest.Monk
         assert not columns.equal(a, np.append(a, 0))
 
 
+
+@pytest.mark.parametrize("chunk", [2, 5, 64, columns.MERGE_ROWS])
+def test_search_sorted_is_numpys_searchsorted(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every path (merged, searched in its window, searched whole: queries that fall somewhere)
+    against np.searchsorted, both sides, ties, queries past either end, int32 keys and float ones."""
+    monkeypatch.setattr(columns, "MERGE_ROWS", chunk)
+    rng = np.random.default_rng(11)
+    for n, m, span in ((0, 5, 10), (7, 0, 10), (50, 200, 20), (300, 40, 1000), (1000, 1000, 30), (40, 3000, 10**6)):
+        a = np.sort(rng.integers(-span, span, n))
+        rising = np.sort(rng.integers(-2 * span, 2 * span, m))
+        falling = rising.copy()
+        if m > 3:
+            falling[m // 2], falling[m // 3] = falling[m // 3] - 1, falling[m // 2] + 1
+        for v in (rising, falling, rng.integers(-span, span, m), np.full(m, a[n // 2] if n else 0)):
+            for keys in (a, a.astype(np.int32), a.astype(np.float64)):
+                for side in ("left", "right"):
+                    got = columns.search_sorted(keys, v, side)
+                    assert got.tolist() == np.searchsorted(keys, v, side).tolist(), (n, m, side, keys.dtype)
+    few = np.arange(0, 10**6, 3)  # a window far longer than its chunk: searched, not merged
+    assert columns.search_sorted(few, np.array([5, 6, 900_000])).tolist() == [2, 2, 300_000]
+
 @pytest.mark.parametrize("chunk", [7, columns.CHECK_ROWS])
 @pytest.mark.parametrize("open_end", [False, True])
 def test_check_times_counts_every_bad_row_across_chunks(chunk: int, open_end: bool,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from profkit.columns import OPEN_END, pid_of
+from profkit.columns import OPEN_END, pid_of, search_sorted
 from profkit.table import Table
 
 if TYPE_CHECKING:
@@ -179,10 +179,10 @@ def _nest_nested(s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, Timeline] | 
     i = np.arange(m)
     zero = e == s
     cz = np.concatenate([[0], np.cumsum(zero)])
-    block_end = np.searchsorted(s, s, side="right")
+    block_end = search_sorted(s, s, "right")
     # rows j >= i with e_j <= s_i: zero-length rows starting at s_i, the last of i's start block
     later = cz[block_end] - cz[i]
-    depth = i - (np.searchsorted(np.sort(e), s, side="right") - later)
+    depth = i - (search_sorted(np.sort(e, kind="stable"), s, "right") - later)  # stable: merges e's runs
     if m and (depth.min() < 0 or depth[0] != 0):
         return None
     parent = np.full(m, -1, dtype=np.int64)
@@ -197,9 +197,11 @@ def _nest_nested(s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, Timeline] | 
     if (e[parent[has]] < e[has]).any() or (e[parent[has]] <= s[has]).any():
         return None
     times = np.concatenate([s, e])
-    times.sort()  # then each value once (np.unique hashes: several times slower on these)
+    # stable: two runs, s's and (mostly) e's, merged; then each value once (np.unique hashes: several
+    # times slower on these)
+    times.sort(kind="stable")
     times = times[np.concatenate([[True], times[1:] != times[:-1]])] if m else times
-    owner = np.searchsorted(s, times, side="right") - 1
+    owner = search_sorted(s, times, "right") - 1
     while True:
         closed = np.flatnonzero(owner >= 0)
         closed = closed[e[owner[closed]] <= times[closed]]
@@ -241,7 +243,7 @@ def _overlapping_timeline(idx: np.ndarray, starts: np.ndarray, ends: np.ndarray)
 def innermost_at(timeline: Timeline, t: np.ndarray) -> np.ndarray:
     """Range id open innermost at each time in `t` (-1 where none)."""
     times, owner = timeline
-    idx = np.searchsorted(times, t, side="right") - 1
+    idx = search_sorted(times, t, "right") - 1
     return np.where(idx >= 0, owner[np.clip(idx, 0, None)], -1)
 
 

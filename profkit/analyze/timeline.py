@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from profkit.analyze.nvtx import OPEN_END
+from profkit.columns import search_sorted
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -291,16 +292,18 @@ def timeline(ranges: pd.DataFrame, activity: pd.DataFrame | list[Work], *, by: s
         for a in range(0, len(ordered), GATHER_ROWS):  # the row numbers, a chunk at a time (no arange beside it)
             ordered[a:a + GATHER_ROWS] <<= 32
             ordered[a:a + GATHER_ROWS] |= np.arange(a, min(a + GATHER_ROWS, len(ordered)), dtype=np.int64)
-        ordered.sort()
+        # stable: a merge of the runs (work comes in its owners' order, mostly), linear; the default
+        # quicksort is n log n: 0.71 s against 0.05 s at 10 M kernels, 0.06 against 0.007 at 1 M
+        ordered.sort(kind="stable")  # the keys are distinct: the same order either way
         ordered = ordered[:n_owned]
-        lo = np.searchsorted(ordered, tin.astype(np.int64) << 32, "left")
-        hi = np.searchsorted(ordered, (tout.astype(np.int64) << 32) | 0xFFFFFFFF, "right")
+        lo = search_sorted(ordered, tin.astype(np.int64) << 32, "left")
+        hi = search_sorted(ordered, (tout.astype(np.int64) << 32) | 0xFFFFFFFF, "right")
     else:
         ordered = np.argsort(pos_all, kind="stable")[:n_owned].copy()  # the order itself
         pos = pos_all[ordered]
         del pos_all
-        lo = np.searchsorted(pos, tin, "left")
-        hi = np.searchsorted(pos, tout, "right")
+        lo = search_sorted(pos, tin, "left")
+        hi = search_sorted(pos, tout, "right")
         del pos
     del tin, tout, tin_p  # each range's slice [lo, hi) is all that is needed of the preorder from here
     r_start, r_end = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
